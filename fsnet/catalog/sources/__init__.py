@@ -1,0 +1,24 @@
+"""Sources a catalog is packed from. Each returns a ``SourceTable``: one row per image with its id, the
+URL of its file and its labels, validated before anything is written."""
+
+from __future__ import annotations
+
+from fsnet.catalog.sources.base import SourceTable
+from fsnet.config import SourceConfig
+from fsnet.errors import SourceError
+from fsnet.storage import Storage
+
+
+def read_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
+    if cfg.path is None:
+        raise SourceError("source.path is not set: pass --source URL (a folder with a label table, or CelebA's files)")
+    if cfg.kind == "folder":
+        from fsnet.catalog.sources.folder import read_folder_source
+
+        return read_folder_source(cfg, storage)
+    from fsnet.catalog.sources.celeba import read_celeba_source
+
+    return read_celeba_source(cfg, storage)
+
+
+__all__ = ["SourceTable", "read_source"]
