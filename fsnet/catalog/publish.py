@@ -1,0 +1,100 @@
+"""Publish a packed catalog: the split file, rejected.csv, then catalog.json last, then the removal of shards
+that no catalog.json names any more. A reader never sees a catalog.json naming a file that is missing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import fsnet
+from fsnet.catalog.manifest import (
+    CATALOG_FILE,
+    FORMAT_VERSION,
+    REJECTED_FILE,
+    CatalogManifest,
+    RejectedInfo,
+    ShardInfo,
+    SplitInfo,
+    SplitRule,
+)
+from fsnet.catalog.shard_writer import SHARD_DIR
+from fsnet.catalog.sources.base import SourceTable
+from fsnet.catalog.splits import SPLITS, assign_splits
+from fsnet.config import SplitConfig
+from fsnet.errors import CatalogError
+from fsnet.storage import Storage, join
+
+
+def publish_catalog(
+    storage: Storage,
+    out_url: str,
+    source: SourceTable,
+    shards: list[ShardInfo],
+    rejected: list[dict],
+    split_cfg: SplitConfig,
+) -> CatalogManifest:
+    rejected_ids = pa.array([r["id"] for r in rejected], pa.string())
+    packed = source.table.filter(pc.invert(pc.is_in(source.table["id"], rejected_ids)))
+    if packed.num_rows != sum(s.rows for s in shards):
+        raise CatalogError(f"{out_url}: shards hold {sum(s.rows for s in shards)} rows but {packed.num_rows} were packed; nothing published")
+    names = source.schema.names
+    labels = np.stack([packed[a].to_numpy() for a in names], axis=1) if packed.num_rows else np.zeros((0, len(names)), np.int16)
+    ids = packed["id"].to_pylist()
+    split = assign_splits(ids, labels, split_cfg)
+
+    split_table = pa.table({"id": pa.array(ids, pa.string()), "split": pa.array(split.tolist(), pa.string())})
+    split_bytes = _parquet_bytes(split_table)
+    split_fp = "sha256:" + hashlib.sha256(split_bytes).hexdigest()
+    split_path = f"splits-{split_fp.removeprefix('sha256:')[:12]}.parquet"
+    storage.write_bytes(join(out_url, split_path), split_bytes)
+
+    frame = pd.DataFrame(rejected, columns=["id", "image", "reason", "detail"])
+    storage.write_text(join(out_url, REJECTED_FILE), frame.to_csv(index=False))
+
+    manifest = CatalogManifest(
+        format=FORMAT_VERSION,
+        fsnet_version=fsnet.__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        rows=packed.num_rows,
+        attributes=source.schema.attributes,
+        value_counts={a.name: np.bincount(labels[:, i][labels[:, i] >= 0], minlength=len(a.values)).tolist() for i, a in enumerate(source.schema.attributes)},
+        unknown_counts={a: int((labels[:, i] < 0).sum()) for i, a in enumerate(names)},
+        extra_columns=source.extra_columns,
+        shards=shards,
+        splits=SplitInfo(
+            path=split_path,
+            fingerprint=split_fp,
+            rule=SplitRule(n_query=split_cfg.n_query, n_gallery=split_cfg.n_gallery, seed=split_cfg.seed),
+            counts={s: int((split == s).sum()) for s in SPLITS},
+        ),
+        rejected=RejectedInfo(count=len(rejected), by_reason=dict(Counter(r["reason"] for r in rejected)), path=REJECTED_FILE),
+        source=source.description,
+    )
+    storage.write_text(join(out_url, CATALOG_FILE), manifest.model_dump_json(indent=1))
+    _remove_unnamed(storage, out_url, manifest)
+    return manifest
+
+
+def _remove_unnamed(storage: Storage, out_url: str, manifest: CatalogManifest) -> None:
+    """Shards and split files of earlier packs that the new catalog.json does not name."""
+    named = {s.path for s in manifest.shards} | {manifest.splits.path}
+    for name in storage.listdir(join(out_url, SHARD_DIR)):
+        if f"{SHARD_DIR}/{name}" not in named and name.endswith(".parquet"):
+            storage.remove(join(out_url, SHARD_DIR, name))
+    for name in storage.listdir(out_url):
+        if name.startswith("splits-") and name.endswith(".parquet") and name not in named:
+            storage.remove(join(out_url, name))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="ZSTD")
+    return sink.getvalue().to_pybytes()

@@ -1,0 +1,134 @@
+"""Read a packed catalog: its schema, a split as a Ray Data dataset (projected columns, the id filter pushed
+down into the Parquet scan) or as plain batches of numpy arrays, and a fingerprint check of its shards."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from functools import cached_property
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from fsnet.catalog.manifest import CATALOG_FILE, CatalogManifest
+from fsnet.catalog.schema import AttributeSchema
+from fsnet.catalog.splits import SPLITS
+from fsnet.errors import CatalogError
+from fsnet.storage import Storage, join
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+class Catalog:
+    def __init__(self, url: str, storage: Storage, manifest: CatalogManifest):
+        self.url = url
+        self.storage = storage
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, url: str, storage: Storage) -> "Catalog":
+        manifest_url = join(url, CATALOG_FILE)
+        if not storage.exists(manifest_url):
+            raise CatalogError(f"{manifest_url} not found: not a packed catalog (or a pack to it is running); make one with `fsnet pack`")
+        try:
+            manifest = CatalogManifest.model_validate_json(storage.read_bytes(manifest_url))
+        except ValidationError as err:
+            raise CatalogError(f"{manifest_url}: not a catalog this fsnet reads: {err.errors()[0]['msg']} at {err.errors()[0]['loc']}") from None
+        return cls(url, storage, manifest)
+
+    @property
+    def schema(self) -> AttributeSchema:
+        return self.manifest.attribute_schema()
+
+    @property
+    def columns(self) -> list[str]:
+        return ["id", "image", *self.schema.names, "width", "height", *self.manifest.extra_columns]
+
+    @property
+    def shard_urls(self) -> list[str]:
+        return [join(self.url, s.path) for s in self.manifest.shards]
+
+    @cached_property
+    def _splits(self) -> pa.Table:
+        info = self.manifest.splits
+        return pq.read_table(io.BytesIO(self.storage.read_bytes(join(self.url, info.path))))
+
+    def split_ids(self, split: str) -> np.ndarray:
+        """Ids of one split ('train', 'query', 'gallery'), in catalog order."""
+        if split not in SPLITS:
+            raise CatalogError(f"unknown split '{split}' (splits: {', '.join(SPLITS)})")
+        table = self._splits
+        mask = pc.equal(table["split"], split)
+        return table["id"].filter(mask).to_numpy(zero_copy_only=False)
+
+    def _check_columns(self, columns: Sequence[str] | None) -> list[str]:
+        if columns is None:
+            return self.columns
+        unknown = [c for c in columns if c not in self.columns]
+        if unknown:
+            raise CatalogError(f"{self.url}: no column(s) {', '.join(unknown)} (columns: {', '.join(self.columns)})")
+        return list(columns)
+
+    def dataset(self, split: str | None = None, columns: Sequence[str] | None = None) -> "ray.data.Dataset":
+        """The rows of ``split`` (all rows when None) as a lazy Ray Data dataset. Needs a running Ray: the jobs
+        start it; the library never does."""
+        import ray
+        import ray.data
+        from ray.data.expressions import col
+
+        if not ray.is_initialized():
+            raise CatalogError("Catalog.dataset needs a running Ray cluster (jobs call ray.init; fsnet never starts Ray)")
+        fs, _ = self.storage.arrow_fs(self.url)
+        paths = [self.storage.arrow_fs(u)[1] for u in self.shard_urls]
+        wanted = self._check_columns(columns)
+        ds = ray.data.read_parquet(paths, filesystem=fs)
+        if split is not None:
+            ds = ds.filter(expr=col("id").is_in(self.split_ids(split).tolist()))
+        return ds.select_columns(wanted)  # Ray's optimizer pushes the projection and the filter into the scan
+
+    def batches(
+        self, split: str | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The rows of ``split`` as dicts of numpy arrays of ``batch_size`` rows (the last may be shorter), in
+        catalog order, without Ray. Binary and string columns come as object arrays."""
+        fs, _ = self.storage.arrow_fs(self.url)
+        paths = [self.storage.arrow_fs(u)[1] for u in self.shard_urls]
+        dataset = pads.dataset(paths, filesystem=fs, format="parquet")
+        wanted = self._check_columns(columns)
+        read = wanted if split is None or "id" in wanted else [*wanted, "id"]
+        filter_ = None if split is None else pads.field("id").isin(pa.array(self.split_ids(split), pa.string()))
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for record_batch in dataset.to_batches(columns=read, filter=filter_, batch_size=batch_size):
+            pending.append(record_batch)
+            held += record_batch.num_rows
+            while held >= batch_size:
+                table = pa.Table.from_batches(pending)
+                yield _to_numpy(table.slice(0, batch_size), wanted)
+                rest = table.slice(batch_size)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            yield _to_numpy(pa.Table.from_batches(pending), wanted)
+
+    def verify(self) -> list[str]:
+        """Problems with the shards on storage (missing files, changed bytes); empty when all is well."""
+        problems = []
+        for info in self.manifest.shards:
+            url = join(self.url, info.path)
+            if not self.storage.exists(url):
+                problems.append(f"{url}: missing")
+                continue
+            digest = "sha256:" + hashlib.sha256(self.storage.read_bytes(url)).hexdigest()
+            if digest != info.fingerprint:
+                problems.append(f"{url}: fingerprint {digest} != {info.fingerprint}")
+        return problems
+
+
+def _to_numpy(table: pa.Table, columns: list[str]) -> dict[str, np.ndarray]:
+    return {c: table[c].to_numpy(zero_copy_only=False) for c in columns}
