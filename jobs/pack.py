@@ -34,14 +34,16 @@ from fsnet.config import Config, saved_config_text
 from fsnet.errors import CatalogError
 from fsnet.storage import Storage, join
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
-from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
+from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
 
 
 @dataclass
 class PackResult:
     manifest: CatalogManifest
-    seconds: float
+    seconds: float  # the whole job, Ray start excluded
     rows_in: int
+    writer_seconds: float  # summed over shards: time inside ShardWriter (read, decode, write)
+    stage_seconds: float  # wall time of the Ray Data stage
 
 
 def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
@@ -51,9 +53,11 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
     assign_splits(source.table["id"].to_pylist(), _labels(source), cfg.split)  # split settings fit, before any work
     groups = _shard_groups(source.table, cfg.catalog.shard_rows)  # one Arrow block per shard
 
+    ray_start = time.perf_counter()
     init_ray(cfg.ray)
+    ray_seconds = time.perf_counter() - ray_start
     actors = min(len(groups), cfg.catalog.pack_actors or cluster_cpus())
-    stats = ray.data.from_arrow(groups).map_batches(
+    stats = one_block_each(groups).map_batches(
         ShardWriter,
         fn_constructor_kwargs=dict(
             storage=storage,
@@ -67,12 +71,20 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
         batch_format="pyarrow",
         compute=actor_pool(actors),
     )
+    stage_start = time.perf_counter()
     collected = _collect(stats, len(source), show_progress)
+    stage_seconds = time.perf_counter() - stage_start
 
     shards, rejected = _check_complete(collected, groups, out)
     manifest = publish_catalog(storage, out, source, shards, rejected, cfg.split)
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
-    return PackResult(manifest=manifest, seconds=time.perf_counter() - start, rows_in=len(source))
+    return PackResult(
+        manifest=manifest,
+        seconds=time.perf_counter() - start - ray_seconds,
+        rows_in=len(source),
+        writer_seconds=float(pc.sum(collected["seconds"]).as_py()),
+        stage_seconds=stage_seconds,
+    )
 
 
 def _labels(source: SourceTable) -> np.ndarray:
@@ -122,7 +134,8 @@ def print_summary(result: PackResult, out: str) -> None:
     summary.add_row("packed", f"{m.rows:,} in {len(m.shards)} shards ({sum(s.bytes for s in m.shards) / 1e6:,.1f} MB)")
     summary.add_row("rejected", f"{m.rejected.count:,}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(m.rejected.by_reason.items()))}) -> {m.rejected.path}" if m.rejected.count else ""))
     summary.add_row("splits", ", ".join(f"{k} {v:,}" for k, v in m.splits.counts.items()))
-    summary.add_row("time", f"{result.seconds:.1f} s ({result.rows_in / result.seconds:,.0f} images/s)")
+    summary.add_row("time", f"{result.seconds:.1f} s ({result.rows_in / result.seconds:,.0f} images/s); "
+                    f"writers busy {result.writer_seconds:.1f} s of {result.stage_seconds:.1f} s")
     console.print(summary)
     attrs = Table(title="attributes")
     for column in ("attribute", "values", "unknown", "most common"):

@@ -31,6 +31,13 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def one_block_each(tables: list) -> "ray.data.Dataset":
+    """A dataset with exactly one block per Arrow table, in order. ``from_blocks`` (a DeveloperAPI) promises
+    not to re-split blocks and computes their metadata in the driver; ``from_arrow`` runs a remote task per
+    table for that, which costs seconds on a small cluster whose CPUs the actor pool is about to take."""
+    return ray.data.from_blocks(tables)
+
+
 def actor_pool(size: int) -> "ray.data.ActorPoolStrategy":
     """The compute strategy of a fixed pool of ``size`` actors (Ray 2.60's spelling; it moved between releases)."""
     return ray.data.ActorPoolStrategy(size=size)

@@ -25,7 +25,7 @@ from fsnet.catalog.synthetic import SyntheticWriter
 from fsnet.config import Config, saved_config_text
 from fsnet.storage import Storage, join
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
-from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
+from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
 
 IMAGES_PER_BATCH = 256  # one PUT burst per batch; small enough that progress moves every second or so
 
@@ -38,7 +38,7 @@ def synth(cfg: Config, out: str, show_progress: bool = True) -> float:
     s = cfg.synthetic
     # The indices as in-memory blocks (no read tasks competing with the actors for CPUs).
     blocks = [pa.table({"id": np.arange(a, min(a + IMAGES_PER_BATCH, s.n))}) for a in range(0, s.n, IMAGES_PER_BATCH)]
-    rows = ray.data.from_arrow(blocks).map_batches(
+    rows = one_block_each(blocks).map_batches(
         SyntheticWriter,
         fn_constructor_kwargs=dict(storage=storage, out_url=out, size=s.size, seed=s.seed, quality=s.jpeg_quality),
         batch_size=IMAGES_PER_BATCH,

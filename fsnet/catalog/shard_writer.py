@@ -12,6 +12,7 @@ it, and an unchanged shard keeps its name (a re-pack of the same input writes no
 from __future__ import annotations
 
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -35,6 +36,7 @@ STATS_SCHEMA = pa.schema(
         ("bytes", pa.int64()),
         ("input_rows", pa.int64()),
         ("rejected", pa.list_(REJECTED_TYPE)),
+        ("seconds", pa.float64()),  # time this shard took inside the writer (read, decode, encode, write)
     ]
 )
 
@@ -66,6 +68,7 @@ class ShardWriter:
         return pa.Table.from_pylist(stats, schema=STATS_SCHEMA)
 
     def write_shard(self, index: int, rows: pa.Table) -> dict:
+        start = time.perf_counter()
         urls = rows["image_url"].to_pylist()
         blobs = self._fetch(urls)
         keep, widths, heights, rejected = [], [], [], []
@@ -83,7 +86,7 @@ class ShardWriter:
             heights.append(height)
         stats = {"shard": index, "path": None, "rows": len(keep), "fingerprint": None, "bytes": 0, "input_rows": rows.num_rows, "rejected": rejected}
         if not keep:
-            return stats
+            return stats | {"seconds": time.perf_counter() - start}
         taken = rows.take(pa.array(keep, pa.int64()))
         columns = {
             "id": taken["id"],
@@ -99,7 +102,7 @@ class ShardWriter:
         url = join(self.out_url, path)
         if not self.storage.exists(url):
             self.storage.write_bytes(url, data)
-        stats.update(path=path, fingerprint=fingerprint, bytes=len(data))
+        stats.update(path=path, fingerprint=fingerprint, bytes=len(data), seconds=time.perf_counter() - start)
         return stats
 
     def _encode(self, table: pa.Table) -> bytes:
