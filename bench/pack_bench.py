@@ -73,8 +73,8 @@ def main() -> None:
         print(f"  plain one-process loop   {baseline:6.2f} s  {n / baseline:8,.0f} images/s")
         print(f"  ratio pack / plain       {baseline / result.seconds:6.2f}x")
         print(f"  inside the pack: Ray Data stage {result.stage_seconds:.2f} s wall, ShardWriters busy {result.writer_seconds:.2f} s "
-              f"({n / result.writer_seconds:,.0f} images/s per busy writer); the rest is job start (actor processes,"
-              f" block metadata tasks) and the driver's table/split/publish work")
+              f"({n / result.writer_seconds:,.0f} images/s per busy writer); the rest is actor start-up and the"
+              f" driver's table, split and publish work")
     else:
         print(f"\n{args.data} not found: pack benchmark skipped")
 

@@ -17,7 +17,6 @@ from typing import Annotated, Optional
 
 import numpy as np
 import pyarrow as pa
-import ray.data
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

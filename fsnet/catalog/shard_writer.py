@@ -69,41 +69,50 @@ class ShardWriter:
 
     def write_shard(self, index: int, rows: pa.Table) -> dict:
         start = time.perf_counter()
-        urls = rows["image_url"].to_pylist()
-        blobs = self._fetch(urls)
-        keep, widths, heights, rejected = [], [], [], []
         ids, names = rows["id"].to_pylist(), rows["image"].to_pylist()
-        for i, blob in enumerate(blobs):
+        keep, blobs, widths, heights, rejected = [], [], [], [], []
+        for i, blob in enumerate(self._fetch(rows["image_url"].to_pylist())):
             try:
                 if isinstance(blob, ImageRejected):
-                    raise blob
+                    raise blob  # missing or unreadable: listed like an image that fails to decode
                 _, width, height = check_image(blob, self.formats)
             except ImageRejected as rej:
                 rejected.append({"id": ids[i], "image": names[i], "reason": rej.reason, "detail": rej.detail})
                 continue
             keep.append(i)
+            blobs.append(blob)
             widths.append(width)
             heights.append(height)
-        stats = {"shard": index, "path": None, "rows": len(keep), "fingerprint": None, "bytes": 0, "input_rows": rows.num_rows, "rejected": rejected}
-        if not keep:
-            return stats | {"seconds": time.perf_counter() - start}
-        taken = rows.take(pa.array(keep, pa.int64()))
-        columns = {
-            "id": taken["id"],
-            "image": pa.array([blobs[i] for i in keep], pa.binary()),
-            **{a: taken[a] for a in self.attributes},
-            "width": pa.array(widths, pa.int32()),
-            "height": pa.array(heights, pa.int32()),
-            **{c: taken[c] for c in self.extra_columns},
+        path, fingerprint, size = None, None, 0
+        if keep:
+            taken = rows.take(pa.array(keep, pa.int64()))
+            data = self._encode(
+                pa.table(
+                    {
+                        "id": taken["id"],
+                        "image": pa.array(blobs, pa.binary()),
+                        **{a: taken[a] for a in self.attributes},
+                        "width": pa.array(widths, pa.int32()),
+                        "height": pa.array(heights, pa.int32()),
+                        **{c: taken[c] for c in self.extra_columns},
+                    }
+                )
+            )
+            fingerprint = "sha256:" + hashlib.sha256(data).hexdigest()
+            path, size = shard_name(index, fingerprint), len(data)
+            url = join(self.out_url, path)
+            if not self.storage.exists(url):  # the name is the content: an existing file is this one
+                self.storage.write_bytes(url, data)
+        return {
+            "shard": index,
+            "path": path,
+            "rows": len(keep),
+            "fingerprint": fingerprint,
+            "bytes": size,
+            "input_rows": rows.num_rows,
+            "rejected": rejected,
+            "seconds": time.perf_counter() - start,
         }
-        data = self._encode(pa.table(columns))
-        fingerprint = "sha256:" + hashlib.sha256(data).hexdigest()
-        path = shard_name(index, fingerprint)
-        url = join(self.out_url, path)
-        if not self.storage.exists(url):
-            self.storage.write_bytes(url, data)
-        stats.update(path=path, fingerprint=fingerprint, bytes=len(data), seconds=time.perf_counter() - start)
-        return stats
 
     def _encode(self, table: pa.Table) -> bytes:
         # JPEG/PNG bytes do not compress: spend no CPU on them; labels and ids compress well.
