@@ -94,6 +94,8 @@ class ModelConfig(Section):
     weights: str
     variant: Literal["wo_rank", "rank", "rank_l", "rank_lg", "full", "full_ff"]
     image_size: Annotated[int, Field(ge=32)]
+    conv5_channels: PositiveInt
+    conv67_channels: PositiveInt
     fc_dim: PositiveInt
     embed_dim: PositiveInt
     global_dim: PositiveInt

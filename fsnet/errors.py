@@ -19,3 +19,7 @@ class SourceError(FsnetError):
 
 class CatalogError(FsnetError):
     """A packed catalog is missing, inconsistent or does not hold what was asked for."""
+
+
+class ModelError(FsnetError):
+    """A model cannot be built or loaded as configured (weights missing, wrong checkpoint)."""

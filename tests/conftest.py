@@ -67,3 +67,11 @@ def location(request, tmp_path) -> Location:
 
 def s3_sets(endpoint: str) -> list[str]:
     return [f"storage.endpoint_url={endpoint}", f"storage.key={S3_KEY}", f"storage.secret={S3_SECRET}", "storage.region=us-east-1"]
+
+
+@pytest.fixture(scope="session")
+def device():
+    """Where model tests run: $FSNET_TEST_DEVICE (cpu by default; cuda on a GPU machine)."""
+    import torch
+
+    return torch.device(os.environ.get("FSNET_TEST_DEVICE", "cpu"))

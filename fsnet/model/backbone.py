@@ -1,0 +1,133 @@
+"""Backbones: every one returns the same pair, a conv5-like map for ROI pooling and a conv7-like map for the
+attribute activation maps, both at stride 16 of the input and of the same size.
+
+Layout (paper Fig. 2): a pretrained trunk -> conv5 (new, ``conv5_channels`` maps, the paper's 384) -> conv6 and
+conv7 (new, ``conv67_channels`` maps, the paper's 512), 3x3 convolutions with ReLU that keep the spatial size.
+
+- ``alexnet``: torchvision's AlexNet conv1-conv4 with ImageNet weights ("up to conv4"), then the new conv5.
+  torchvision ships the single-GPU "one weird trick" AlexNet (conv1-conv5 = 64, 192, 384, 256, 256 maps, not the
+  original 96, 256, 384, 384, 256), so its conv4 gives 256 maps; our conv5 takes those 256 and gives 384, which is
+  how the paper's conv5 = 384 is realised. Its last max-pool is dropped: conv5 stays at stride 16 (13x13 at 224 px).
+- ``mobilenet_v2``: torchvision's features up to the 320-map block; the last stride-2 stage runs at stride 1 with
+  dilation 2 (as torchvision's DeepLab backbones do), so the whole pretrained depth is kept at stride 16.
+- ``resnet18`` / ``resnet50``: conv1 .. layer4 with layer4 dilated the same way.
+- ``tiny``: four stride-2 convolutions, for tests and seconds-scale runs.
+
+``weights``: ``none``; ``imagenet`` (torchvision's weights enum: the file is looked up in
+``$TORCH_HOME/hub/checkpoints/`` and downloaded there when absent and the network allows); or a path / URL of a
+state dict for the torchvision architecture (a fine-tuned torchvision model).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import AlexNet_Weights, MobileNet_V2_Weights, ResNet18_Weights, ResNet50_Weights
+
+from fsnet.errors import ModelError
+
+STRIDE = 16
+
+# name -> (torchvision constructor, ImageNet weights)
+TORCHVISION: dict[str, tuple[Callable[..., nn.Module], torchvision.models.WeightsEnum]] = {
+    "alexnet": (torchvision.models.alexnet, AlexNet_Weights.IMAGENET1K_V1),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, MobileNet_V2_Weights.IMAGENET1K_V1),
+    "resnet18": (torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1),
+    "resnet50": (torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1),
+}
+BACKBONES = (*TORCHVISION, "tiny")
+
+
+def conv_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+
+
+class Backbone(nn.Module):
+    """trunk -> conv5 -> conv6 -> conv7; ``forward`` returns (conv5, conv7)."""
+
+    def __init__(self, name: str, trunk: nn.Module, trunk_channels: int, conv5_channels: int, conv67_channels: int):
+        super().__init__()
+        self.name = name
+        self.trunk = trunk
+        self.conv5 = conv_relu(trunk_channels, conv5_channels)
+        self.conv6 = conv_relu(conv5_channels, conv67_channels)
+        self.conv7 = conv_relu(conv67_channels, conv67_channels)
+        self.conv5_channels = conv5_channels
+        self.conv7_channels = conv67_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        conv5 = self.conv5(self.trunk(x))  # (B, C5, H/16, W/16)
+        conv7 = self.conv7(self.conv6(conv5))  # (B, C7, H/16, W/16)
+        return conv5, conv7
+
+
+def build_backbone(name: str, weights: str, conv5_channels: int, conv67_channels: int) -> Backbone:
+    if name == "tiny":
+        if weights != "none":
+            raise ModelError(f"model.weights={weights}: the tiny backbone has no pretrained weights; use model.weights=none")
+        trunk = nn.Sequential(conv_relu(3, 16, 2), conv_relu(16, 32, 2), conv_relu(32, 48, 2), conv_relu(48, 64, 2))
+        return Backbone(name, trunk, 64, conv5_channels, conv67_channels)
+    if name not in TORCHVISION:
+        raise ModelError(f"model.backbone={name}: unknown (backbones: {', '.join(BACKBONES)})")
+    constructor, imagenet = TORCHVISION[name]
+    net = constructor(weights=None)
+    if weights == "imagenet":
+        net.load_state_dict(imagenet_state_dict(name, imagenet))
+    elif weights != "none":
+        try:
+            net.load_state_dict(_state_dict_from(weights, name))
+        except RuntimeError as err:  # missing / unexpected keys, shape mismatches
+            raise ModelError(f"model.weights={weights}: not a torchvision {name} state dict: {str(err).splitlines()[0]}") from None
+
+    if name == "alexnet":
+        trunk = nn.Sequential(*list(net.features.children())[:10])  # conv1 .. conv4 + ReLU, stride 16
+        channels = 256
+    elif name == "mobilenet_v2":
+        features = list(net.features.children())[:18]  # up to the 320-map block; drop the 1x1 to 1280
+        for block in features[14:18]:  # the last stride-32 stage, dilated instead
+            depthwise = block.conv[1][0]
+            depthwise.stride, depthwise.dilation, depthwise.padding = (1, 1), (2, 2), (2, 2)
+        trunk, channels = nn.Sequential(*features), 320
+    else:
+        _dilate_layer4(net)
+        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+        channels = 512 if name == "resnet18" else 2048
+    return Backbone(name, trunk, channels, conv5_channels, conv67_channels)
+
+
+def _dilate_layer4(net: nn.Module) -> None:
+    """layer4 at stride 1 with dilation 2, as torchvision's replace_stride_with_dilation does (which BasicBlock
+    refuses in its constructor; its 3x3 convs take dilation like any other)."""
+    first, *rest = list(net.layer4.children())
+    strided = first.conv2 if hasattr(first, "conv3") else first.conv1  # Bottleneck strides in conv2
+    strided.stride = (1, 1)
+    first.downsample[0].stride = (1, 1)
+    for block in rest:
+        for conv in (block.conv2,) if hasattr(block, "conv3") else (block.conv1, block.conv2):
+            conv.dilation, conv.padding = (2, 2), (2, 2)
+
+
+def imagenet_state_dict(name: str, weights: torchvision.models.WeightsEnum) -> dict:
+    """torchvision's own ImageNet weights, from $TORCH_HOME/hub/checkpoints or downloaded there."""
+    file = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    try:
+        return weights.get_state_dict(progress=False, check_hash=False)
+    except Exception as err:  # no network, proxy refused, disk full: one message that says what to do
+        raise ModelError(
+            f"model.weights=imagenet: {name}'s ImageNet weights are not at {file} and could not be downloaded "
+            f"({type(err).__name__}: {err}); put {os.path.basename(weights.url)} there (from {weights.url}) "
+            "or set model.weights=none"
+        ) from None
+
+
+def _state_dict_from(location: str, name: str) -> dict:
+    try:
+        if "://" in location and not location.startswith("file://"):
+            return torch.hub.load_state_dict_from_url(location, progress=False, map_location="cpu", weights_only=True)
+        return torch.load(location.removeprefix("file://"), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelError(f"model.weights={location}: cannot load a {name} state dict ({type(err).__name__}: {err})") from None

@@ -1,0 +1,139 @@
+"""FashionSearchNet-v2 (paper Fig. 2): backbone -> GAP classifiers and attribute activation maps -> boxes ->
+ROI-pooled per-attribute representations fc10_a -> memory block and global representation F.
+
+Inputs are images (B, 3, H, W), uint8 0..255 or float 0..1, normalised inside the model with the mean and std the
+torchvision ImageNet weights were trained with (the paper subtracts the mean only, as its Caffe AlexNet expected;
+torchvision's weights expect both, and the same normalisation serves the weight-less backbones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fsnet.catalog.schema import AttributeSchema
+from fsnet.config import ModelConfig
+from fsnet.model.backbone import Backbone, build_backbone
+from fsnet.model.global_representation import GlobalRepresentation
+from fsnet.model.heads import AttributeHeads
+from fsnet.model.localization import attribute_maps, boxes_from_maps, whole_boxes
+from fsnet.model.memory import MemoryBlock
+from fsnet.model.variants import VARIANTS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TrainOutputs:
+    """One training pass."""
+
+    logits: list[torch.Tensor]  # GAP classifier logits per attribute, (B, V_a) each (L_C)
+    reps: torch.Tensor  # (B, A, D) attribute representations fc10_a (L_T)
+    rep_logits: list[torch.Tensor]  # classifiers on fc10_a, (B, V_a) each (L_TC)
+    boxes: torch.Tensor  # (B, A, 4) in conv5 cells
+
+
+@dataclass
+class Embedding:
+    """What the index stores per image."""
+
+    reps: torch.Tensor  # (B, A, D)
+    predicted: torch.Tensor  # (B, A) int64: the value of highest probability per attribute
+    probabilities: torch.Tensor  # (B, C) softmax of each attribute's logits, concatenated in schema order
+    boxes: torch.Tensor  # (B, A, 4) in conv5 cells
+    map_size: tuple[int, int]  # (H, W) of conv5, to turn boxes into pixels
+
+
+class FashionSearchNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, schema: AttributeSchema, backbone: Backbone):
+        super().__init__()
+        self.cfg, self.schema = cfg, schema
+        self.variant = VARIANTS[cfg.variant]
+        num_values = schema.num_values
+        attributes = len(num_values)
+        self.backbone = backbone
+        self.classifiers = nn.ModuleList(nn.Linear(backbone.conv7_channels, v) for v in num_values)
+        self.heads = AttributeHeads(attributes, backbone.conv5_channels, cfg.roi_size, cfg.fc_dim, cfg.embed_dim, cfg.dropout, self.variant.fusion)
+        self.rep_classifiers = nn.ModuleList(nn.Linear(cfg.embed_dim, v) for v in num_values)
+        self.memory = MemoryBlock(num_values, cfg.embed_dim, updatable=self.variant.memory_updatable)
+        self.global_rep = GlobalRepresentation(attributes, cfg.embed_dim, cfg.global_dim, learned=self.variant.global_learning)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    # ----- the pieces, in the order of the network --------------------------------------------------------
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> conv5 (B, C5, H/16, W/16), conv7 (B, C7, H/16, W/16)."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return self.backbone(x)
+
+    def attribute_logits(self, conv7: torch.Tensor) -> list[torch.Tensor]:
+        pooled = conv7.mean(dim=(2, 3))  # GAP: (B, C7)
+        return [classifier(pooled) for classifier in self.classifiers]  # (B, V_a) each
+
+    def attribute_maps(self, conv7: torch.Tensor, logits: list[torch.Tensor]) -> torch.Tensor:
+        """Class activation maps of each attribute's highest-scoring value (Eq. 3): (B, A, H, W)."""
+        rows = torch.stack([c.weight[lg.argmax(dim=1)] for c, lg in zip(self.classifiers, logits)], dim=1)  # (B, A, C7)
+        return attribute_maps(conv7, rows.to(conv7.dtype))
+
+    def attribute_boxes(self, conv7: torch.Tensor, logits: list[torch.Tensor]) -> torch.Tensor:
+        """(B, A, 4) boxes in conv5 cells; the whole map for variants without localization."""
+        b, _, h, w = conv7.shape
+        if not self.variant.localization:
+            return whole_boxes(b, len(logits), h, w, conv7.device)
+        with torch.no_grad():  # thresholding and region choice are not differentiable
+            return boxes_from_maps(self.attribute_maps(conv7, logits), self.cfg.roi_threshold)
+
+    def local_representations(self, conv5: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.heads(conv5, boxes)  # (B, A, D)
+
+    # ----- what jobs call ----------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> TrainOutputs:
+        conv5, conv7 = self.forward_features(images)
+        logits = self.attribute_logits(conv7)
+        boxes = self.attribute_boxes(conv7, logits)
+        reps = self.local_representations(conv5, boxes)
+        rep_logits = [classifier(reps[:, a]) for a, classifier in enumerate(self.rep_classifiers)]
+        return TrainOutputs(logits=logits, reps=reps, rep_logits=rep_logits, boxes=boxes)
+
+    def embed(self, images: torch.Tensor) -> Embedding:
+        """Attribute representations, predictions and boxes of ``images`` (call in eval mode, no grad)."""
+        conv5, conv7 = self.forward_features(images)
+        logits = self.attribute_logits(conv7)
+        boxes = self.attribute_boxes(conv7, logits)
+        reps = self.local_representations(conv5, boxes)
+        probabilities = torch.cat([lg.float().softmax(dim=1) for lg in logits], dim=1)
+        predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
+        return Embedding(reps=reps, predicted=predicted, probabilities=probabilities, boxes=boxes, map_size=(conv5.shape[2], conv5.shape[3]))
+
+    def global_representation(self, reps: torch.Tensor, manipulation: torch.Tensor | None = None) -> torch.Tensor:
+        """F (B, r) of attribute representations (B, A, D), after replacing the slots that ``manipulation``
+        (B, A; target value or -1 to keep) changes by their memory rows."""
+        if manipulation is not None:
+            reps = self.memory.manipulate(reps, manipulation)
+        return self.global_rep(reps)
+
+    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
+        """What each training stage updates: 1 backbone and classifiers (L_C); 2 those plus the heads and the
+        fc10 classifiers (L_T, L_TC); 3 lambda_a, w_r and, for "Full", the memory block (L_G)."""
+        if stage == 1:
+            modules: list[nn.Module] = [self.backbone, self.classifiers]
+        elif stage == 2:
+            modules = [self.backbone, self.classifiers, self.heads, self.rep_classifiers]
+        elif stage == 3:
+            params = list(self.global_rep.parameters())
+            if self.variant.memory_updatable:
+                params.append(self.memory.table)
+            return params
+        else:
+            raise ValueError(f"stage {stage}: stages are 1, 2, 3")
+        return [p for m in modules for p in m.parameters()]
+
+
+def build_model(cfg: ModelConfig, schema: AttributeSchema, pretrained: bool = True) -> FashionSearchNet:
+    """The one constructor jobs use. ``pretrained=False`` skips backbone weights (a checkpoint follows)."""
+    backbone = build_backbone(cfg.backbone, cfg.weights if pretrained else "none", cfg.conv5_channels, cfg.conv67_channels)
+    return FashionSearchNet(cfg, schema, backbone)
