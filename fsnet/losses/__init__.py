@@ -1,0 +1,8 @@
+"""Losses only compute: tensors in, a tensor out. Weighting them by stage happens in ``stage_loss``."""
+
+from fsnet.losses.attribute_cross_entropy import attribute_cross_entropy
+from fsnet.losses.region_triplet import region_triplet_loss
+from fsnet.losses.soft_triplet import soft_triplet_loss
+from fsnet.losses.stage_loss import StageLoss
+
+__all__ = ["StageLoss", "attribute_cross_entropy", "region_triplet_loss", "soft_triplet_loss"]

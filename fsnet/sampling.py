@@ -1,0 +1,123 @@
+"""Which examples meet in a loss.
+
+- ``region_triplets``: in-batch triplets of regions per attribute (paper section 3.4): for every (anchor image,
+  attribute) with a known value, one positive with the same value and one negative with another known value,
+  drawn at random among the batch; pairs with no positive or no negative give no triplet. Attributes are
+  independent, so one batch yields up to B x A triplets.
+- ``GlobalTripletSampler``: stage-3 triplets (query, manipulation t, positive, negative): t changes one attribute
+  a -> v != q_a such that some image has exactly the target attribute vector; the positive is drawn among those
+  images, the negative at random among images with another vector. Images are grouped by a hash of their label
+  vector once, so drawing costs a dictionary lookup per candidate manipulation, whatever the catalog size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class RegionTriplets:
+    attribute: torch.Tensor  # (T,) int64
+    anchor: torch.Tensor  # (T,) batch indices
+    positive: torch.Tensor
+    negative: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.attribute.numel())
+
+
+def region_triplets(labels: torch.Tensor, generator: torch.Generator | None = None) -> RegionTriplets:
+    """labels (B, A), -1 unknown -> one triplet per (anchor, attribute) that has a positive and a negative."""
+    b, a = labels.shape
+    lab = labels.t()  # (A, B)
+    known = lab >= 0
+    both = known.unsqueeze(2) & known.unsqueeze(1)  # (A, B, B)
+    same = (lab.unsqueeze(2) == lab.unsqueeze(1)) & both
+    eye = torch.eye(b, dtype=torch.bool, device=labels.device)
+    pos_mask, neg_mask = same & ~eye, both & ~same
+    valid = pos_mask.any(dim=2) & neg_mask.any(dim=2)  # (A, B)
+    scores = torch.rand((2, a, b, b), generator=generator, device="cpu").to(labels.device)
+    positive = torch.where(pos_mask, scores[0], -1.0).argmax(dim=2)  # (A, B): a random positive per anchor
+    negative = torch.where(neg_mask, scores[1], -1.0).argmax(dim=2)
+    attr, anchor = valid.nonzero(as_tuple=True)
+    return RegionTriplets(attribute=attr, anchor=anchor, positive=positive[attr, anchor], negative=negative[attr, anchor])
+
+
+@dataclass
+class GlobalTriplets:
+    query: np.ndarray  # (T,) image indices
+    manipulation: np.ndarray  # (T, A) target value per attribute, -1 = unchanged
+    positive: np.ndarray  # (T,) an image with exactly the target vector
+    negative: np.ndarray  # (T,) an image with another vector
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+
+class GlobalTripletSampler:
+    def __init__(self, labels: np.ndarray, num_values: list[int]):
+        """labels (N, A) of the images the triplets index into (-1 unknown)."""
+        self.labels = np.ascontiguousarray(labels, dtype=np.int16)
+        self.num_values = list(num_values)
+        complete = np.flatnonzero((self.labels >= 0).all(axis=1))
+        rows = self.labels[complete]
+        keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
+        unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.groups: dict[bytes, np.ndarray] = {
+            unique[g].tobytes(): complete[order[s : s + c]] for g, (s, c) in enumerate(zip(starts, counts))
+        }
+
+    def candidates(self, query: int) -> list[tuple[int, int]]:
+        """Manipulations (a, v) of ``query`` whose target vector some image has."""
+        q = self.labels[query]
+        if (q < 0).any():
+            return []
+        out = []
+        target = q.copy()
+        for a, count in enumerate(self.num_values):
+            for v in range(count):
+                if v == q[a]:
+                    continue
+                target[a] = v
+                if target.tobytes() in self.groups:
+                    out.append((a, v))
+            target[a] = q[a]
+        return out
+
+    def sample(self, queries: np.ndarray, rng: np.random.Generator, negative_tries: int = 100) -> GlobalTriplets:
+        """One triplet per query that has a manipulation with a positive; other queries are skipped."""
+        n, a_count = self.labels.shape
+        out_q, out_m, out_p, out_n = [], [], [], []
+        for query in np.asarray(queries).tolist():
+            options = self.candidates(query)
+            if not options:
+                continue
+            a, v = options[int(rng.integers(len(options)))]
+            target = self.labels[query].copy()
+            target[a] = v
+            positives = self.groups[target.tobytes()]
+            negative = -1
+            for _ in range(negative_tries):
+                pick = int(rng.integers(n))
+                if not np.array_equal(self.labels[pick], target):
+                    negative = pick
+                    break
+            if negative < 0:
+                continue
+            manipulation = np.full(a_count, -1, dtype=np.int64)
+            manipulation[a] = v
+            out_q.append(query)
+            out_m.append(manipulation)
+            out_p.append(int(positives[int(rng.integers(len(positives)))]))
+            out_n.append(negative)
+        return GlobalTriplets(
+            query=np.asarray(out_q, dtype=np.int64),
+            manipulation=np.asarray(out_m, dtype=np.int64).reshape(-1, a_count),
+            positive=np.asarray(out_p, dtype=np.int64),
+            negative=np.asarray(out_n, dtype=np.int64),
+        )
