@@ -113,6 +113,16 @@ class StageConfig(Section):
     lambda_g: NonNegativeFloat
 
 
+class AugmentConfig(Section):
+    crop_scale: Annotated[float, Field(gt=0, le=1)]
+    flip: bool
+
+
+class FaultConfig(Section):
+    stage: Annotated[int, Field(ge=1, le=3)] | None
+    step: NonNegativeInt | None
+
+
 class TrainConfig(Section):
     workers: PositiveInt
     use_gpu: bool
@@ -122,6 +132,11 @@ class TrainConfig(Section):
     weight_decay: NonNegativeFloat
     checkpoints_to_keep: PositiveInt
     max_failures: Annotated[int, Field(ge=-1)]
+    shuffle_buffer: NonNegativeInt
+    global_batch: Annotated[int, Field(ge=2)]
+    seed: int
+    augment: AugmentConfig
+    fault: FaultConfig
     stage1: StageConfig
     stage2: StageConfig
     stage3: StageConfig

@@ -6,7 +6,7 @@ import typer
 from rich.syntax import Syntax
 
 from fsnet.config import dump_config
-from jobs import pack, synth
+from jobs import pack, synth, train
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect the config tree.")
 app.add_typer(config_app, name="config")
 app.command("synth")(synth.cli)
 app.command("pack")(pack.cli)
+app.command("train")(train.cli)
 
 
 @config_app.command("show")

@@ -24,7 +24,7 @@ def ray_cluster():
     """The one local Ray of the session (2 CPUs); jobs see it running and use it."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(num_cpus=2, include_dashboard=True, logging_level=logging.WARNING)  # the state API Ray Train polls
     yield
     ray.shutdown()
 

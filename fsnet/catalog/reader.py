@@ -59,12 +59,14 @@ class Catalog:
         info = self.manifest.splits
         return pq.read_table(io.BytesIO(self.storage.read_bytes(join(self.url, info.path))))
 
-    def split_ids(self, split: str) -> np.ndarray:
-        """Ids of one split ('train', 'query', 'gallery'), in catalog order."""
-        if split not in SPLITS:
-            raise CatalogError(f"unknown split '{split}' (splits: {', '.join(SPLITS)})")
+    def split_ids(self, split: str | Sequence[str]) -> np.ndarray:
+        """Ids of one split ('train', 'query', 'gallery') or of several, in catalog order."""
+        wanted = [split] if isinstance(split, str) else list(split)
+        unknown = [s for s in wanted if s not in SPLITS]
+        if unknown:
+            raise CatalogError(f"unknown split(s) {', '.join(unknown)} (splits: {', '.join(SPLITS)})")
         table = self._splits
-        mask = pc.equal(table["split"], split)
+        mask = pc.is_in(table["split"], pa.array(wanted, pa.string()))
         return table["id"].filter(mask).to_numpy(zero_copy_only=False)
 
     def _check_columns(self, columns: Sequence[str] | None) -> list[str]:
@@ -75,8 +77,8 @@ class Catalog:
             raise CatalogError(f"{self.url}: no column(s) {', '.join(unknown)} (columns: {', '.join(self.columns)})")
         return list(columns)
 
-    def dataset(self, split: str | None = None, columns: Sequence[str] | None = None) -> "ray.data.Dataset":
-        """The rows of ``split`` (all rows when None) as a lazy Ray Data dataset. Needs a running Ray: the jobs
+    def dataset(self, split: str | Sequence[str] | None = None, columns: Sequence[str] | None = None) -> "ray.data.Dataset":
+        """The rows of ``split`` (one or several; all rows when None) as a lazy Ray Data dataset. Needs a running Ray: the jobs
         start it; the library never does."""
         import ray
         import ray.data
@@ -93,7 +95,7 @@ class Catalog:
         return ds.select_columns(wanted)  # Ray's optimizer pushes the projection and the filter into the scan
 
     def batches(
-        self, split: str | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
+        self, split: str | Sequence[str] | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
     ) -> Iterator[dict[str, np.ndarray]]:
         """The rows of ``split`` as dicts of numpy arrays of ``batch_size`` rows (the last may be shorter), in
         catalog order, without Ray. Binary and string columns come as object arrays."""

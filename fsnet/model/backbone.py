@@ -11,7 +11,7 @@ conv7 (new, ``conv67_channels`` maps, the paper's 512), 3x3 convolutions with Re
 - ``mobilenet_v2``: torchvision's features up to the 320-map block; the last stride-2 stage runs at stride 1 with
   dilation 2 (as torchvision's DeepLab backbones do), so the whole pretrained depth is kept at stride 16.
 - ``resnet18`` / ``resnet50``: conv1 .. layer4 with layer4 dilated the same way.
-- ``tiny``: four stride-2 convolutions, for tests and seconds-scale runs.
+- ``tiny``: four stride-2 convolutions with batch norm (it trains from scratch), for tests and seconds-scale runs.
 
 ``weights``: ``none``; ``imagenet`` (torchvision's weights enum: the file is looked up in
 ``$TORCH_HOME/hub/checkpoints/`` and downloaded there when absent and the network allows); or a path / URL of a
@@ -42,8 +42,15 @@ TORCHVISION: dict[str, tuple[Callable[..., nn.Module], torchvision.models.Weight
 BACKBONES = (*TORCHVISION, "tiny")
 
 
-def conv_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+def conv_relu(cin: int, cout: int, stride: int = 1, batch_norm: bool = False) -> nn.Sequential:
+    """A new 3x3 conv + ReLU, He-initialised so activations keep their scale through the new layers (PyTorch's
+    default initialisation shrinks them layer by layer, and the classifiers on conv7 then barely learn)."""
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    layers = [conv, nn.BatchNorm2d(cout)] if batch_norm else [conv]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
 class Backbone(nn.Module):
@@ -69,7 +76,7 @@ def build_backbone(name: str, weights: str, conv5_channels: int, conv67_channels
     if name == "tiny":
         if weights != "none":
             raise ModelError(f"model.weights={weights}: the tiny backbone has no pretrained weights; use model.weights=none")
-        trunk = nn.Sequential(conv_relu(3, 16, 2), conv_relu(16, 32, 2), conv_relu(32, 48, 2), conv_relu(48, 64, 2))
+        trunk = nn.Sequential(*(conv_relu(i, o, 2, batch_norm=True) for i, o in [(3, 16), (16, 32), (32, 48), (48, 64)]))
         return Backbone(name, trunk, 64, conv5_channels, conv67_channels)
     if name not in TORCHVISION:
         raise ModelError(f"model.backbone={name}: unknown (backbones: {', '.join(BACKBONES)})")

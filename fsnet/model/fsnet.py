@@ -31,9 +31,9 @@ class TrainOutputs:
     """One training pass."""
 
     logits: list[torch.Tensor]  # GAP classifier logits per attribute, (B, V_a) each (L_C)
-    reps: torch.Tensor  # (B, A, D) attribute representations fc10_a (L_T)
+    reps: torch.Tensor | None  # (B, A, D) attribute representations fc10_a (L_T); None without heads
     rep_logits: list[torch.Tensor]  # classifiers on fc10_a, (B, V_a) each (L_TC)
-    boxes: torch.Tensor  # (B, A, 4) in conv5 cells
+    boxes: torch.Tensor | None  # (B, A, 4) in conv5 cells
 
 
 @dataclass
@@ -91,9 +91,12 @@ class FashionSearchNet(nn.Module):
         return self.heads(conv5, boxes)  # (B, A, D)
 
     # ----- what jobs call ----------------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> TrainOutputs:
+    def forward(self, images: torch.Tensor, heads: bool = True) -> TrainOutputs:
+        """One training pass; ``heads=False`` (stage 1) stops after the GAP classifiers."""
         conv5, conv7 = self.forward_features(images)
         logits = self.attribute_logits(conv7)
+        if not heads:
+            return TrainOutputs(logits=logits, reps=None, rep_logits=[], boxes=None)
         boxes = self.attribute_boxes(conv7, logits)
         reps = self.local_representations(conv5, boxes)
         rep_logits = [classifier(reps[:, a]) for a, classifier in enumerate(self.rep_classifiers)]

@@ -1,0 +1,141 @@
+"""Training steps in plain PyTorch: the data preparation of stages 1-2, one optimisation step of each stage and
+the per-epoch metrics. The Ray Train loop (jobs/train.py) and the plain loop of bench/train_bench.py both call
+these, so the two measure the same work.
+
+Batches (stages 1-2): the training split in shard order with its block order randomised every epoch, decoded
+and augmented by Ray Data tasks, then mixed in a local shuffle buffer of ``train.shuffle_buffer`` rows per worker
+before batching ``train.batch_size`` rows. In-batch triplets of regions need a second image with the anchor's
+value: with batch size B, a value of frequency p has a positive for an anchor with probability 1 - (1 - p)^(B-1)
+(B = 64: 0.72 at p = 2%, 0.99 at p = 7%); rare values of long-tailed attributes find none and give no triplet.
+The metrics log the valid triplets per step, so a batch size too small for a catalog shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fsnet.config import AugmentConfig, StageConfig, TrainConfig
+from fsnet.decode import decode_batch
+from fsnet.losses import StageLoss, attribute_cross_entropy, region_triplet_loss, soft_triplet_loss
+from fsnet.model import FashionSearchNet
+from fsnet.sampling import GlobalTripletSampler, region_triplets
+
+
+def decode_for_training(batch: dict[str, np.ndarray], *, size: int, augment: AugmentConfig | None, attributes: list[str]) -> dict[str, np.ndarray]:
+    """Ray Data batch of catalog rows -> {"image": (B, 3, S, S) uint8, "labels": (B, A) int16}."""
+    images = decode_batch(list(batch["image"]), size, augment=augment)
+    labels = np.stack([batch[a] for a in attributes], axis=1).astype(np.int16)
+    return {"image": images.numpy(), "labels": labels}
+
+
+def trainable(model: FashionSearchNet, stage: int) -> list[torch.nn.Parameter]:
+    """Freeze everything but what ``stage`` trains (so DDP reduces only those); returns them."""
+    params = model.stage_parameters(stage)
+    ids = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in ids)
+    return params
+
+
+def make_optimizer(params: list[torch.nn.Parameter], stage: StageConfig, train: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=stage.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+
+
+@dataclass
+class StepStats:
+    images: int
+    loss: float
+    terms: dict[str, float]
+    triplets: int
+    correct: np.ndarray  # (A,) GAP-classifier hits on known labels
+    known: np.ndarray  # (A,)
+
+
+def local_step(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: StageLoss, generator: torch.Generator | None = None) -> tuple[torch.Tensor, StepStats]:
+    """Stages 1-2: L_C, L_T, L_TC as the stage weighs them. ``net`` may be DDP-wrapped."""
+    heads = loss_fn.needs("t") or loss_fn.needs("tc")
+    out = net(images, heads=heads)
+    terms: dict[str, torch.Tensor] = {}
+    triplets = 0
+    if loss_fn.needs("c"):
+        terms["c"] = attribute_cross_entropy(out.logits, labels)
+    if loss_fn.needs("tc"):
+        terms["tc"] = attribute_cross_entropy(out.rep_logits, labels)
+    if loss_fn.needs("t"):
+        found = region_triplets(labels.cpu(), generator)
+        triplets = len(found)
+        found = type(found)(*(t.to(labels.device) for t in (found.attribute, found.anchor, found.positive, found.negative)))
+        terms["t"] = region_triplet_loss(out.reps, found)
+    loss = loss_fn(terms)
+    with torch.no_grad():
+        predicted = torch.stack([lg.argmax(dim=1) for lg in out.logits], dim=1)
+        known = labels >= 0
+        correct = ((predicted == labels.long()) & known).sum(dim=0)
+    return loss, StepStats(
+        images=len(images), loss=float(loss.detach()), terms={k: float(v.detach()) for k, v in terms.items()},
+        triplets=triplets, correct=correct.cpu().numpy(), known=known.sum(dim=0).cpu().numpy(),
+    )
+
+
+def global_step(model: FashionSearchNet, reps: torch.Tensor, sampler: GlobalTripletSampler, queries: np.ndarray, rng: np.random.Generator, loss_fn: StageLoss) -> tuple[torch.Tensor, StepStats]:
+    """Stage 3: L_G on fixed local features ``reps`` (N, A, D) for triplets drawn around ``queries``."""
+    t = sampler.sample(queries, rng)
+    attributes = reps.shape[1]
+    if len(t) == 0:
+        zero = reps.new_zeros(()) + sum(p.sum() * 0.0 for p in model.stage_parameters(3))
+        return zero, StepStats(0, 0.0, {"g": 0.0}, 0, np.zeros(attributes, np.int64), np.zeros(attributes, np.int64))
+    manipulation = torch.as_tensor(t.manipulation, device=reps.device)
+    f_query = model.global_representation(reps[t.query], manipulation)  # (T, r)
+    f_pos = model.global_representation(reps[t.positive])
+    f_neg = model.global_representation(reps[t.negative])
+    terms = {"g": soft_triplet_loss(f_query, f_pos, f_neg)}
+    loss = loss_fn(terms)
+    return loss, StepStats(len(t), float(loss.detach()), {"g": float(terms["g"].detach())}, len(t), np.zeros(attributes, np.int64), np.zeros(attributes, np.int64))
+
+
+@dataclass
+class EpochMeter:
+    """Sums of a worker's steps; ``totals`` is what workers all-reduce before reporting."""
+
+    attributes: int
+    steps: int = 0
+    images: int = 0
+    triplets: int = 0
+    loss: float = 0.0
+    terms: dict[str, float] = field(default_factory=dict)
+    correct: np.ndarray | None = None
+    known: np.ndarray | None = None
+
+    def add(self, s: StepStats) -> None:
+        self.steps += 1
+        self.images += s.images
+        self.triplets += s.triplets
+        self.loss += s.loss
+        for k, v in s.terms.items():
+            self.terms[k] = self.terms.get(k, 0.0) + v
+        self.correct = s.correct if self.correct is None else self.correct + s.correct
+        self.known = s.known if self.known is None else self.known + s.known
+
+    def totals(self, term_names: list[str]) -> torch.Tensor:
+        """[steps, images, triplets, loss, *terms, *correct, *known] as float64 for all_reduce."""
+        correct = self.correct if self.correct is not None else np.zeros(self.attributes)
+        known = self.known if self.known is not None else np.zeros(self.attributes)
+        values = [self.steps, self.images, self.triplets, self.loss, *(self.terms.get(t, 0.0) for t in term_names), *correct, *known]
+        return torch.tensor(values, dtype=torch.float64)
+
+
+def epoch_metrics(totals: torch.Tensor, term_names: list[str], attribute_names: list[str], seconds: float) -> dict[str, float]:
+    """All-reduced totals -> the metrics reported for an epoch (means per step, accuracy per attribute)."""
+    v = totals.tolist()
+    steps, images, triplets, loss = v[:4]
+    terms = v[4 : 4 + len(term_names)]
+    a = len(attribute_names)
+    correct, known = v[4 + len(term_names) : 4 + len(term_names) + a], v[4 + len(term_names) + a :]
+    steps = max(steps, 1)
+    metrics = {"loss": loss / steps, "images": images, "images_per_s": images / max(seconds, 1e-9), "triplets_per_step": triplets / steps}
+    metrics.update({f"loss_{t}": x / steps for t, x in zip(term_names, terms)})
+    metrics.update({f"acc_{n}": c / k for n, c, k in zip(attribute_names, correct, known) if k > 0})
+    return metrics

@@ -1,0 +1,423 @@
+"""Train FashionSearchNet-v2 in the paper's stages on Ray Train: stage 1 (L_C) -> stage 2 (L_C + L_T + L_TC)
+-> memory block from training features -> stage 3 (L_G on those fixed features). The variant decides which run.
+
+Local (starts Ray in this process; CPU workers over gloo):
+    fsnet train --config tiny --catalog ./fsnet-demo/catalog --out ./fsnet-demo/run
+    python -m jobs.train --config tiny --catalog ./fsnet-demo/catalog --out ./fsnet-demo/run
+Cluster (GPU workers, DDP over NCCL, checkpoints on S3):
+    ray job submit --working-dir . -- python -m jobs.train --catalog s3://b/catalogs/shop --out s3://b/runs/shop \\
+        --set train.use_gpu=true --set train.workers=8
+
+Outputs under --out: config.yaml, init.pt (the initial weights every worker starts from), stage1/ stage2/ stage3/
+(Ray Train runs with per-epoch checkpoints), stage1.pt stage2.pt (each stage's model, written when it finishes),
+features/ (fixed local features of the training split), memory.pt, model.pt (the final model), train_metrics.jsonl,
+train_summary.json (held-out classification accuracy, times). The same command with the same --out resumes: a
+stage whose .pt exists is never redone; an unfinished one continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import typer
+import yaml
+from rich.table import Table
+
+from fsnet.catalog.reader import Catalog
+from fsnet.config import Config, saved_config_text
+from fsnet.embedding import EmbedImages, column_array
+from fsnet.errors import ConfigError
+from fsnet.losses import StageLoss
+from fsnet.model import VARIANTS, FashionSearchNet, build_model, load_model, save_model
+from fsnet.model.checkpoint import model_from_bytes
+from fsnet.model.memory import value_sums
+from fsnet.sampling import GlobalTripletSampler
+from fsnet.storage import Storage, join
+from fsnet.training import EpochMeter, decode_for_training, epoch_metrics, global_step, local_step, make_optimizer, trainable
+from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
+
+DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed
+DECODE_CPUS = 0.5  # per decode task: decoding and resizing costs ~0.3 ms per image, so half a CPU keeps up on CPU runs
+METRICS_FILE = "train_metrics.jsonl"
+FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
+
+
+@dataclass
+class TrainResult:
+    model_url: str
+    summary: dict[str, Any]
+
+
+def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
+    storage = Storage(cfg.storage)
+    catalog = Catalog.open(catalog_url, storage)
+    _check_run_dir(cfg, storage, out)
+    storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
+    init_ray(cfg.ray)
+    _check_resources(cfg)
+    model_url = join(out, "model.pt")
+    if storage.exists(model_url):
+        console.print(f"{model_url} exists: training is complete; nothing to do")
+        return TrainResult(model_url, json.loads(storage.read_text(join(out, "train_summary.json"))))
+
+    timings: dict[str, float] = {}
+    init_url = _initial_model(cfg, catalog, storage, out)
+    previous = init_url
+    for stage in (1, 2):  # the two image stages
+        previous = _run_stage(cfg, catalog, storage, out, stage, previous, timings)
+    memory_url = _memory(cfg, catalog, storage, out, previous, timings)
+    final = _run_stage(cfg, catalog, storage, out, 3, memory_url, timings) if VARIANTS[cfg.model.variant].global_learning else memory_url
+    storage.write_bytes(model_url, storage.read_bytes(final))
+
+    start = time.perf_counter()
+    accuracy, count = heldout_accuracy(cfg, catalog, storage, model_url)
+    timings["heldout_eval"] = time.perf_counter() - start
+    summary = {
+        "catalog": catalog_url,
+        "variant": cfg.model.variant,
+        "backbone": cfg.model.backbone,
+        "image_size": cfg.model.image_size,
+        "workers": cfg.train.workers,
+        "use_gpu": cfg.train.use_gpu,
+        "heldout_images": count,
+        "heldout_accuracy": accuracy,
+        "heldout_accuracy_mean": float(np.mean(list(accuracy.values()))) if accuracy else None,
+        "seconds": timings,
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    storage.write_text(join(out, "train_summary.json"), json.dumps(summary, indent=1))
+    return TrainResult(model_url, summary)
+
+
+# ----- stages (driver side) ----------------------------------------------------------------------------------
+def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) -> str:
+    """The weights every stage-1 worker starts from (pretrained backbone, seeded heads), built once."""
+    url = join(out, "init.pt")
+    if not storage.exists(url):
+        torch.manual_seed(cfg.train.seed)
+        save_model(build_model(cfg.model, catalog.schema), url, storage)
+    return url
+
+
+def _run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: int, start_url: str, timings: dict) -> str:
+    """Run one stage as a Ray Train TorchTrainer unless its model exists; returns the stage model's URL."""
+    result_url = join(out, f"stage{stage}.pt")
+    if storage.exists(result_url):
+        console.print(f"stage {stage}: done earlier ({result_url}), skipped")
+        return result_url
+    stage_cfg = getattr(cfg.train, f"stage{stage}")
+    if stage_cfg.epochs == 0:
+        storage.write_bytes(result_url, storage.read_bytes(start_url))
+        return result_url
+    start = time.perf_counter()
+    fs, path = storage.arrow_fs(out)
+    datasets = {}
+    if stage < 3:
+        datasets["train"] = (
+            catalog.dataset("train", ["image", *catalog.schema.names])
+            .randomize_block_order()
+            .map_batches(
+                decode_for_training,
+                fn_kwargs=dict(size=cfg.model.image_size, augment=cfg.train.augment, attributes=catalog.schema.names),
+                batch_size=DECODE_BATCH,
+                batch_format="numpy",
+                num_cpus=DECODE_CPUS,
+            )
+        )
+    trainer = ray.train.torch.TorchTrainer(
+        stage_loop if stage < 3 else global_loop,
+        train_loop_config={"cfg": cfg, "stage": stage, "start_url": start_url, "out": out},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu, resources_per_worker={"CPU": cfg.train.cpus_per_worker}
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"stage{stage}",  # the same name on a re-run: Ray Train restores this stage's checkpoints
+            storage_path=path,
+            storage_filesystem=fs,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # our own epoch lines say what matters
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(os.path.join(directory, "state.pt"), map_location="cpu", weights_only=True)
+    model = model_from_bytes(storage.read_bytes(start_url), origin=start_url)
+    model.load_state_dict(state["model"])
+    save_model(model, result_url, storage)
+    timings[f"stage{stage}"] = time.perf_counter() - start
+    _print_stage(storage, out, stage)
+    return result_url
+
+
+def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage2_url: str, timings: dict) -> str:
+    """Fixed local features of the training split (the embedding actors the index job uses), then M as the mean
+    feature per value."""
+    memory_url = join(out, "memory.pt")
+    if storage.exists(memory_url):
+        console.print(f"memory: done earlier ({memory_url}), skipped")
+        return memory_url
+    start = time.perf_counter()
+    features = join(out, "features")
+    fs, path = storage.arrow_fs(features)
+    for name in storage.listdir(features):  # a partial earlier attempt
+        storage.remove(join(features, name))
+    extract_features(cfg, catalog, storage, stage2_url, catalog.dataset("train", ["id", "image", *catalog.schema.names])).write_parquet(path, filesystem=fs)
+
+    model = load_model(stage2_url, storage)
+    sums = counts = None
+    for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(columns=["reps", *catalog.schema.names]):
+        table = pa.Table.from_batches([batch])
+        reps = torch.from_numpy(column_array(table, "reps", (len(catalog.schema.names), cfg.model.embed_dim)))
+        labels = torch.from_numpy(np.stack([table[a].to_numpy() for a in catalog.schema.names], axis=1).astype(np.int64))
+        s, c = value_sums(reps, labels, catalog.schema.num_values)
+        sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+    model.memory.set_means(sums, counts)
+    save_model(model, memory_url, storage)
+    timings["memory"] = time.perf_counter() - start
+    console.print(f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {int(counts.sum() // len(catalog.schema.names)):,} training images")
+    return memory_url
+
+
+def extract_features(cfg: Config, catalog: Catalog, storage: Storage, model_url: str, rows: "ray.data.Dataset") -> "ray.data.Dataset":
+    """rows (id, image, labels) -> embedding table rows, on an actor pool (one model load per actor)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))  # CPU: leave one CPU to the reads
+    return rows.map_batches(
+        EmbedImages,
+        fn_constructor_kwargs=dict(
+            model_url=model_url, storage=storage, image_size=cfg.model.image_size, passthrough=catalog.schema.names, gpu_decode=cfg.index.gpu_decode
+        ),
+        batch_size=cfg.index.batch_size,
+        batch_format="numpy",
+        compute=actor_pool(actors),
+        num_gpus=1 if gpus else 0,
+    )
+
+
+def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url: str) -> tuple[dict[str, float], int]:
+    """Per-attribute accuracy of the GAP classifiers on the held-out images (query + gallery splits)."""
+    names = catalog.schema.names
+    correct = np.zeros(len(names))
+    known = np.zeros(len(names))
+    rows = catalog.dataset(["query", "gallery"], ["id", "image", *names])
+    for batch in extract_features(cfg, catalog, storage, model_url, rows).iter_batches(batch_size=None, batch_format="pyarrow"):
+        predicted = column_array(batch, "predicted", (len(names),), np.int64)
+        labels = np.stack([batch[a].to_numpy() for a in names], axis=1)
+        mask = labels >= 0
+        correct += ((predicted == labels) & mask).sum(axis=0)
+        known += mask.sum(axis=0)
+    return {n: float(c / k) for n, c, k in zip(names, correct, known) if k > 0}, int(known.max() if len(known) else 0)
+
+
+# ----- the loops (run on every Ray Train worker) -------------------------------------------------------------
+def stage_loop(config: dict) -> None:
+    """Stages 1 and 2: an ordinary PyTorch loop over this worker's share of the decoded training split."""
+    cfg: Config = config["cfg"]
+    stage: int = config["stage"]
+    stage_cfg = getattr(cfg.train, f"stage{stage}")
+    storage = Storage(cfg.storage)
+    context = ray.train.get_context()  # Ray: this worker's rank and the world size
+    rank, world = context.get_world_rank(), context.get_world_size()
+
+    model = model_from_bytes(storage.read_bytes(config["start_url"]))
+    params = trainable(model, stage)
+    optimizer = make_optimizer(params, stage_cfg, cfg.train)
+    epoch0, step = _restore(model, optimizer)
+    net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
+    device = ray.train.torch.get_device()
+    loss_fn = StageLoss(stage_cfg, model.variant)
+    terms = [t for t in ("c", "t", "tc") if loss_fn.needs(t)]
+    generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
+    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's split of the streaming decode pipeline
+
+    for epoch in range(epoch0, stage_cfg.epochs):
+        net.train()
+        meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
+        for batch in shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True, local_shuffle_buffer_size=cfg.train.shuffle_buffer or None, device=device):
+            _maybe_fail(cfg, storage, config["out"], stage, step, rank, world)
+            loss, stats = local_step(net, batch["image"], batch["labels"], loss_fn, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            meter.add(stats)
+            step += 1
+        _end_epoch(cfg, storage, config["out"], stage, epoch, step, model, optimizer, meter, terms, start, rank, world)
+
+
+def global_loop(config: dict) -> None:
+    """Stage 3: L_G on the fixed local features of the training split; each worker takes its share of queries."""
+    cfg: Config = config["cfg"]
+    stage_cfg = cfg.train.stage3
+    storage = Storage(cfg.storage)
+    context = ray.train.get_context()  # Ray: this worker's rank and the world size
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    model = model_from_bytes(storage.read_bytes(config["start_url"]))
+    params = trainable(model, 3)
+    optimizer = make_optimizer(params, stage_cfg, cfg.train)
+    epoch0, step = _restore(model, optimizer)
+    model.to(device)
+    names, num_values = model.schema.names, model.schema.num_values
+    fs, path = storage.arrow_fs(join(config["out"], "features"))
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["reps", *names])
+    reps = torch.from_numpy(column_array(table, "reps", (len(names), cfg.model.embed_dim))).to(device)  # (N, A, D)
+    labels = np.stack([table[a].to_numpy() for a in names], axis=1)
+    sampler = GlobalTripletSampler(labels, num_values)
+    complete = np.flatnonzero((labels >= 0).all(axis=1))
+    loss_fn = StageLoss(stage_cfg, model.variant)
+    steps_per_epoch = max(1, len(complete) // (world * cfg.train.global_batch))  # equal on every worker
+
+    for epoch in range(epoch0, stage_cfg.epochs):
+        model.train()
+        rng = np.random.default_rng([cfg.train.seed, epoch])
+        mine = rng.permutation(complete)[rank::world]
+        worker_rng = np.random.default_rng([cfg.train.seed, epoch, rank])
+        meter, start = EpochMeter(len(names)), time.perf_counter()
+        for i in range(steps_per_epoch):
+            _maybe_fail(cfg, storage, config["out"], 3, step, rank, world)
+            queries = mine[i * cfg.train.global_batch : (i + 1) * cfg.train.global_batch]
+            loss, stats = global_step(model, reps, sampler, queries, worker_rng, loss_fn)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if world > 1:  # the few stage-3 parameters: average their gradients by hand instead of wrapping in DDP
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+            optimizer.step()
+            meter.add(stats)
+            step += 1
+        _end_epoch(cfg, storage, config["out"], 3, epoch, step, model, optimizer, meter, ["g"], start, rank, world)
+
+
+def _restore(model: FashionSearchNet, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    """(first epoch, step) to run: from this stage's last checkpoint after a worker restart or a re-run."""
+    checkpoint = ray.train.get_checkpoint()  # Ray: the latest checkpoint reported by this stage's run, if any
+    if checkpoint is None:
+        return 0, 0
+    with checkpoint.as_directory() as directory:
+        state = torch.load(os.path.join(directory, "state.pt"), map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"] + 1, state["step"]
+
+
+def _end_epoch(cfg, storage, out, stage, epoch, step, model, optimizer, meter, terms, start, rank, world) -> None:
+    totals = meter.totals(terms)
+    if world > 1:
+        dist.all_reduce(totals)
+    metrics = epoch_metrics(totals, terms, model.schema.names, time.perf_counter() - start)
+    metrics.update(stage=stage, epoch=epoch, step=step)
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step}
+            torch.save(state, os.path.join(directory, "state.pt"))
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)  # Ray: metrics, and rank 0's checkpoint kept on storage
+    if rank == 0:
+        line = json.dumps({**metrics, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        url = join(out, METRICS_FILE)
+        previous = storage.read_text(url) if storage.exists(url) else ""
+        storage.write_text(url, previous + line + "\n")
+        print(f"stage {stage} epoch {epoch}: loss {metrics['loss']:.4f}, {metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step")
+
+
+def _maybe_fail(cfg: Config, storage: Storage, out: str, stage: int, step: int, rank: int, world: int) -> None:
+    """Test only: the last worker dies once at train.fault.stage / train.fault.step."""
+    fault = cfg.train.fault
+    if fault.stage != stage or fault.step != step or rank != world - 1:
+        return
+    marker = join(out, FAULT_MARKER.format(stage=stage))
+    if storage.exists(marker):
+        return
+    storage.write_text(marker, f"stage {stage} step {step}\n")
+    os._exit(1)
+
+
+# ----- checks and display --------------------------------------------------------------------------------------
+def _check_run_dir(cfg: Config, storage: Storage, out: str) -> None:
+    """A re-run must train the same model: refuse an --out that holds another model config."""
+    url = join(out, "config.yaml")
+    if not storage.exists(url):
+        return
+    saved = yaml.safe_load(storage.read_text(url)).get("model", {})
+    current = cfg.model.model_dump(mode="json")
+    changed = [k for k in current if saved.get(k) != current[k]]
+    if changed:
+        shown = ", ".join(f"model.{k}: {saved.get(k)!r} there, {current[k]!r} now" for k in changed)
+        raise ConfigError(f"{out} holds a run of another model ({shown}); resume it with its config or use another --out")
+
+
+def _check_resources(cfg: Config) -> None:
+    """Ray Train reserves the workers' CPUs; the decode tasks that feed them need some left, or the run hangs."""
+    cpus = cluster_cpus()
+    if cfg.train.workers * cfg.train.cpus_per_worker + DECODE_CPUS > cpus:
+        raise ConfigError(
+            f"train.workers x train.cpus_per_worker = {cfg.train.workers} x {cfg.train.cpus_per_worker} leaves less than "
+            f"{DECODE_CPUS} of the cluster's {cpus} CPUs for the decode tasks that feed them; lower one of them"
+        )
+
+
+def _print_stage(storage: Storage, out: str, stage: int) -> None:
+    lines = [json.loads(ln) for ln in storage.read_text(join(out, METRICS_FILE)).splitlines() if ln.strip()]
+    rows = [m for m in lines if m["stage"] == stage]
+    if not rows:
+        return
+    accuracy = sorted(k for k in rows[-1] if k.startswith("acc_"))
+    table = Table(title=f"stage {stage}")
+    for column in ("epoch", "loss", *(k for k in rows[-1] if k.startswith("loss_")), "triplets/step", "images/s", *accuracy):
+        table.add_column(column.removeprefix("acc_"), justify="right")
+    for m in rows:
+        table.add_row(
+            str(m["epoch"]), f"{m['loss']:.4f}", *(f"{m[k]:.4f}" for k in rows[-1] if k.startswith("loss_")),
+            f"{m['triplets_per_step']:.1f}", f"{m['images_per_s']:.0f}", *(f"{m.get(k, float('nan')):.3f}" for k in accuracy),
+        )
+    console.print(table)
+
+
+def print_summary(result: TrainResult) -> None:
+    s = result.summary
+    table = Table(title=f"held-out accuracy ({s['heldout_images']:,} query + gallery images)")
+    table.add_column("attribute")
+    table.add_column("accuracy", justify="right")
+    for name, value in s["heldout_accuracy"].items():
+        table.add_row(name, f"{value:.3f}")
+    if s["heldout_accuracy_mean"] is not None:
+        table.add_row("mean", f"{s['heldout_accuracy_mean']:.3f}")
+    console.print(table)
+    console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()) + f"; model: {result.model_url}")
+
+
+def cli(
+    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Run URL: checkpoints, model.pt, metrics.")],
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Train the model in the paper's stages on Ray Train; re-running with the same --out resumes."""
+    cfg = resolve_config(config, set_)
+    print_summary(train(cfg, catalog, out))
+
+
+if __name__ == "__main__":
+    run_app(single_command(cli))

@@ -1,0 +1,133 @@
+"""fsnet train on a real local Ray: 2 CPU workers (DDP over gloo), the tiny preset on a synthetic catalog,
+local and S3 run directories, an injected worker death, and an interrupted run resumed by the same command."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fsnet.catalog.reader import Catalog
+from fsnet.config import load_config, saved_config_text
+from fsnet.decode import decode_batch
+from fsnet.errors import ConfigError
+from fsnet.model import load_model
+from fsnet.storage import Storage, join
+from jobs.pack import pack
+from jobs.synth import synth
+from jobs.train import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+
+# 240 images -> 120 training images -> 60 per worker -> 3 steps of 16 per epoch
+RUN = ["synthetic.n=240", "train.batch_size=16", "train.stage1.epochs=4", "train.stage2.epochs=2", "train.stage3.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def catalog_url(tmp_path_factory, ray_cluster):
+    root = tmp_path_factory.mktemp("train-catalog")
+    cfg = load_config(["tiny"], RUN)
+    synth(cfg, str(root / "synth"), show_progress=False)
+    pack(load_config(["tiny"], [*RUN, f"source.path={root / 'synth'}"]), str(root / "catalog"), show_progress=False)
+    return str(root / "catalog")
+
+
+def metrics_of(storage, out):
+    return [json.loads(line) for line in storage.read_text(join(out, "train_metrics.jsonl")).splitlines()]
+
+
+def test_train_end_to_end(catalog_url, tmp_path):
+    cfg = load_config(["tiny"], [*RUN, "model.variant=full"])
+    storage = Storage(cfg.storage)
+    out = str(tmp_path / "run")
+    result = train(cfg, catalog_url, out)
+
+    metrics = metrics_of(storage, out)
+    stage1 = [m for m in metrics if m["stage"] == 1]
+    assert [m["epoch"] for m in stage1] == [0, 1, 2, 3]
+    assert stage1[-1]["loss"] < stage1[0]["loss"]  # stage-1 loss falls
+    assert all(m["images"] == 96 for m in stage1)  # 2 workers x 3 steps x 16
+    stage2 = [m for m in metrics if m["stage"] == 2]
+    assert len(stage2) == 2 and all(m["triplets_per_step"] > 10 for m in stage2)  # valid in-batch triplets
+    assert {"loss_c", "loss_t", "loss_tc"} <= set(stage2[0]) and "acc_color" in stage2[0]
+    assert [m["epoch"] for m in metrics if m["stage"] == 3] == [0, 1]
+
+    catalog = Catalog.open(catalog_url, storage)
+    model = load_model(result.model_url, storage)
+    assert model.memory.table.shape == (sum(catalog.schema.num_values), cfg.model.embed_dim)  # one row per value
+    assert (model.memory.counts > 0).all()
+    batch = next(catalog.batches("gallery", ["image"], batch_size=4))
+    with torch.no_grad():
+        emb = model.embed(decode_batch(list(batch["image"]), cfg.model.image_size))
+    assert emb.reps.shape == (4, 5, cfg.model.embed_dim) and torch.isfinite(emb.reps).all()
+    # stage 3 moved lambda away from its start
+    assert not torch.allclose(model.global_rep.lambdas, torch.ones(5))
+
+    summary = json.loads(storage.read_text(join(out, "train_summary.json")))
+    assert set(summary["heldout_accuracy"]) == set(catalog.schema.names) and summary["heldout_images"] == 120
+    for name in ("config.yaml", "init.pt", "stage1.pt", "stage2.pt", "memory.pt", "stage3.pt"):
+        assert storage.exists(join(out, name)), name
+    assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage1")))
+
+    again = train(cfg, catalog_url, out)  # complete: nothing is redone
+    assert again.summary == summary and len(metrics_of(storage, out)) == len(metrics)
+
+
+@pytest.mark.s3
+def test_train_to_s3(catalog_url, s3_endpoint):
+    from tests.conftest import BUCKET, s3_sets
+
+    cfg = load_config(["tiny"], [*RUN, "model.variant=rank_lg", "train.stage1.epochs=1", "train.stage2.epochs=1", "train.stage3.epochs=1", *s3_sets(s3_endpoint)])
+    storage = Storage(cfg.storage)
+    out = f"s3://{BUCKET}/runs/tiny"
+    result = train(cfg, catalog_url, out)
+    assert result.model_url == f"{out}/model.pt"
+    model = load_model(result.model_url, storage)
+    assert not model.variant.memory_updatable and model.memory.counts.sum() > 0
+    assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage2")))
+    assert [m["stage"] for m in metrics_of(storage, out)] == [1, 2, 3]
+
+
+def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
+    out = str(tmp_path / "run")
+    base = [*RUN, "model.variant=full", "train.stage1.epochs=2", "train.stage3.epochs=1"]
+    storage = Storage(load_config().storage)
+
+    # 1. A worker dies at the first step of stage 2's second epoch; no retries: the command fails.
+    failing = load_config(["tiny"], [*base, "train.max_failures=0", "train.fault.stage=2", "train.fault.step=3"])
+    with pytest.raises(Exception):
+        train(failing, catalog_url, out)
+    assert storage.exists(join(out, "stage1.pt")) and not storage.exists(join(out, "stage2.pt"))
+    before = metrics_of(storage, out)
+    assert [(m["stage"], m["epoch"]) for m in before] == [(1, 0), (1, 1), (2, 0)]
+    stage1_bytes = storage.read_bytes(join(out, "stage1.pt"))
+
+    # 2. The same command again: stage 1 is not redone, stage 2 continues after its epoch 0 checkpoint, and in
+    #    stage 3 a worker dies once more, which Ray Train recovers from (max_failures=1) by itself.
+    resumed = load_config(["tiny"], [*base, "train.max_failures=1", "train.fault.stage=3", "train.fault.step=0"])
+    result = train(resumed, catalog_url, out)
+    after = metrics_of(storage, out)
+    assert after[: len(before)] == before
+    assert [(m["stage"], m["epoch"]) for m in after[len(before):]] == [(2, 1), (3, 0)]
+    assert storage.read_bytes(join(out, "stage1.pt")) == stage1_bytes
+    assert storage.exists(join(out, ".fault-injected-stage2")) and storage.exists(join(out, ".fault-injected-stage3"))
+    assert load_model(result.model_url, storage).memory.table.shape[0] == 23
+
+
+def test_bad_config_values(catalog_url, tmp_path):
+    cfg = load_config(["tiny"], ["train.cpus_per_worker=1"])  # 2 workers x 1 CPU on a 2-CPU machine
+    with pytest.raises(ConfigError, match=r"train.workers x train.cpus_per_worker = 2 x 1.0 leaves less than 0.5 of the cluster's 2 CPUs"):
+        train(cfg, catalog_url, str(tmp_path / "a"))
+    cfg = load_config(["tiny"], ["model.backbone=alexnet"])
+    train_dir = str(tmp_path / "b")
+    Storage(cfg.storage).write_text(join(train_dir, "config.yaml"), saved_config_text(load_config(["tiny"])))
+    with pytest.raises(ConfigError, match=r"holds a run of another model \(model.backbone: 'tiny' there, 'alexnet' now\)"):
+        train(cfg, catalog_url, train_dir)
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--catalog", catalog_url, "--out", str(tmp_path / "c"), "--set", "train.workers=0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and "train.workers: Input should be greater than 0" in lines[0], run.stderr
