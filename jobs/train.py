@@ -52,7 +52,8 @@ from jobs.command import ConfigOption, SetOption, console, resolve_config, run_a
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
 
 DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed
-DECODE_CPUS = 0.5  # per decode task: decoding and resizing costs ~0.3 ms per image, so half a CPU keeps up on CPU runs
+DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU keeps up and two run side by side
+FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
 METRICS_FILE = "train_metrics.jsonl"
 FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
 
@@ -79,9 +80,9 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     init_url = _initial_model(cfg, catalog, storage, out)
     previous = init_url
     for stage in (1, 2):  # the two image stages
-        previous = _run_stage(cfg, catalog, storage, out, stage, previous, timings)
+        previous = run_stage(cfg, catalog, storage, out, stage, previous, timings)
     memory_url = _memory(cfg, catalog, storage, out, previous, timings)
-    final = _run_stage(cfg, catalog, storage, out, 3, memory_url, timings) if VARIANTS[cfg.model.variant].global_learning else memory_url
+    final = run_stage(cfg, catalog, storage, out, 3, memory_url, timings) if VARIANTS[cfg.model.variant].global_learning else memory_url
     storage.write_bytes(model_url, storage.read_bytes(final))
 
     start = time.perf_counter()
@@ -114,7 +115,7 @@ def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) ->
     return url
 
 
-def _run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: int, start_url: str, timings: dict) -> str:
+def run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: int, start_url: str, timings: dict) -> str:
     """Run one stage as a Ray Train TorchTrainer unless its model exists; returns the stage model's URL."""
     result_url = join(out, f"stage{stage}.pt")
     if storage.exists(result_url):
@@ -129,7 +130,7 @@ def _run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage:
     datasets = {}
     if stage < 3:
         datasets["train"] = (
-            catalog.dataset("train", ["image", *catalog.schema.names])
+            catalog.dataset("train", ["image", *catalog.schema.names], read_cpus=DECODE_CPUS)
             .randomize_block_order()
             .map_batches(
                 decode_for_training,
@@ -371,10 +372,10 @@ def _check_run_dir(cfg: Config, storage: Storage, out: str) -> None:
 def _check_resources(cfg: Config) -> None:
     """Ray Train reserves the workers' CPUs; the decode tasks that feed them need some left, or the run hangs."""
     cpus = cluster_cpus()
-    if cfg.train.workers * cfg.train.cpus_per_worker + DECODE_CPUS > cpus:
+    if cfg.train.workers * cfg.train.cpus_per_worker + FREE_CPUS > cpus:
         raise ConfigError(
             f"train.workers x train.cpus_per_worker = {cfg.train.workers} x {cfg.train.cpus_per_worker} leaves less than "
-            f"{DECODE_CPUS} of the cluster's {cpus} CPUs for the decode tasks that feed them; lower one of them"
+            f"{FREE_CPUS:g} of the cluster's {cpus} CPUs for the read and decode tasks that feed them; lower one of them"
         )
 
 

@@ -77,9 +77,19 @@ class Catalog:
             raise CatalogError(f"{self.url}: no column(s) {', '.join(unknown)} (columns: {', '.join(self.columns)})")
         return list(columns)
 
-    def dataset(self, split: str | Sequence[str] | None = None, columns: Sequence[str] | None = None) -> "ray.data.Dataset":
-        """The rows of ``split`` (one or several; all rows when None) as a lazy Ray Data dataset. Needs a running Ray: the jobs
-        start it; the library never does."""
+    def dataset(
+        self,
+        split: str | Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+        read_cpus: float | None = None,
+        shards: Sequence[str] | None = None,
+        with_shard: bool = False,
+    ) -> "ray.data.Dataset":
+        """The rows of ``split`` (one or several; all rows when None) as a lazy Ray Data dataset.
+
+        ``read_cpus``: CPUs per read task (Ray's default: 1); ``shards``: only the shards with these fingerprints;
+        ``with_shard``: add ``catalog_shard``, the first 12 hex digits of the fingerprint of the row's shard. Needs a
+        running Ray: the jobs start it; the library never does."""
         import ray
         import ray.data
         from ray.data.expressions import col
@@ -87,21 +97,28 @@ class Catalog:
         if not ray.is_initialized():
             raise CatalogError("Catalog.dataset needs a running Ray cluster (jobs call ray.init; fsnet never starts Ray)")
         fs, _ = self.storage.arrow_fs(self.url)
-        paths = [self.storage.arrow_fs(u)[1] for u in self.shard_urls]
         wanted = self._check_columns(columns)
-        ds = ray.data.read_parquet(paths, filesystem=fs)
+        infos = self.manifest.shards if shards is None else [s for s in self.manifest.shards if s.fingerprint in set(shards)]
+        paths = [self.storage.arrow_fs(join(self.url, s.path))[1] for s in infos]
+        read_args = {"num_cpus": read_cpus} if read_cpus is not None else {}
+        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=with_shard, **read_args)
         if split is not None:
             ds = ds.filter(expr=col("id").is_in(self.split_ids(split).tolist()))
+        if with_shard:
+            ds = ds.map_batches(_tag_shard, batch_format="pyarrow", **read_args)  # fused into the read
+            wanted = [*wanted, "catalog_shard"]
         return ds.select_columns(wanted)  # Ray's optimizer pushes the projection and the filter into the scan
+
+    def _arrow_dataset(self) -> pads.Dataset:
+        fs, _ = self.storage.arrow_fs(self.url)
+        return pads.dataset([self.storage.arrow_fs(u)[1] for u in self.shard_urls], filesystem=fs, format="parquet")
 
     def batches(
         self, split: str | Sequence[str] | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
     ) -> Iterator[dict[str, np.ndarray]]:
         """The rows of ``split`` as dicts of numpy arrays of ``batch_size`` rows (the last may be shorter), in
         catalog order, without Ray. Binary and string columns come as object arrays."""
-        fs, _ = self.storage.arrow_fs(self.url)
-        paths = [self.storage.arrow_fs(u)[1] for u in self.shard_urls]
-        dataset = pads.dataset(paths, filesystem=fs, format="parquet")
+        dataset = self._arrow_dataset()
         wanted = self._check_columns(columns)
         read = wanted if split is None or "id" in wanted else [*wanted, "id"]
         filter_ = None if split is None else pads.field("id").isin(pa.array(self.split_ids(split), pa.string()))
@@ -118,6 +135,14 @@ class Catalog:
         if held:
             yield _to_numpy(pa.Table.from_batches(pending), wanted)
 
+    def rows(self, ids: Sequence[str], columns: Sequence[str]) -> dict[str, np.ndarray]:
+        """The rows with these ids (in catalog order; missing ids are absent), without Ray."""
+        wanted = self._check_columns(columns)
+        table = self._arrow_dataset().to_table(
+            columns=wanted, filter=pads.field("id").isin(pa.array(list(ids), pa.string()))
+        )
+        return _to_numpy(table, wanted)
+
     def verify(self) -> list[str]:
         """Problems with the shards on storage (missing files, changed bytes); empty when all is well."""
         problems = []
@@ -130,6 +155,12 @@ class Catalog:
             if digest != info.fingerprint:
                 problems.append(f"{url}: fingerprint {digest} != {info.fingerprint}")
         return problems
+
+
+def _tag_shard(batch: pa.Table) -> pa.Table:
+    """``path`` (a shard file, part-NNNNN-<fp12>.parquet) -> ``catalog_shard`` (<fp12>)."""
+    names = pc.extract_regex(batch["path"], r"part-\d+-(?P<fp>[0-9a-f]{12})\.parquet$").field("fp")
+    return batch.drop_columns(["path"]).append_column("catalog_shard", names)
 
 
 def _to_numpy(table: pa.Table, columns: list[str]) -> dict[str, np.ndarray]:

@@ -118,7 +118,7 @@ def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
 
 def test_bad_config_values(catalog_url, tmp_path):
     cfg = load_config(["tiny"], ["train.cpus_per_worker=1"])  # 2 workers x 1 CPU on a 2-CPU machine
-    with pytest.raises(ConfigError, match=r"train.workers x train.cpus_per_worker = 2 x 1.0 leaves less than 0.5 of the cluster's 2 CPUs"):
+    with pytest.raises(ConfigError, match=r"train.workers x train.cpus_per_worker = 2 x 1.0 leaves less than 1 of the cluster's 2 CPUs"):
         train(cfg, catalog_url, str(tmp_path / "a"))
     cfg = load_config(["tiny"], ["model.backbone=alexnet"])
     train_dir = str(tmp_path / "b")
