@@ -147,6 +147,7 @@ class IndexConfig(Section):
     batch_size: PositiveInt
     actors: PositiveInt | None
     gpu_decode: bool
+    fault: Literal["before_publish"] | None
 
 
 class EvalConfig(Section):

@@ -3,10 +3,13 @@ the index job share. ``__init__`` loads the model once; ``__call__`` takes a bat
 ``image`` bytes, ``id``, labels) and returns a pyarrow table of fixed-size list columns that plain pyarrow reads:
 
     id             string
+    error          string: null, or why the image could not be decoded (its other columns are then zeros)
     reps           fixed_size_list<float32>[A * D]   attribute representations fc10_a, attribute-major
     predicted      fixed_size_list<int16>[A]        value of highest probability per attribute
     probabilities  fixed_size_list<float32>[C]      softmax per attribute, concatenated in schema order
     boxes          fixed_size_list<float32>[A * 4]  (x0, y0, x1, y1) per attribute, as fractions of the image
+    global         fixed_size_list<float32>[r]      the global representation F, unmanipulated
+    t_decode, t_model  float32: this row's share of the batch's decode and model seconds (where time goes)
     + the pass-through columns (labels, shard fingerprint, ...) unchanged
 
 On a GPU: JPEG decode with nvJPEG inside the actor (``gpu_decode``), fp16 autocast and channels_last.
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import torch
 
-from fsnet.decode import decode_batch
+from fsnet.decode import decode_images, resize_batch
 from fsnet.model import load_model
 from fsnet.storage import Storage
 
@@ -57,19 +62,50 @@ class EmbedImages:
         self.passthrough = list(passthrough)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        images = decode_batch(list(batch["image"]), self.image_size, self.decode_device).to(self.device)  # (B, 3, S, S)
-        if self.cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda):
-            emb = self.model.embed(images)
-        h, w = emb.map_size
-        boxes = emb.boxes.float() / torch.tensor([w, h, w, h], device=emb.boxes.device, dtype=torch.float32)  # fractions
+        start = time.perf_counter()
+        blobs = list(batch["image"])
+        errors: list[str | None] = [None] * len(blobs)
+        decoded = []
+        for i, blob in enumerate(blobs):  # one bad image must not take the batch down: it is listed instead
+            try:
+                decoded.append(decode_images([blob], self.decode_device)[0])
+            except Exception as err:  # noqa: BLE001 - every decoder failure is a rejected image
+                errors[i] = f"undecodable: {type(err).__name__}: {str(err)[:200]}"
+        good = [i for i, e in enumerate(errors) if e is None]
+        t_decode = time.perf_counter() - start
+
+        start = time.perf_counter()
+        n, a, d = len(blobs), len(self.model.schema.names), self.model.cfg.embed_dim
+        reps = np.zeros((n, a, d), np.float32)
+        predicted = np.zeros((n, a), np.int16)
+        probabilities = np.zeros((n, sum(self.model.schema.num_values)), np.float32)
+        boxes = np.zeros((n, a, 4), np.float32)
+        global_ = np.zeros((n, self.model.global_rep.dim), np.float32)
+        if good:
+            images = resize_batch(decoded, self.image_size).to(self.device)  # (B, 3, S, S) uint8
+            if self.cuda:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda):
+                emb = self.model.embed(images)
+                f = self.model.global_representation(emb.reps)
+            h, w = emb.map_size
+            scale = torch.tensor([w, h, w, h], device=emb.boxes.device, dtype=torch.float32)
+            reps[good] = emb.reps.float().cpu().numpy()
+            predicted[good] = emb.predicted.cpu().numpy()
+            probabilities[good] = emb.probabilities.float().cpu().numpy()
+            boxes[good] = (emb.boxes.float() / scale).cpu().numpy()  # fractions of the image
+            global_[good] = f.float().cpu().numpy()
+        t_model = time.perf_counter() - start
         columns = {
             "id": pa.array(batch["id"].tolist(), pa.string()),
-            "reps": fixed_list(emb.reps.float().cpu().numpy(), pa.float32()),
-            "predicted": fixed_list(emb.predicted.cpu().numpy().astype(np.int16), pa.int16()),
-            "probabilities": fixed_list(emb.probabilities.float().cpu().numpy(), pa.float32()),
-            "boxes": fixed_list(boxes.cpu().numpy(), pa.float32()),
+            "error": pa.array(errors, pa.string()),
+            "reps": fixed_list(reps, pa.float32()),
+            "predicted": fixed_list(predicted, pa.int16()),
+            "probabilities": fixed_list(probabilities, pa.float32()),
+            "boxes": fixed_list(boxes, pa.float32()),
+            "global": fixed_list(global_, pa.float32()),
+            "t_decode": pa.array(np.full(n, t_decode / max(n, 1), np.float32)),
+            "t_model": pa.array(np.full(n, t_model / max(n, 1), np.float32)),
         }
         for name in self.passthrough:
             columns[name] = pa.array(batch[name])

@@ -6,7 +6,7 @@ import typer
 from rich.syntax import Syntax
 
 from fsnet.config import dump_config
-from jobs import pack, synth, train
+from jobs import index, pack, search, synth, train
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app
 
 app = typer.Typer(
@@ -20,6 +20,9 @@ app.add_typer(config_app, name="config")
 app.command("synth")(synth.cli)
 app.command("pack")(pack.cli)
 app.command("train")(train.cli)
+app.command("index")(index.cli)
+app.command("reindex")(index.reindex_cli)
+app.command("search")(search.cli)
 
 
 @config_app.command("show")

@@ -23,10 +23,11 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray
 import ray.train
@@ -39,7 +40,7 @@ from rich.table import Table
 
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config, saved_config_text
-from fsnet.embedding import EmbedImages, column_array
+from fsnet.embedding import column_array
 from fsnet.errors import ConfigError
 from fsnet.losses import StageLoss
 from fsnet.model import VARIANTS, FashionSearchNet, build_model, load_model, save_model
@@ -49,7 +50,8 @@ from fsnet.sampling import GlobalTripletSampler
 from fsnet.storage import Storage, join
 from fsnet.training import EpochMeter, decode_for_training, epoch_metrics, global_step, local_step, make_optimizer, trainable
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
-from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
+from jobs.index import embed_rows
+from jobs.ray_runtime import cluster_cpus, init_ray
 
 DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed
 DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU keeps up and two run side by side
@@ -179,11 +181,11 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage2_ur
     fs, path = storage.arrow_fs(features)
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
-    extract_features(cfg, catalog, storage, stage2_url, catalog.dataset("train", ["id", "image", *catalog.schema.names])).write_parquet(path, filesystem=fs)
+    embed_rows(cfg, storage, stage2_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])).write_parquet(path, filesystem=fs)
 
     model = load_model(stage2_url, storage)
     sums = counts = None
-    for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(columns=["reps", *catalog.schema.names]):
+    for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(columns=["reps", "error", *catalog.schema.names], filter=pads.field("error").is_null()):
         table = pa.Table.from_batches([batch])
         reps = torch.from_numpy(column_array(table, "reps", (len(catalog.schema.names), cfg.model.embed_dim)))
         labels = torch.from_numpy(np.stack([table[a].to_numpy() for a in catalog.schema.names], axis=1).astype(np.int64))
@@ -196,29 +198,14 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage2_ur
     return memory_url
 
 
-def extract_features(cfg: Config, catalog: Catalog, storage: Storage, model_url: str, rows: "ray.data.Dataset") -> "ray.data.Dataset":
-    """rows (id, image, labels) -> embedding table rows, on an actor pool (one model load per actor)."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))  # CPU: leave one CPU to the reads
-    return rows.map_batches(
-        EmbedImages,
-        fn_constructor_kwargs=dict(
-            model_url=model_url, storage=storage, image_size=cfg.model.image_size, passthrough=catalog.schema.names, gpu_decode=cfg.index.gpu_decode
-        ),
-        batch_size=cfg.index.batch_size,
-        batch_format="numpy",
-        compute=actor_pool(actors),
-        num_gpus=1 if gpus else 0,
-    )
-
-
 def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url: str) -> tuple[dict[str, float], int]:
     """Per-attribute accuracy of the GAP classifiers on the held-out images (query + gallery splits)."""
     names = catalog.schema.names
     correct = np.zeros(len(names))
     known = np.zeros(len(names))
     rows = catalog.dataset(["query", "gallery"], ["id", "image", *names])
-    for batch in extract_features(cfg, catalog, storage, model_url, rows).iter_batches(batch_size=None, batch_format="pyarrow"):
+    for batch in embed_rows(cfg, storage, model_url, catalog, rows).iter_batches(batch_size=None, batch_format="pyarrow"):
+        batch = batch.filter(pc.is_null(batch["error"]))
         predicted = column_array(batch, "predicted", (len(names),), np.int64)
         labels = np.stack([batch[a].to_numpy() for a in names], axis=1)
         mask = labels >= 0
@@ -278,7 +265,7 @@ def global_loop(config: dict) -> None:
     model.to(device)
     names, num_values = model.schema.names, model.schema.num_values
     fs, path = storage.arrow_fs(join(config["out"], "features"))
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["reps", *names])
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["reps", *names], filter=pads.field("error").is_null())
     reps = torch.from_numpy(column_array(table, "reps", (len(names), cfg.model.embed_dim))).to(device)  # (N, A, D)
     labels = np.stack([table[a].to_numpy() for a in names], axis=1)
     sampler = GlobalTripletSampler(labels, num_values)

@@ -159,7 +159,7 @@ class Catalog:
 
 def _tag_shard(batch: pa.Table) -> pa.Table:
     """``path`` (a shard file, part-NNNNN-<fp12>.parquet) -> ``catalog_shard`` (<fp12>)."""
-    names = pc.extract_regex(batch["path"], r"part-\d+-(?P<fp>[0-9a-f]{12})\.parquet$").field("fp")
+    names = pc.struct_field(pc.extract_regex(batch["path"], r"part-\d+-(?P<fp>[0-9a-f]{12})\.parquet$"), "fp")
     return batch.drop_columns(["path"]).append_column("catalog_shard", names)
 
 

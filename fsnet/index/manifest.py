@@ -1,0 +1,106 @@
+"""MANIFEST.json of an index version, and the CURRENT pointer.
+
+    <index>/CURRENT                  "v<N>": the live version; written last, after everything it names exists
+    <index>/v<N>/MANIFEST.json       what v<N> holds (below)
+    <index>/v<N>/embeddings/catalog_shard=<fp12>/*.parquet   one folder per catalog shard covered
+    <index>/v<N>/index.faiss         global representations of the indexed rows (positions = rows of ids.parquet)
+    <index>/v<N>/ids.parquet         position -> id
+    <index>/v<N>/memory.pt           the memory block (rows per attribute value) the manipulations use
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from fsnet.catalog.schema import Attribute, AttributeSchema
+from fsnet.storage import Storage, join
+
+CURRENT_FILE = "CURRENT"
+MANIFEST_FILE = "MANIFEST.json"
+FORMAT_VERSION = 1
+VERSION_DIR = re.compile(r"^v(\d+)$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CoveredShard(_Model):
+    fingerprint: str  # the catalog shard's sha256 fingerprint
+    catalog_path: str  # its path in the catalog when it was indexed
+    embeddings: str  # folder of its embedding rows, relative to the version folder
+    rows: int  # rows of the indexed split in this shard
+    indexed: int
+    rejected: int
+    reused_from: int | None  # the version its embeddings were copied from; None: extracted for this version
+
+
+class RejectedImage(_Model):
+    id: str
+    catalog_shard: str
+    reason: str
+
+
+class ModelRef(_Model):
+    url: str
+    sha256: str
+
+
+class IndexManifest(_Model):
+    format: int
+    fsnet_version: str
+    created: str
+    version: int
+    catalog: str
+    split: str
+    splits_fingerprint: str  # the catalog's split file when indexed: a new split can change the gallery
+    model: ModelRef
+    attributes: list[Attribute]
+    embed_dim: int
+    global_dim: int
+    image_size: int
+    index_kind: str
+    shards: list[CoveredShard]
+    indexed: int
+    rejected: list[RejectedImage]
+    timings: dict[str, float]
+    files: dict[str, str]
+
+    def attribute_schema(self) -> AttributeSchema:
+        return AttributeSchema(attributes=self.attributes)
+
+    @property
+    def covered(self) -> dict[str, CoveredShard]:
+        return {s.fingerprint: s for s in self.shards}
+
+
+def version_name(version: int) -> str:
+    return f"v{version}"
+
+
+def read_current(storage: Storage, index_url: str) -> int | None:
+    url = join(index_url, CURRENT_FILE)
+    if not storage.exists(url):
+        return None
+    match = VERSION_DIR.match(storage.read_text(url).strip())
+    return int(match.group(1)) if match else None
+
+
+def write_current(storage: Storage, index_url: str, version: int) -> None:
+    storage.write_text(join(index_url, CURRENT_FILE), version_name(version) + "\n")
+
+
+def versions(storage: Storage, index_url: str) -> list[int]:
+    """Every v<N> folder under the index, complete or not."""
+    return sorted(int(m.group(1)) for name in storage.listdir(index_url) if (m := VERSION_DIR.match(name)))
+
+
+def read_manifest(storage: Storage, index_url: str, version: int) -> IndexManifest:
+    return IndexManifest.model_validate_json(storage.read_bytes(join(index_url, version_name(version), MANIFEST_FILE)))
+
+
+def manifest_dict(manifest: IndexManifest) -> dict[str, Any]:
+    return manifest.model_dump(mode="json")

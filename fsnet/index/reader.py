@@ -1,0 +1,61 @@
+"""Open the live version of an index (the one CURRENT names) for searching."""
+
+from __future__ import annotations
+
+import io
+from functools import cached_property
+from typing import Sequence
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import torch
+
+from fsnet.errors import CatalogError
+from fsnet.index.faiss_index import index_from_bytes, search
+from fsnet.index.manifest import IndexManifest, read_current, read_manifest, version_name
+from fsnet.storage import Storage, join
+
+
+class IndexReader:
+    def __init__(self, url: str, storage: Storage, manifest: IndexManifest):
+        self.url, self.storage, self.manifest = url, storage, manifest
+        self.version_url = join(url, version_name(manifest.version))
+
+    @classmethod
+    def open(cls, url: str, storage: Storage) -> "IndexReader":
+        version = read_current(storage, url)
+        if version is None:
+            raise CatalogError(f"{url}: no CURRENT index (build one with fsnet index)")
+        return cls(url, storage, read_manifest(storage, url, version))
+
+    @cached_property
+    def faiss_index(self) -> faiss.Index:
+        return index_from_bytes(self.storage.read_bytes(join(self.version_url, self.manifest.files["index"])))
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        """Index position -> id."""
+        table = pq.read_table(io.BytesIO(self.storage.read_bytes(join(self.version_url, self.manifest.files["ids"]))))
+        return table["id"].to_numpy(zero_copy_only=False)
+
+    @cached_property
+    def memory(self) -> dict:
+        return torch.load(io.BytesIO(self.storage.read_bytes(join(self.version_url, self.manifest.files["memory"]))), weights_only=True)
+
+    def embeddings(self, ids: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """Embedding rows (all, or of ``ids``) of this version, failed rows excluded."""
+        fs, path = self.storage.arrow_fs(join(self.version_url, self.manifest.files["embeddings"]))
+        dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+        condition = pads.field("error").is_null()
+        if ids is not None:
+            condition = condition & pads.field("id").isin(pa.array(list(ids), pa.string()))
+        return dataset.to_table(columns=list(columns) if columns else None, filter=condition)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(squared L2 distances (Q, k), ids (Q, k) as objects; None where the index has fewer than k rows)."""
+        distances, positions = search(self.faiss_index, vectors, k)
+        ids = np.where(positions >= 0, self.ids[np.clip(positions, 0, None)], None)
+        return distances, ids

@@ -1,0 +1,293 @@
+"""Index a catalog: embedding shards, a faiss index of the gallery's global representations, the memory block and
+MANIFEST.json as a new version <out>/v<N>/, then <out>/CURRENT (written last: readers never see a half-built index).
+
+Local:
+    fsnet index --model fsnet-demo/run/model.pt --catalog fsnet-demo/catalog --out fsnet-demo/index
+    fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index        # only new or changed shards
+Cluster (GPU actors decode with nvJPEG and embed in fp16):
+    ray job submit --working-dir . -- python -m jobs.index --model s3://b/runs/shop/model.pt \\
+        --catalog s3://b/catalogs/shop --out s3://b/index/shop
+Schedule (cron, every night at 02:00):
+    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --catalog s3://b/catalogs/shop --index s3://b/index/shop >> reindex.log 2>&1
+
+The chain: read_parquet of the catalog shards to extract (projected columns, the split's ids filtered in the scan)
+-> tag each row with its catalog shard -> EmbedImages actors (decode, embed, global representation) ->
+write_parquet partitioned by catalog shard -> faiss index over every indexed row -> manifest -> CURRENT.
+Unchanged catalog shards (same fingerprint, same model) are copied from the live version instead of re-extracted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import ray
+import torch
+import typer
+from rich.table import Table
+
+import fsnet
+from fsnet.catalog.reader import Catalog
+from fsnet.config import Config, saved_config_text
+from fsnet.embedding import EmbedImages, column_array
+from fsnet.errors import CatalogError, FsnetError
+from fsnet.index.faiss_index import build_index, index_bytes
+from fsnet.index.manifest import (
+    MANIFEST_FILE,
+    CoveredShard,
+    IndexManifest,
+    ModelRef,
+    RejectedImage,
+    read_current,
+    read_manifest,
+    version_name,
+    versions,
+    write_current,
+)
+from fsnet.model import load_model
+from fsnet.storage import Storage, join
+from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
+
+EMBEDDINGS = "embeddings"
+KEEP_VERSIONS = 2  # the live version and the one before it: a reader that opened it a moment ago can finish
+
+
+class IndexFault(FsnetError):
+    """The test-only interruption (index.fault)."""
+
+
+@dataclass
+class IndexResult:
+    manifest: IndexManifest | None  # None when nothing changed
+    message: str
+
+
+def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Literal["gallery", "all"] = "gallery") -> IndexResult:
+    start = time.perf_counter()
+    storage = Storage(cfg.storage)
+    catalog = Catalog.open(catalog_url, storage)
+    model_sha = "sha256:" + hashlib.sha256(storage.read_bytes(model_url)).hexdigest()
+    current = read_current(storage, out)
+    previous = read_manifest(storage, out, current) if current is not None else None
+    reusable = previous if previous and previous.model.sha256 == model_sha and previous.split == split else None
+
+    shards = catalog.manifest.shards
+    wanted = None if split == "all" else set(catalog.split_ids(split).tolist())
+    needed = _ids_per_shard(catalog, wanted)  # fingerprint -> ids of the split in that shard
+    reuse = [s for s in shards if reusable is not None and s.fingerprint in reusable.covered
+             and needed[s.fingerprint] <= _embedded_ids(storage, out, reusable, s.fingerprint)]
+    extract = [s for s in shards if s not in reuse]
+    dropped = [] if reusable is None else [fp for fp in reusable.covered if fp not in {s.fingerprint for s in shards}]
+    unchanged = reusable is not None and not extract and not dropped and reusable.index_kind == cfg.index.kind
+    if unchanged and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint:
+        return IndexResult(None, f"{out}: v{current} already covers every shard of {catalog_url} with this model; nothing to do")
+
+    version = _clean_stale(storage, out, current)
+    vdir = join(out, version_name(version))
+    timings: dict[str, float] = {}
+    init_ray(cfg.ray)
+
+    t = time.perf_counter()
+    for s in reuse:  # unchanged catalog shards: their embedding rows as they are
+        _copy_tree(storage, join(join(out, version_name(reusable.version)), reusable.covered[s.fingerprint].embeddings), join(vdir, _shard_dir(s.fingerprint)))
+    timings["copy_reused"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if extract:
+        fs, path = storage.arrow_fs(join(vdir, EMBEDDINGS))
+        rows = catalog.dataset(
+            None if split == "all" else split, ["id", "image", *catalog.schema.names], shards=[s.fingerprint for s in extract], with_shard=True
+        )
+        embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True).write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
+    timings["extract"] = time.perf_counter() - t
+    if cfg.index.fault == "before_publish":
+        raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
+
+    t = time.perf_counter()
+    table = _read_embeddings(storage, vdir, ["id", "error", "global", "catalog_shard", "t_decode", "t_model"])
+    if wanted is not None:  # reused shards may hold rows that have left the split since
+        table = table.filter(pc.is_in(table["id"], pa.array(sorted(wanted), pa.string())))
+    ok = table.filter(pc.is_null(table["error"]))
+    if ok.num_rows == 0:
+        raise CatalogError(f"{catalog_url}: no image of the {split} split could be embedded; nothing to index")
+    vectors = column_array(ok, "global", (-1,))
+    faiss_index = build_index(vectors, cfg.index.kind)
+    timings["faiss"] = time.perf_counter() - t
+    fresh = table.filter(pc.is_in(table["catalog_shard"], pa.array([s.fingerprint.removeprefix("sha256:")[:12] for s in extract], pa.string())))
+    timings["decode_busy"] = float(pc.sum(fresh["t_decode"]).as_py() or 0.0)  # summed over actors
+    timings["model_busy"] = float(pc.sum(fresh["t_model"]).as_py() or 0.0)
+
+    model = load_model(model_url, storage)
+    storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
+    storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
+    memory = io.BytesIO()
+    torch.save({"table": model.memory.table.detach().cpu(), "counts": model.memory.counts, "num_values": model.memory.num_values}, memory)
+    storage.write_bytes(join(vdir, "memory.pt"), memory.getvalue())
+
+    covered = []
+    for s in shards:
+        rows_of = table.filter(pc.equal(table["catalog_shard"], s.fingerprint.removeprefix("sha256:")[:12]))
+        failed = int(pc.sum(pc.is_valid(rows_of["error"])).as_py() or 0)
+        covered.append(CoveredShard(
+            fingerprint=s.fingerprint, catalog_path=s.path, embeddings=_shard_dir(s.fingerprint), rows=rows_of.num_rows,
+            indexed=rows_of.num_rows - failed, rejected=failed, reused_from=reusable.version if s in reuse else None,
+        ))
+    bad = table.filter(pc.is_valid(table["error"]))
+    manifest = IndexManifest(
+        format=1, fsnet_version=fsnet.__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        version=version, catalog=catalog_url, split=split, splits_fingerprint=catalog.manifest.splits.fingerprint, model=ModelRef(url=model_url, sha256=model_sha),
+        attributes=catalog.schema.attributes, embed_dim=model.cfg.embed_dim, global_dim=int(vectors.shape[1]) if len(vectors) else model.global_rep.dim,
+        image_size=cfg.model.image_size, index_kind=cfg.index.kind, shards=covered, indexed=ok.num_rows,
+        rejected=[RejectedImage(id=i, catalog_shard=c, reason=e) for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())],
+        timings={**timings, "total": time.perf_counter() - start},
+        files={"index": "index.faiss", "ids": "ids.parquet", "memory": "memory.pt", "embeddings": EMBEDDINGS},
+    )
+    storage.write_text(join(vdir, "config.yaml"), saved_config_text(cfg))
+    storage.write_text(join(vdir, MANIFEST_FILE), manifest.model_dump_json(indent=1))
+    write_current(storage, out, version)  # last: from here on readers see v<version>
+    _remove_old(storage, out, version)
+    what = f"{len(extract)} shard(s) extracted, {len(reuse)} reused, {len(dropped)} dropped" if reusable else f"{len(extract)} shard(s) extracted"
+    return IndexResult(manifest, f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})")
+
+
+def embed_rows(cfg: Config, storage: Storage, model_url: str, catalog: Catalog, rows: "ray.data.Dataset", with_shard: bool = False) -> "ray.data.Dataset":
+    """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
+    each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
+    passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
+    return rows.map_batches(
+        EmbedImages,
+        fn_constructor_kwargs=dict(model_url=model_url, storage=storage, image_size=cfg.model.image_size, passthrough=passthrough, gpu_decode=cfg.index.gpu_decode),
+        batch_size=cfg.index.batch_size,
+        batch_format="numpy",
+        compute=actor_pool(actors),
+        num_gpus=1 if gpus else 0,
+    )
+
+
+def _ids_per_shard(catalog: Catalog, wanted: set[str] | None) -> dict[str, set[str]]:
+    """fingerprint -> ids of the wanted rows (all when None) in that shard (reads the id column only)."""
+    out = {}
+    for s in catalog.manifest.shards:
+        fs, path = catalog.storage.arrow_fs(join(catalog.url, s.path))
+        ids = pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
+        out[s.fingerprint] = set(ids) if wanted is None else set(ids) & wanted
+    return out
+
+
+def _embedded_ids(storage: Storage, out: str, manifest: IndexManifest, fingerprint: str) -> set[str]:
+    """Ids with embedding rows in a version's folder of one catalog shard."""
+    folder = join(join(out, version_name(manifest.version)), manifest.covered[fingerprint].embeddings)
+    fs, path = storage.arrow_fs(folder)
+    if not storage.listdir(folder):
+        return set()
+    return set(pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["id"])["id"].to_pylist())
+
+
+def _shard_dir(fingerprint: str) -> str:
+    return f"{EMBEDDINGS}/catalog_shard={fingerprint.removeprefix('sha256:')[:12]}"
+
+
+def _read_embeddings(storage: Storage, vdir: str, columns: list[str]) -> pa.Table:
+    fs, path = storage.arrow_fs(join(vdir, EMBEDDINGS))
+    if not storage.listdir(join(vdir, EMBEDDINGS)):
+        raise CatalogError(f"{vdir}: no embedding rows: the split has no images in the catalog")
+    dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+    return dataset.to_table(columns=columns)
+
+
+def _copy_tree(storage: Storage, source: str, target: str) -> None:
+    """Copy a folder's files (server-side on object stores)."""
+    fs, _ = storage.fs(target)
+    fs.makedirs(storage.fs(target)[1], exist_ok=True)
+    for name in storage.listdir(source):
+        fs.copy(storage.fs(join(source, name))[1], storage.fs(join(target, name))[1])
+
+
+def _clean_stale(storage: Storage, out: str, current: int | None) -> int:
+    """Remove versions newer than CURRENT (an interrupted run's leftovers); the new version's number."""
+    for v in versions(storage, out):
+        if current is None or v > current:
+            fs, path = storage.fs(join(out, version_name(v)))
+            fs.rm(path, recursive=True)
+    return (current or 0) + 1
+
+
+def _remove_old(storage: Storage, out: str, live: int) -> None:
+    for v in versions(storage, out):
+        if v <= live - KEEP_VERSIONS:
+            fs, path = storage.fs(join(out, version_name(v)))
+            fs.rm(path, recursive=True)
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def print_manifest(m: IndexManifest) -> None:
+    t = Table(title=f"index v{m.version}", show_header=False)
+    t.add_row("catalog", f"{m.catalog} ({m.split})")
+    t.add_row("model", f"{m.model.url} ({m.model.sha256[:19]}...)")
+    t.add_row("indexed", f"{m.indexed:,} rows, faiss {m.index_kind}, dimension {m.global_dim}")
+    t.add_row("shards", f"{len(m.shards)} ({sum(s.reused_from is not None for s in m.shards)} reused)")
+    t.add_row("rejected", f"{len(m.rejected)}" + (f": {', '.join(r.id for r in m.rejected[:5])}{' ...' if len(m.rejected) > 5 else ''}" if m.rejected else ""))
+    timings = m.timings
+    extracted = sum(s.rows for s in m.shards if s.reused_from is None)
+    rate = f" ({extracted / timings['extract']:,.0f} images/s)" if timings.get("extract") and extracted else ""
+    t.add_row("time", f"extract {timings.get('extract', 0):.1f} s{rate}: decode busy {timings.get('decode_busy', 0):.1f} s, "
+                      f"model busy {timings.get('model_busy', 0):.1f} s; faiss {timings.get('faiss', 0):.1f} s; total {timings.get('total', 0):.1f} s")
+    console.print(t)
+
+
+def cli(
+    model: Annotated[str, typer.Option("--model", help="model.pt URL from fsnet train.")],
+    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Index URL (versions under it, CURRENT names the live one).")],
+    split: Annotated[str, typer.Option("--split", help="gallery (the evaluation's) or all.")] = "gallery",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Extract attribute representations with Ray Data actors and publish a new faiss index version."""
+    if split not in ("gallery", "all"):
+        raise FsnetError(f"--split {split}: gallery or all")
+    cfg = resolve_config(config, set_)
+    result = index(cfg, model, catalog, out, split)  # type: ignore[arg-type]
+    if result.manifest is not None:
+        print_manifest(result.manifest)
+    console.print(result.message)
+
+
+def reindex_cli(
+    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
+    index_url: Annotated[str, typer.Option("--index", help="Index URL with a CURRENT version.")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Another model.pt (means a full re-index).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Bring an index up to date with its catalog: extract only new or changed shards, drop deleted ones."""
+    cfg = resolve_config(config, set_)
+    storage = Storage(cfg.storage)
+    current = read_current(storage, index_url)
+    if current is None:
+        raise FsnetError(f"{index_url}: no CURRENT index; build one with fsnet index")
+    live = read_manifest(storage, index_url, current)
+    result = index(cfg, model or live.model.url, catalog, index_url, live.split)  # type: ignore[arg-type]
+    if result.manifest is not None:
+        print_manifest(result.manifest)
+    console.print(result.message)
+
+
+if __name__ == "__main__":
+    run_app(single_command(cli))

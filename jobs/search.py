@@ -1,0 +1,163 @@
+"""Search an index with attribute manipulation: "this one, but in black".
+
+    fsnet search --index fsnet-demo/index --id 000123 --set color=black -k 10
+    fsnet search --index fsnet-demo/index --image shirt.jpg --set sleeve=long --set color=red --explain out.png
+
+The query's attribute representations come from the index (an indexed id), the catalog (another id) or the model
+(an image file); each --set replaces that attribute's representation by its memory-block row; faiss returns the
+nearest gallery images to the manipulated global representation. The target is the query's attribute values
+(known labels, else the model's predictions) with the manipulations applied; a result "matches" when its
+attribute values equal the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+
+from fsnet.catalog.reader import Catalog
+from fsnet.catalog.schema import AttributeSchema
+from fsnet.decode import decode_batch
+from fsnet.embedding import column_array
+from fsnet.errors import FsnetError
+from fsnet.explain import explain_png
+from fsnet.index.reader import IndexReader
+from fsnet.model import FashionSearchNet, load_model
+from fsnet.storage import Storage
+from jobs.command import ConfigOption, console, resolve_config, run_app, single_command
+
+
+@dataclass
+class Query:
+    reps: torch.Tensor  # (1, A, D)
+    values: np.ndarray  # (A,) the query's values: labels where known, else predictions
+    known: np.ndarray  # (A,) bool: the value is a label
+    image: bytes | None  # for --explain
+
+
+@dataclass
+class SearchResult:
+    query: Query
+    manipulation: np.ndarray  # (A,) target value per attribute, -1 unchanged
+    target: np.ndarray  # (A,)
+    ids: list[str]
+    distances: list[float]
+    values: np.ndarray  # (k, A) result labels (-1 unknown)
+    matches: list[bool]
+
+
+def parse_manipulations(schema: AttributeSchema, items: list[str]) -> np.ndarray:
+    """["color=black", ...] -> (A,) target value per attribute (-1 unchanged); unknown names list the valid ones."""
+    manipulation = np.full(len(schema.names), -1, dtype=np.int64)
+    for item in items:
+        if "=" not in item:
+            raise FsnetError(f"--set {item}: expected ATTRIBUTE=VALUE (attributes: {', '.join(schema.names)})")
+        attribute, value = (x.strip() for x in item.split("=", 1))
+        manipulation[schema.index(attribute)] = schema.value_index(attribute, value)
+    return manipulation
+
+
+def load_query(reader: IndexReader, model: FashionSearchNet, storage: Storage, query_id: str | None, image_url: str | None, want_image: bool) -> Query:
+    schema = reader.manifest.attribute_schema()
+    names = schema.names
+    if image_url is not None:
+        return _embed_query(model, storage.read_bytes(image_url), reader.manifest.image_size, np.full(len(names), -1))
+    rows = reader.embeddings([query_id], ["id", "reps", "predicted", *names])
+    if rows.num_rows and not want_image:
+        labels = np.array([rows[a][0].as_py() for a in names])
+        predicted = column_array(rows, "predicted", (len(names),), np.int64)[0]
+        reps = torch.from_numpy(column_array(rows, "reps", (len(names), reader.manifest.embed_dim)))
+        return Query(reps=reps, values=np.where(labels >= 0, labels, predicted), known=labels >= 0, image=None)
+    catalog = Catalog.open(reader.manifest.catalog, storage)
+    found = catalog.rows([query_id], ["id", "image", *names])
+    if not len(found["id"]):
+        raise FsnetError(f"--id {query_id}: not in the index {reader.url} nor in its catalog {reader.manifest.catalog}")
+    labels = np.array([int(found[a][0]) for a in names])
+    return _embed_query(model, found["image"][0], reader.manifest.image_size, labels)
+
+
+def _embed_query(model: FashionSearchNet, blob: bytes, size: int, labels: np.ndarray) -> Query:
+    with torch.no_grad():
+        emb = model.embed(decode_batch([blob], size))
+    predicted = emb.predicted[0].numpy()
+    return Query(reps=emb.reps, values=np.where(labels >= 0, labels, predicted), known=labels >= 0, image=blob)
+
+
+def run_search(reader: IndexReader, model: FashionSearchNet, query: Query, manipulation: np.ndarray, k: int) -> SearchResult:
+    names = reader.manifest.attribute_schema().names
+    with torch.no_grad():
+        vector = model.global_representation(query.reps, torch.from_numpy(manipulation).unsqueeze(0)).numpy()
+    distances, ids = reader.search(vector, k)
+    found = [i for i in ids[0].tolist() if i is not None]
+    rows = reader.embeddings(found, ["id", *names])
+    by_id = {rows["id"][i].as_py(): i for i in range(rows.num_rows)}
+    values = np.array([[rows[a][by_id[i]].as_py() for a in names] for i in found], dtype=np.int64).reshape(len(found), len(names))
+    target = np.where(manipulation >= 0, manipulation, query.values)
+    return SearchResult(
+        query=query, manipulation=manipulation, target=target, ids=found, distances=distances[0][: len(found)].tolist(),
+        values=values, matches=[bool((v == target).all()) for v in values],
+    )
+
+
+def print_result(schema: AttributeSchema, r: SearchResult) -> None:
+    names = schema.names
+    changed = {names[a] for a in np.flatnonzero(r.manipulation >= 0)}
+    target = ", ".join(f"{n}={schema.value_name(n, int(v))}" + ("*" if n in changed else "") for n, v in zip(names, r.target))
+    table = Table(title=f"target: {target}  (* manipulated)")
+    for column in ("rank", "id", "distance", *names, "match"):
+        wide = max([len(i) for i in r.ids] + [2]) if column == "id" else None  # ids are never cut short
+        table.add_column(column, justify="right" if column in ("rank", "distance") else "left", min_width=wide, no_wrap=column == "id")
+    for rank, (i, d, v, m) in enumerate(zip(r.ids, r.distances, r.values, r.matches), start=1):
+        cells = [
+            (f"[bold]{schema.value_name(n, int(x))}[/]" if n in changed else str(schema.value_name(n, int(x)) or "?")) if x >= 0 else "?"
+            for n, x in zip(names, v)
+        ]
+        table.add_row(str(rank), i, f"{d:.3f}", *cells, "[green]yes[/]" if m else "no")
+    console.print(table)
+
+
+def explain(reader: IndexReader, model: FashionSearchNet, storage: Storage, r: SearchResult, path: str) -> None:
+    """Query with the manipulated attribute's activation map and box, then the results (matches framed green)."""
+    catalog = Catalog.open(reader.manifest.catalog, storage)
+    found = catalog.rows(r.ids, ["id", "image"])
+    images = dict(zip(found["id"].tolist(), found["image"].tolist()))
+    png = explain_png(
+        model, reader.manifest.attribute_schema(), reader.manifest.image_size, r.query.image, r.manipulation,
+        [images[i] for i in r.ids], r.ids, r.matches,
+    )
+    storage.write_bytes(path, png)
+
+
+def cli(
+    index_url: Annotated[str, typer.Option("--index", help="Index URL (its CURRENT version is searched).")],
+    query_id: Annotated[Optional[str], typer.Option("--id", help="Query by catalog id.")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="Query by an image file (path or URL).")] = None,
+    manipulations: Annotated[Optional[list[str]], typer.Option("--set", help="ATTRIBUTE=VALUE to change; repeatable.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Results to show.")] = 10,
+    explain_png: Annotated[Optional[str], typer.Option("--explain", help="Write a PNG: the query's activation map and box, the results.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Search an index for a query image with its attributes changed."""
+    if (query_id is None) == (image is None):
+        raise FsnetError("give exactly one of --id or --image")
+    cfg = resolve_config(config, None)
+    storage = Storage(cfg.storage)
+    reader = IndexReader.open(index_url, storage)
+    model = load_model(reader.manifest.model.url, storage)
+    schema = reader.manifest.attribute_schema()
+    manipulation = parse_manipulations(schema, manipulations or [])
+    query = load_query(reader, model, storage, query_id, image, want_image=explain_png is not None)
+    result = run_search(reader, model, query, manipulation, k)
+    print_result(schema, result)
+    if explain_png:
+        explain(reader, model, storage, result, explain_png)
+        console.print(f"wrote {explain_png}")
+
+
+if __name__ == "__main__":
+    run_app(single_command(cli))
