@@ -153,6 +153,8 @@ class IndexConfig(Section):
 class EvalConfig(Section):
     k_max: PositiveInt
     query_chunk: PositiveInt
+    at_once: PositiveInt
+    baselines: list[Literal["attribute_only"]]
 
 
 class ReportConfig(Section):

@@ -42,6 +42,15 @@ def join(url: str, *parts: str) -> str:
     return out
 
 
+def parent(url: str) -> str:
+    """The folder holding ``url`` (``parent('s3://b/run/model.pt') == 's3://b/run'``)."""
+    path = url.rstrip("/")
+    if "/" not in path:
+        return "."
+    head = path.rpartition("/")[0]
+    return url if head.endswith(":/") else (head or "/")
+
+
 def is_absolute(url: str) -> bool:
     return "://" in url or url.startswith("/")
 

@@ -6,7 +6,7 @@ import typer
 from rich.syntax import Syntax
 
 from fsnet.config import dump_config
-from jobs import index, pack, search, synth, train
+from jobs import ablation, demo, evaluate, index, pack, pipeline, report, search, synth, train
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app
 
 app = typer.Typer(
@@ -23,6 +23,11 @@ app.command("train")(train.cli)
 app.command("index")(index.cli)
 app.command("reindex")(index.reindex_cli)
 app.command("search")(search.cli)
+app.command("evaluate")(evaluate.cli)
+app.command("report")(report.cli)
+app.command("ablation")(ablation.cli)
+app.command("pipeline")(pipeline.cli)
+app.command("demo")(demo.cli)
 
 
 @config_app.command("show")

@@ -30,20 +30,9 @@ from jobs.index import IndexFault, index
 from jobs.pack import pack
 from jobs.synth import synth
 from tests.images import GARBAGE
+from tests.jobs.tiny_model import make_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
-
-
-def make_model(catalog: Catalog, url: str, storage: Storage, seed: int = 0) -> None:
-    """An untrained tiny model with a memory block from the catalog's training images."""
-    torch.manual_seed(seed)
-    model = build_model(load_config(["tiny"]).model, catalog.schema).eval()
-    rows = next(catalog.batches("train", ["image", *catalog.schema.names], batch_size=10_000))
-    with torch.no_grad():
-        reps = model.embed(decode_batch(list(rows["image"]), 64)).reps
-    labels = torch.from_numpy(np.stack([rows[a] for a in catalog.schema.names], axis=1).astype(np.int64))
-    model.memory.set_means(*value_sums(reps, labels, catalog.schema.num_values))
-    save_model(model, url, storage)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,51 @@
+"""The ``attribute_only`` baseline: gallery images ranked by how many target attributes their predicted values
+match (more first), ties by the visual distance between the query's and the image's global representations
+(unmanipulated), then by gallery position. No memory block, no manipulated feature: what a catalog's attribute
+filter plus "more like this" gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from eval.protocol import Manipulations
+from eval.topk import MARGIN, SCORE_BYTES
+
+def _one_hot(labels: np.ndarray, num_values: list[int]) -> np.ndarray:
+    """(N, A) values (-1 unknown) -> (N, C) float32 one-hot over every attribute's values."""
+    offsets = np.concatenate([[0], np.cumsum(num_values)[:-1]])
+    out = np.zeros((len(labels), sum(num_values)), dtype=np.float32)
+    rows, cols = np.nonzero(labels >= 0)
+    out[rows, offsets[cols] + labels[rows, cols]] = 1.0
+    return out
+
+
+def attribute_only_topk(
+    query_global: np.ndarray, gallery: np.ndarray, predicted: np.ndarray, num_values: list[int], manipulations: Manipulations, k: int
+) -> np.ndarray:
+    """query_global (Q, r), gallery (N, r), predicted (N, A) gallery predictions -> (M, k) gallery positions."""
+    n = len(gallery)
+    k = min(k, n)
+    c = min(k + MARGIN, n)
+    g = torch.from_numpy(gallery.astype(np.float64))
+    q = torch.from_numpy(query_global.astype(np.float64))
+    gallery_hot = torch.from_numpy(_one_hot(predicted, num_values)).double()  # (N, C)
+    target_hot = torch.from_numpy(_one_hot(manipulations.target.astype(np.int64), num_values)).double()  # (M, C)
+    out = np.zeros((len(manipulations), k), dtype=np.int64)
+    rows_per_block = max(1, SCORE_BYTES // (8 * n))
+    for lo in range(0, len(manipulations), rows_per_block):
+        hi = min(lo + rows_per_block, len(manipulations))
+        qi = torch.from_numpy(manipulations.query[lo:hi])
+        dist = torch.cdist(q[qi], g) ** 2  # (R, N) squared distances
+        dist = dist / (dist.max(dim=1, keepdim=True).values + 1.0)  # in [0, 1)
+        missed = manipulations.target.shape[1] - target_hot[lo:hi] @ gallery_hot.T  # (R, N) target attributes not matched
+        score = missed + dist  # the count orders first (whole numbers), the distance (below 1) within a count
+        top, cand = torch.topk(score, c, dim=1, largest=False, sorted=True)
+        cand, top = cand.numpy(), top.numpy()
+        order = np.lexsort((cand, top), axis=1)[:, :k]
+        out[lo:hi] = np.take_along_axis(cand, order, 1)
+        tied = np.flatnonzero((c < n) & (top[:, -1] == np.take_along_axis(top, order, 1)[:, -1]))
+        for row in tied:  # the k-th score reaches past the candidates: order the whole row
+            full = score[row].numpy()
+            out[lo + row] = np.lexsort((np.arange(n), full))[:k]
+    return out

@@ -1,0 +1,108 @@
+"""The paper's ablation ladder (Table 1) on one catalog: train -> index -> evaluate for each variant, then one
+report comparing them (and the attribute_only baseline).
+
+    fsnet ablation --config tiny --catalog fsnet-demo/catalog --out fsnet-demo/ablation
+    fsnet ablation --config fashion_product_small --config cpu_mobilenet96 --catalog catalogs/fps \\
+        --variants wo_rank,rank,rank_l,rank_lg,full,full_ff --out runs/fps-ablation
+    ray job submit --working-dir . -- python -m jobs.ablation --catalog s3://b/catalogs/shop --out s3://b/ablation/shop
+
+Stages are shared where variants allow (they are switches of one model): stage 1 (L_C) does not depend on
+ranking, localization or global learning, so every variant with the same feature fusion reuses the first one's;
+stage 2, the memory block and the stage-3 features are shared by variants with the same ranking, localization
+and fusion (rank_l, rank_lg, full). A shared stage is the donor's weights moved into the receiving variant's
+model (parameters only one of them has keep the receiver's seeded initial values). Layout:
+<out>/<variant>/{run,index,eval}, <out>/report/.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from fsnet.catalog.reader import Catalog
+from fsnet.config import Config
+from fsnet.errors import ConfigError
+from fsnet.model import VARIANTS, build_model, load_model, save_model
+from fsnet.storage import Storage, join
+from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.pipeline import ensure_catalog, train_index_evaluate
+from jobs.report import report
+
+ORDER = ["full", "rank_lg", "rank_l", "rank", "wo_rank", "full_ff"]  # donors first: full's stages serve the most others
+
+
+def shares(donor: str, receiver: str) -> list[str]:
+    """What ``receiver`` can take from ``donor``'s run: [], ['stage1'] or ['stage1', 'stage2', 'memory']."""
+    d, r = VARIANTS[donor], VARIANTS[receiver]
+    if d.fusion != r.fusion:
+        return []
+    if (d.ranking, d.localization) == (r.ranking, r.localization):
+        return ["stage1", "stage2", "memory"]
+    return ["stage1"]
+
+
+def transplant(cfg: Config, catalog: Catalog, storage: Storage, donor_url: str, target_url: str) -> None:
+    """The donor's weights in the receiving variant's model (built and seeded as its training would)."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, catalog.schema, pretrained=False)
+    donor = load_model(donor_url, storage).state_dict()
+    state = model.state_dict()
+    state.update({k: v for k, v in donor.items() if k in state and state[k].shape == v.shape})
+    model.load_state_dict(state)
+    save_model(model, target_url, storage)
+
+
+def share_stages(cfg: Config, catalog: Catalog, storage: Storage, donor_run: str, run: str, parts: list[str]) -> None:
+    for part in parts:
+        source, target = join(donor_run, f"{part}.pt"), join(run, f"{part}.pt")
+        if storage.exists(target) or not storage.exists(source):
+            continue
+        transplant(cfg, catalog, storage, source, target)
+        if part == "memory":  # stage 3 trains on the fixed features the memory came from
+            features = join(donor_run, "features")
+            for name in storage.listdir(features):
+                storage.write_bytes(join(run, "features", name), storage.read_bytes(join(features, name)))
+        console.print(f"{run}: {part} shared from {donor_run}")
+
+
+def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) -> str:
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"--variants: unknown {', '.join(unknown)} (variants: {', '.join(VARIANTS)})")
+    storage = Storage(cfg.storage)
+    catalog_url = ensure_catalog(cfg, out, catalog, render=False)
+    opened = Catalog.open(catalog_url, storage)
+    done: list[str] = []
+    results = {}
+    for variant in sorted(variants, key=ORDER.index):
+        start = time.perf_counter()
+        vcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"variant": variant})})
+        run = join(out, variant, "run")
+        donors = sorted(((shares(d, variant), d) for d in done), key=lambda x: -len(x[0]))
+        if donors and donors[0][0] and not storage.exists(join(run, "model.pt")):
+            share_stages(vcfg, opened, storage, join(out, donors[0][1], "run"), run, donors[0][0])
+        console.rule(f"{variant}")
+        _, _, results[variant] = train_index_evaluate(vcfg, catalog_url, join(out, variant))
+        console.print(f"{variant}: {time.perf_counter() - start:.0f} s")
+        done.append(variant)
+    return report(storage, [results[v] for v in variants], join(out, "report"))
+
+
+def cli(
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder URL for every variant's run, index, results and the report.")],
+    variants: Annotated[str, typer.Option("--variants", help="Comma-separated variants.")] = "wo_rank,rank,rank_l,rank_lg,full,full_ff",
+    catalog: Annotated[Optional[str], typer.Option("--catalog", help="Packed catalog URL (else cfg.source is packed into <out>/catalog).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Train, index and evaluate each variant of the ablation ladder and write one report comparing them."""
+    cfg = resolve_config(config, set_)
+    page = ablation(cfg, [v.strip() for v in variants.split(",") if v.strip()], out, catalog)
+    console.print(f"report: {page}")
+
+
+if __name__ == "__main__":
+    run_app(single_command(cli))

@@ -1,0 +1,297 @@
+"""Evaluate an index with the paper's protocol (section 4.5): every manipulation of every query whose target exists
+in the gallery, exact Top-K by the factorized evaluator, Top-K and NDCG curves per attribute, the baselines in the
+same harness, and retrieval examples, all in one results.json.
+
+Local:
+    fsnet evaluate --index fsnet-demo/index --catalog fsnet-demo/catalog --out fsnet-demo/eval
+    fsnet evaluate ... --check        # also the faiss brute-force reference; fails unless both agree
+Cluster:
+    ray job submit --working-dir . -- python -m jobs.evaluate --index s3://b/index/shop --catalog s3://b/catalogs/shop \\
+        --out s3://b/eval/shop
+
+The gallery is the catalog's gallery split as the index holds it (images the index rejected are counted and
+left out). Query representations come from the index when it covers them (--split all), else from the model on
+Ray Data actors (the same EmbedImages the index job runs).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import torch
+import typer
+from rich.table import Table
+
+import fsnet
+from eval.attribute_only import attribute_only_topk
+from eval.linear_global import LinearGlobal
+from eval.metrics import summarize
+from eval.protocol import Manipulations, build_manipulations
+from eval.topk import brute_force_topk, factorized_topk
+from fsnet.catalog.reader import Catalog
+from fsnet.config import Config, config_dict
+from fsnet.embedding import column_array
+from fsnet.errors import CatalogError, FsnetError
+from fsnet.explain import explain_png
+from fsnet.index.reader import IndexReader
+from fsnet.model import FashionSearchNet, load_model
+from fsnet.storage import Storage, join, parent
+from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.index import embed_rows
+from jobs.ray_runtime import init_ray
+
+RESULTS_FILE = "results.json"
+EXAMPLE_RESULTS = 4  # results shown per retrieval example (paper Fig. 6)
+LISTED = 50  # ids listed in results.json for rejected queries / gallery images left out (all are counted)
+
+
+class EvaluationMismatch(FsnetError):
+    """The factorized evaluator and the brute-force reference disagree (--check)."""
+
+
+@dataclass
+class EvalData:
+    query_ids: np.ndarray  # (Q,)
+    query_labels: np.ndarray  # (Q, A)
+    query_reps: np.ndarray  # (Q, A, D)
+    gallery_ids: np.ndarray  # (N,) in id order: ties in distance are broken by this position
+    gallery_labels: np.ndarray  # (N, A)
+    gallery_global: np.ndarray  # (N, r)
+    gallery_predicted: np.ndarray  # (N, A)
+    gallery_missing: list[str]  # gallery ids the index does not hold (rejected images)
+    queries_rejected: list[str]  # query images the model could not embed
+
+
+def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: bool = False) -> dict[str, Any]:
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    storage = Storage(cfg.storage)
+    reader = IndexReader.open(index_url, storage)
+    catalog = Catalog.open(catalog_url, storage)
+    schema = catalog.schema
+    if reader.manifest.attribute_schema() != schema:
+        raise CatalogError(f"{index_url} was built for other attributes than {catalog_url} has ({', '.join(reader.manifest.attribute_schema().names)})")
+    model = load_model(reader.manifest.model.url, storage)
+    linear = LinearGlobal.from_model(model)
+
+    t = time.perf_counter()
+    data = load_data(cfg, storage, reader, catalog, model)
+    timings["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    manipulations = build_manipulations(data.query_labels, data.gallery_labels, schema.names, schema.num_values, cfg.eval.at_once)
+    if not len(manipulations):
+        raise CatalogError(f"{catalog_url}: no manipulation of a query has its target in the gallery; a larger gallery (split.n_gallery) is needed")
+    timings["protocol"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    top = factorized_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, cfg.eval.query_chunk)
+    timings["topk"] = time.perf_counter() - t
+    checked = None
+    if check:
+        t = time.perf_counter()
+        reference = brute_force_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max)
+        timings["brute_force"] = time.perf_counter() - t
+        differ = int((reference.positions != top.positions).any(axis=1).sum())
+        if differ:
+            raise EvaluationMismatch(f"factorized and brute-force Top-{cfg.eval.k_max} differ for {differ} of {len(manipulations)} manipulations")
+        checked = {"identical": True, "factorized_s": timings["topk"], "brute_force_s": timings["brute_force"]}
+
+    t = time.perf_counter()
+    variant = model.cfg.variant
+    runs = [{"method": variant, "kind": "fsnet", **summarize(manipulations, top.positions, data.gallery_labels, cfg.eval.k_max)}]
+    timings["metrics"] = time.perf_counter() - t
+    if "attribute_only" in cfg.eval.baselines:
+        t = time.perf_counter()
+        query_global = linear.global_of(data.query_reps.astype(np.float64))
+        positions = attribute_only_topk(query_global, data.gallery_global, data.gallery_predicted, schema.num_values, manipulations, cfg.eval.k_max)
+        runs.append({"method": "attribute_only", "kind": "baseline", **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max)})
+        timings["attribute_only"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    examples = retrieval_examples(cfg, catalog, model, reader.manifest.image_size, data, manipulations, top.positions, variant)
+    timings["examples"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+
+    results = {
+        "format": 1,
+        "fsnet_version": fsnet.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {
+            "catalog": catalog_url,
+            "source": catalog.manifest.source,
+            "attributes": {a.name: a.values for a in schema.attributes},
+            "queries": len(data.query_ids),
+            "gallery": len(data.gallery_ids),
+            "manipulations": len(manipulations),
+            "at_once": cfg.eval.at_once,
+            "counts": manipulations.counts(),
+            "gallery_missing": {"count": len(data.gallery_missing), "ids": data.gallery_missing[:LISTED]},
+            "queries_rejected": {"count": len(data.queries_rejected), "ids": data.queries_rejected[:LISTED]},
+        },
+        "model": {
+            "url": reader.manifest.model.url, "sha256": reader.manifest.model.sha256, "variant": variant,
+            "backbone": model.cfg.backbone, "image_size": model.cfg.image_size, "embed_dim": model.cfg.embed_dim, "global_dim": int(data.gallery_global.shape[1]),
+        },
+        "index": {"url": index_url, "version": reader.manifest.version, "kind": reader.manifest.index_kind, "indexed": reader.manifest.indexed,
+                  "images_per_s": _index_rate(reader)},
+        "training": _training_summary(storage, reader.manifest.model.url),
+        "hardware": hardware(),
+        "timings": timings,
+        "throughput": {"manipulations_per_s": len(manipulations) / max(timings["topk"], 1e-9), "exact_rows": top.exact_rows},
+        "check": checked,
+        "runs": runs,
+        "examples": examples,
+        "config": config_dict(cfg, secrets="drop"),
+    }
+    storage.write_text(join(out, RESULTS_FILE), json.dumps(results, indent=1))
+    return results
+
+
+def load_data(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog, model: FashionSearchNet) -> EvalData:
+    names = catalog.schema.names
+    a, d = len(names), reader.manifest.embed_dim
+    gallery_ids = np.sort(catalog.split_ids("gallery").astype(str))
+    rows = _sorted(reader.embeddings(gallery_ids.tolist(), ["id", "global", "predicted"]))
+    held = rows["id"].to_numpy(zero_copy_only=False).astype(str)
+    missing = sorted(set(gallery_ids.tolist()) - set(held.tolist()))
+    labels = catalog.rows(held.tolist(), ["id", *names])
+    gallery_labels = _aligned(labels, held, names)
+
+    query_ids = np.sort(catalog.split_ids("query").astype(str))
+    found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps"]))
+    if found.num_rows < len(query_ids):  # the index holds the gallery only: embed the queries now
+        found, rejected = _embed_queries(cfg, storage, reader, catalog)
+    else:
+        rejected = []
+    q_ids = found["id"].to_numpy(zero_copy_only=False).astype(str)
+    query_labels = _aligned(catalog.rows(q_ids.tolist(), ["id", *names]), q_ids, names)
+    return EvalData(
+        query_ids=q_ids, query_labels=query_labels, query_reps=column_array(found, "reps", (a, d)),
+        gallery_ids=held, gallery_labels=gallery_labels, gallery_global=column_array(rows, "global", (-1,)),
+        gallery_predicted=column_array(rows, "predicted", (a,), np.int64), gallery_missing=missing, queries_rejected=rejected,
+    )
+
+
+def _embed_queries(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog) -> tuple[pa.Table, list[str]]:
+    init_ray(cfg.ray)
+    rows = catalog.dataset("query", ["id", "image", *catalog.schema.names])
+    embedded = embed_rows(cfg, storage, reader.manifest.model.url, catalog, rows).select_columns(["id", "error", "reps"])
+    table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
+    rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
+    return _sorted(table.filter(pc.is_null(table["error"]))), rejected
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by("id")
+
+
+def _aligned(rows: dict[str, np.ndarray], ids: np.ndarray, names: list[str]) -> np.ndarray:
+    """Catalog label rows -> (len(ids), A) in the order of ``ids``."""
+    position = {i: n for n, i in enumerate(rows["id"].astype(str).tolist())}
+    order = np.array([position[i] for i in ids.tolist()], dtype=np.int64)
+    return np.stack([rows[n].astype(np.int64)[order] for n in names], axis=1) if len(ids) else np.zeros((0, len(names)), np.int64)
+
+
+def retrieval_examples(
+    cfg: Config, catalog: Catalog, model: FashionSearchNet, image_size: int, data: EvalData, manipulations: Manipulations, positions: np.ndarray, method: str
+) -> list[dict[str, Any]]:
+    """cfg.report.examples manipulations, one group after another, picked with the split seed: the query, the
+    change, the top results with exact matches marked, and the explain PNG (base64)."""
+    rng = np.random.default_rng(cfg.split.seed)
+    schema = catalog.schema
+    groups = [g for g in range(len(manipulations.groups)) if (manipulations.group == g).any()]
+    picks = []
+    for n in range(min(cfg.report.examples, len(manipulations))):
+        candidates = np.flatnonzero(manipulations.group == groups[n % len(groups)])
+        picks.append(int(rng.choice(candidates)))
+    examples = []
+    for m in picks:
+        q = int(manipulations.query[m])
+        top = positions[m, :EXAMPLE_RESULTS]
+        ids = [data.gallery_ids[p] for p in top]
+        matches = [bool((data.gallery_labels[p] == manipulations.target[m]).all()) for p in top]
+        blobs = catalog.rows([data.query_ids[q], *ids], ["id", "image"])
+        image = dict(zip(blobs["id"].astype(str).tolist(), blobs["image"].tolist()))
+        change = manipulations.change[m].astype(np.int64)
+        png = explain_png(model, schema, image_size, image[data.query_ids[q]], change, [image[i] for i in ids], ids, matches)
+        examples.append({
+            "method": method,
+            "query": str(data.query_ids[q]),
+            "change": ", ".join(
+                f"{schema.names[a]}: {schema.value_name(schema.names[a], int(data.query_labels[q, a]))} -> {schema.value_name(schema.names[a], int(v))}"
+                for a, v in enumerate(change) if v >= 0
+            ),
+            "results": [{"id": i, "match": ok} for i, ok in zip(ids, matches)],
+            "png": base64.b64encode(png).decode("ascii"),
+        })
+    return examples
+
+
+def hardware() -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _index_rate(reader: IndexReader) -> float | None:
+    extracted = sum(s.rows for s in reader.manifest.shards if s.reused_from is None)
+    seconds = reader.manifest.timings.get("extract")
+    return extracted / seconds if seconds and extracted else None
+
+
+def _training_summary(storage: Storage, model_url: str) -> dict[str, Any] | None:
+    """train_summary.json beside the model, when the model came from fsnet train."""
+    url = join(parent(model_url), "train_summary.json")
+    if not storage.exists(url):
+        return None
+    return json.loads(storage.read_text(url))
+
+
+def print_results(results: dict[str, Any]) -> None:
+    k = results["runs"][0]["k"]
+    at = min(20, k[-1])
+    names = list(results["runs"][0]["groups"])
+    table = Table(title=f"Top-{at} accuracy ({results['dataset']['manipulations']:,} manipulations, {results['dataset']['queries']:,} queries, "
+                        f"{results['dataset']['gallery']:,} gallery images)")
+    table.add_column("method")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("average", justify="right")
+    for run in results["runs"]:
+        table.add_row(run["method"], *[f"{run['groups'][n]['top_k'][at - 1]:.3f}" for n in names], f"{run['average']['top_k'][at - 1]:.3f}")
+    console.print(table)
+    t = results["timings"]
+    line = f"Top-K of every manipulation: {t['topk']:.2f} s ({results['throughput']['manipulations_per_s']:,.0f} manipulations/s)"
+    if results["check"]:
+        line += f"; brute force (faiss) {t['brute_force']:.2f} s, identical hits"
+    console.print(line)
+
+
+def cli(
+    index_url: Annotated[str, typer.Option("--index", help="Index URL (its CURRENT version).")],
+    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL: splits and labels.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder URL for results.json.")],
+    check: Annotated[bool, typer.Option("--check", help="Also run the faiss brute-force reference and require identical hits.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Apply every attribute manipulation to every query and measure Top-K / NDCG against the gallery."""
+    cfg = resolve_config(config, set_)
+    results = evaluate(cfg, index_url, catalog, out, check)
+    print_results(results)
+    console.print(f"wrote {join(out, RESULTS_FILE)}")
+
+
+if __name__ == "__main__":
+    run_app(single_command(cli))
