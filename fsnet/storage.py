@@ -169,7 +169,8 @@ class Storage:
             entries = fs.ls(path, detail=False)
         except FileNotFoundError:
             return []
-        return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+        # an object store may list the folder's own marker object (written by some writers, Ray's among them)
+        return sorted(posixpath.basename(e.rstrip("/")) for e in entries if e.rstrip("/") != path.rstrip("/"))
 
     def remove(self, url: str) -> None:
         fs, path = self.fs(url)
