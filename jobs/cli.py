@@ -6,7 +6,8 @@ import typer
 from rich.syntax import Syntax
 
 from fsnet.config import dump_config
-from jobs import ablation, demo, evaluate, index, pack, pipeline, report, search, synth, train
+from cluster import submit
+from jobs import ablation, demo, evaluate, index, pack, pipeline, reindex, report, search, synth, train
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app
 
 app = typer.Typer(
@@ -21,13 +22,15 @@ app.command("synth")(synth.cli)
 app.command("pack")(pack.cli)
 app.command("train")(train.cli)
 app.command("index")(index.cli)
-app.command("reindex")(index.reindex_cli)
+app.command("reindex")(reindex.cli)
 app.command("search")(search.cli)
 app.command("evaluate")(evaluate.cli)
 app.command("report")(report.cli)
 app.command("ablation")(ablation.cli)
 app.command("pipeline")(pipeline.cli)
 app.command("demo")(demo.cli)
+app.command("submit", context_settings={"allow_extra_args": True})(submit.cli)
+app.add_typer(submit.jobs_app, name="jobs")
 
 
 @config_app.command("show")

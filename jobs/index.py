@@ -3,7 +3,7 @@ MANIFEST.json as a new version <out>/v<N>/, then <out>/CURRENT (written last: re
 
 Local:
     fsnet index --model fsnet-demo/run/model.pt --catalog fsnet-demo/catalog --out fsnet-demo/index
-    fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index        # only new or changed shards
+    fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index        # only new or changed shards (jobs/reindex.py)
 Cluster (GPU actors decode with nvJPEG and embed in fp16):
     ray job submit --working-dir . -- python -m jobs.index --model s3://b/runs/shop/model.pt \\
         --catalog s3://b/catalogs/shop --out s3://b/index/shop
@@ -23,7 +23,7 @@ import hashlib
 import io
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -264,26 +264,6 @@ def cli(
         raise FsnetError(f"--split {split}: gallery or all")
     cfg = resolve_config(config, set_)
     result = index(cfg, model, catalog, out, split)  # type: ignore[arg-type]
-    if result.manifest is not None:
-        print_manifest(result.manifest)
-    console.print(result.message)
-
-
-def reindex_cli(
-    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
-    index_url: Annotated[str, typer.Option("--index", help="Index URL with a CURRENT version.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Another model.pt (means a full re-index).")] = None,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-) -> None:
-    """Bring an index up to date with its catalog: extract only new or changed shards, drop deleted ones."""
-    cfg = resolve_config(config, set_)
-    storage = Storage(cfg.storage)
-    current = read_current(storage, index_url)
-    if current is None:
-        raise FsnetError(f"{index_url}: no CURRENT index; build one with fsnet index")
-    live = read_manifest(storage, index_url, current)
-    result = index(cfg, model or live.model.url, catalog, index_url, live.split)  # type: ignore[arg-type]
     if result.manifest is not None:
         print_manifest(result.manifest)
     console.print(result.message)

@@ -3,6 +3,9 @@ output exists (a packed catalog, a finished model.pt, an index of this model, a 
 
     fsnet demo                                              # the synthetic catalog under ./fsnet-demo, see jobs/demo.py
     python -m jobs.pipeline --config tiny --out runs/tiny --source fsnet-demo/synth
+    python -m jobs.pipeline --config tiny --out runs/tiny --synthetic            # renders the synthetic catalog first
+Cluster:
+    fsnet submit pipeline --config fashion_product_small --wait -- --source s3://b/raw/fps --out s3://b/runs/fps
 
 Layout under --out: synth/ (when the catalog is rendered), catalog/ (unless --catalog is given), run/ (training),
 index/, eval/results.json, report/report.html.
@@ -92,12 +95,13 @@ def cli(
     out: Annotated[str, typer.Option("--out", "-o", help="Folder URL for every output.")],
     source: Annotated[Optional[str], typer.Option("--source", help="Source catalog to pack (sets source.path).")] = None,
     catalog: Annotated[Optional[str], typer.Option("--catalog", help="A packed catalog to use instead of packing.")] = None,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Render the synthetic catalog (synthetic.*) into <out>/synth and pack it.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Pack, train, index, evaluate and report in one job; finished steps are skipped on a re-run."""
     cfg = resolve_config(config, set_, source=("source.path", source))
-    result = pipeline(cfg, out, catalog)
+    result = pipeline(cfg, out, catalog, render=synthetic)
     console.print(f"report: {result.report}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import ray
 import ray.data
@@ -17,6 +18,8 @@ def init_ray(cfg: RayConfig) -> None:
         kwargs: dict = {"include_dashboard": cfg.dashboard, "logging_level": logging.WARNING}
         if cfg.address is not None:
             kwargs["address"] = cfg.address
+        elif os.environ.get("RAY_ADDRESS"):  # inside a submitted job: join its cluster, whose size is not ours to set
+            pass
         elif cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         ray.init(**kwargs)

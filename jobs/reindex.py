@@ -1,0 +1,47 @@
+"""Bring an index up to date with its catalog (jobs/index.py does the work): only new or changed catalog shards are
+extracted, deleted ones dropped, unchanged ones reused; nothing changed exits 0 saying so.
+
+Local:
+    fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index
+Cluster:
+    fsnet submit reindex --wait -- --catalog s3://b/catalogs/shop --index s3://b/index/shop
+Schedule (cron, every night at 02:00; cluster/kuberay/cronjob-reindex.yaml is the Kubernetes form):
+    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --catalog s3://b/catalogs/shop --index s3://b/index/shop >> reindex.log 2>&1
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from fsnet.errors import FsnetError
+from fsnet.index.manifest import read_current, read_manifest
+from fsnet.storage import Storage
+from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.index import index, print_manifest
+
+
+def cli(
+    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
+    index_url: Annotated[str, typer.Option("--index", help="Index URL with a CURRENT version.")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Another model.pt (means a full re-index).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Bring an index up to date with its catalog: extract only new or changed shards, drop deleted ones."""
+    cfg = resolve_config(config, set_)
+    storage = Storage(cfg.storage)
+    current = read_current(storage, index_url)
+    if current is None:
+        raise FsnetError(f"{index_url}: no CURRENT index; build one with fsnet index")
+    live = read_manifest(storage, index_url, current)
+    result = index(cfg, model or live.model.url, catalog, index_url, live.split)  # type: ignore[arg-type]
+    if result.manifest is not None:
+        print_manifest(result.manifest)
+    console.print(result.message)
+
+
+
+if __name__ == "__main__":
+    run_app(single_command(cli))
