@@ -154,7 +154,7 @@ class EvalConfig(Section):
     k_max: PositiveInt
     query_chunk: PositiveInt
     at_once: PositiveInt
-    baselines: list[Literal["attribute_only"]]
+    baselines: list[Literal["attribute_only", "attr_logp"]]
 
 
 class ReportConfig(Section):

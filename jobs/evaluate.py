@@ -34,6 +34,7 @@ import typer
 from rich.table import Table
 
 import fsnet
+from eval.attr_logp import attr_logp_topk
 from eval.attribute_only import attribute_only_topk
 from eval.linear_global import LinearGlobal
 from eval.metrics import summarize
@@ -65,10 +66,12 @@ class EvalData:
     query_ids: np.ndarray  # (Q,)
     query_labels: np.ndarray  # (Q, A)
     query_reps: np.ndarray  # (Q, A, D)
+    query_predicted: np.ndarray  # (Q, A) the model's predicted values
     gallery_ids: np.ndarray  # (N,) in id order: ties in distance are broken by this position
     gallery_labels: np.ndarray  # (N, A)
     gallery_global: np.ndarray  # (N, r)
     gallery_predicted: np.ndarray  # (N, A)
+    gallery_probabilities: np.ndarray  # (N, C) per-attribute softmax, concatenated
     gallery_missing: list[str]  # gallery ids the index does not hold (rejected images)
     queries_rejected: list[str]  # query images the model could not embed
 
@@ -118,6 +121,11 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
         positions = attribute_only_topk(query_global, data.gallery_global, data.gallery_predicted, schema.num_values, manipulations, cfg.eval.k_max)
         runs.append({"method": "attribute_only", "kind": "baseline", **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max)})
         timings["attribute_only"] = time.perf_counter() - t
+    if "attr_logp" in cfg.eval.baselines:
+        t = time.perf_counter()
+        positions = attr_logp_topk(data.query_predicted, data.gallery_probabilities, schema.num_values, manipulations, cfg.eval.k_max)
+        runs.append({"method": "attr_logp", "kind": "baseline", **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max)})
+        timings["attr_logp"] = time.perf_counter() - t
 
     t = time.perf_counter()
     examples = retrieval_examples(cfg, catalog, model, reader.manifest.image_size, data, manipulations, top.positions, variant)
@@ -163,14 +171,14 @@ def load_data(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catal
     names = catalog.schema.names
     a, d = len(names), reader.manifest.embed_dim
     gallery_ids = np.sort(catalog.split_ids("gallery").astype(str))
-    rows = _sorted(reader.embeddings(gallery_ids.tolist(), ["id", "global", "predicted"]))
+    rows = _sorted(reader.embeddings(gallery_ids.tolist(), ["id", "global", "predicted", "probabilities"]))
     held = rows["id"].to_numpy(zero_copy_only=False).astype(str)
     missing = sorted(set(gallery_ids.tolist()) - set(held.tolist()))
     labels = catalog.rows(held.tolist(), ["id", *names])
     gallery_labels = _aligned(labels, held, names)
 
     query_ids = np.sort(catalog.split_ids("query").astype(str))
-    found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps"]))
+    found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
     if found.num_rows < len(query_ids):  # the index holds the gallery only: embed the queries now
         found, rejected = _embed_queries(cfg, storage, reader, catalog)
     else:
@@ -179,15 +187,18 @@ def load_data(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catal
     query_labels = _aligned(catalog.rows(q_ids.tolist(), ["id", *names]), q_ids, names)
     return EvalData(
         query_ids=q_ids, query_labels=query_labels, query_reps=column_array(found, "reps", (a, d)),
+        query_predicted=column_array(found, "predicted", (a,), np.int64),
         gallery_ids=held, gallery_labels=gallery_labels, gallery_global=column_array(rows, "global", (-1,)),
-        gallery_predicted=column_array(rows, "predicted", (a,), np.int64), gallery_missing=missing, queries_rejected=rejected,
+        gallery_predicted=column_array(rows, "predicted", (a,), np.int64),
+        gallery_probabilities=column_array(rows, "probabilities", (sum(catalog.schema.num_values),)),
+        gallery_missing=missing, queries_rejected=rejected,
     )
 
 
 def _embed_queries(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog) -> tuple[pa.Table, list[str]]:
     init_ray(cfg.ray)
     rows = catalog.dataset("query", ["id", "image", *catalog.schema.names])
-    embedded = embed_rows(cfg, storage, reader.manifest.model.url, catalog, rows).select_columns(["id", "error", "reps"])
+    embedded = embed_rows(cfg, storage, reader.manifest.model.url, catalog, rows).select_columns(["id", "error", "reps", "predicted"])
     table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
     rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
     return _sorted(table.filter(pc.is_null(table["error"]))), rejected

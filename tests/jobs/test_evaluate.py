@@ -61,7 +61,7 @@ def test_evaluate_counts_checks_and_writes_results(indexed, location):
     assert saved["dataset"]["queries"] == len(q["id"]) and saved["dataset"]["gallery"] == len(g["id"])
 
     methods = [r["method"] for r in saved["runs"]]
-    assert methods == ["full", "attribute_only"]
+    assert methods == ["full", "attribute_only", "attr_logp"]
     for run in saved["runs"]:
         assert run["k"] == list(range(1, cfg.eval.k_max + 1))
         top = np.array(run["average"]["top_k"])
@@ -136,8 +136,8 @@ def test_report_html_markdown_and_chromium(indexed, tmp_path):
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)  # self-contained
     results = json.loads(open(results_url).read())
     k = min(20, cfg.eval.k_max)
-    by_method = {"full": results["runs"][0], "rank_lg": results["runs"][0], "attribute_only": results["runs"][1]}
-    assert {c["data-method"] for c in parser.cells} == set(by_method)  # attribute_only once, though both files hold it
+    by_method = {"full": results["runs"][0], "rank_lg": results["runs"][0], "attribute_only": results["runs"][1], "attr_logp": results["runs"][2]}
+    assert {c["data-method"] for c in parser.cells} == set(by_method)  # each baseline once, though both files hold them
     for cell in parser.cells:
         run = by_method[cell["data-method"]]
         curve = run["average"]["top_k"] if cell["data-group"] == "average" else run["groups"][cell["data-group"]]["top_k"]

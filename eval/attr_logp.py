@@ -1,0 +1,45 @@
+"""The ``attr_logp`` baseline: the attribute classifiers alone. For a query q and manipulation a -> v the target is
+q's *predicted* values with a replaced by v (no labels at query time), and gallery images are ranked by
+sum_attributes log p(target value | image), highest first, ties by gallery position. No triplet training, no
+memory block: p comes from the per-attribute classifiers every fsnet model has (the index stores them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from eval.protocol import Manipulations
+from eval.topk import MARGIN, SCORE_BYTES
+
+FLOOR = 1e-12  # probabilities are float32 softmax outputs; log(0) would make every such image tie at -inf
+
+
+def target_of(manipulations: Manipulations, query_predicted: np.ndarray) -> np.ndarray:
+    """(M, A) the query's predicted values with the manipulated attribute(s) set to the new value(s)."""
+    return np.where(manipulations.change >= 0, manipulations.change, query_predicted[manipulations.query]).astype(np.int64)
+
+
+def attr_logp_topk(
+    query_predicted: np.ndarray, gallery_probabilities: np.ndarray, num_values: list[int], manipulations: Manipulations, k: int
+) -> np.ndarray:
+    """query_predicted (Q, A), gallery_probabilities (N, C) softmax per attribute, concatenated -> (M, k) positions."""
+    n = len(gallery_probabilities)
+    k = min(k, n)
+    c = min(k + MARGIN, n)
+    offsets = np.concatenate([[0], np.cumsum(num_values)[:-1]]).astype(np.int64)
+    logp = torch.from_numpy(np.log(np.maximum(gallery_probabilities.astype(np.float64), FLOOR)))  # (N, C)
+    columns = torch.from_numpy(target_of(manipulations, query_predicted) + offsets[None, :])  # (M, A) columns of logp
+    out = np.zeros((len(manipulations), k), dtype=np.int64)
+    rows_per_block = max(1, SCORE_BYTES // (8 * n))
+    for lo in range(0, len(manipulations), rows_per_block):
+        cols = columns[lo : lo + rows_per_block]  # (R, A)
+        score = logp[:, cols].sum(dim=2).T  # (R, N): sum over attributes of log p(target value | image)
+        top, cand = torch.topk(score, c, dim=1, largest=True, sorted=True)
+        top, cand = top.numpy(), cand.numpy()
+        order = np.lexsort((cand, -top), axis=1)[:, :k]
+        out[lo : lo + len(cols)] = np.take_along_axis(cand, order, 1)
+        tied = np.flatnonzero((c < n) & (top[:, -1] == np.take_along_axis(top, order, 1)[:, -1]))
+        for row in tied:  # the k-th score reaches past the candidates: order the whole row
+            full = score[row].numpy()
+            out[lo + row] = np.lexsort((np.arange(n), -full))[:k]
+    return out
