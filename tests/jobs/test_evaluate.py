@@ -19,10 +19,8 @@ from fsnet.storage import Storage, join
 from jobs.cli import app
 from jobs.evaluate import EvaluationMismatch, evaluate
 from jobs.index import index
-from jobs.pack import pack
 from jobs.report import report
-from jobs.synth import synth
-from tests.jobs.tiny_model import make_model
+from tests.jobs.tiny_model import tiny_catalog_and_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -30,16 +28,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, ray_cluster):
     """A tiny synthetic catalog, an untrained tiny model, and two indexes: the gallery only, and every split."""
-    root = tmp_path_factory.mktemp("evaluate")
-    cfg = load_config(["tiny"], ["synthetic.n=256"])
-    synth(cfg, str(root / "synth"), show_progress=False)
-    pack(load_config(["tiny"], [f"source.path={root / 'synth'}"]), str(root / "catalog"), show_progress=False)
-    storage = Storage(cfg.storage)
-    catalog = Catalog.open(str(root / "catalog"), storage)
-    make_model(catalog, str(root / "model.pt"), storage)
-    index(cfg, str(root / "model.pt"), str(root / "catalog"), str(root / "gallery-index"), split="gallery")
-    index(cfg, str(root / "model.pt"), str(root / "catalog"), str(root / "all-index"), split="all")
-    return {"root": root, "catalog": str(root / "catalog"), "storage": storage}
+    made = tiny_catalog_and_model(tmp_path_factory.mktemp("evaluate"))
+    cfg, root = load_config(["tiny"]), made["root"]
+    index(cfg, made["model"], made["catalog"], str(root / "gallery-index"), split="gallery")
+    index(cfg, made["model"], made["catalog"], str(root / "all-index"), split="all")
+    return made
 
 
 def test_evaluate_counts_checks_and_writes_results(indexed, location):

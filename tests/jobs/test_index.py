@@ -28,23 +28,15 @@ from fsnet.storage import Storage, join
 from jobs.cli import app
 from jobs.index import IndexFault, index
 from jobs.pack import pack
-from jobs.synth import synth
 from tests.images import GARBAGE
-from tests.jobs.tiny_model import make_model
+from tests.jobs.tiny_model import tiny_catalog_and_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, ray_cluster):
-    root = tmp_path_factory.mktemp("index")
-    cfg = load_config(["tiny"], ["synthetic.n=256"])
-    synth(cfg, str(root / "synth"), show_progress=False)
-    pack(load_config(["tiny"], [f"source.path={root / 'synth'}"]), str(root / "catalog"), show_progress=False)
-    storage = Storage(cfg.storage)
-    catalog = Catalog.open(str(root / "catalog"), storage)
-    make_model(catalog, str(root / "model.pt"), storage)
-    return {"root": root, "catalog": str(root / "catalog"), "model": str(root / "model.pt")}
+    return tiny_catalog_and_model(tmp_path_factory.mktemp("index"))
 
 
 def test_index_holds_the_gallery_as_the_model_sees_it(tiny, location):

@@ -21,3 +21,17 @@ def make_model(catalog: Catalog, url: str, storage: Storage, seed: int = 0) -> N
     labels = torch.from_numpy(np.stack([rows[a] for a in catalog.schema.names], axis=1).astype(np.int64))
     model.memory.set_means(*value_sums(reps, labels, catalog.schema.num_values))
     save_model(model, url, storage)
+
+
+def tiny_catalog_and_model(root) -> dict:
+    """A packed 256-image synthetic catalog (tiny preset) under ``root`` and a tiny model for it (a running Ray
+    is needed: synth and pack are Ray jobs)."""
+    from jobs.pack import pack
+    from jobs.synth import synth
+
+    cfg = load_config(["tiny"], ["synthetic.n=256"])
+    synth(cfg, str(root / "synth"), show_progress=False)
+    pack(load_config(["tiny"], [f"source.path={root / 'synth'}"]), str(root / "catalog"), show_progress=False)
+    storage = Storage(cfg.storage)
+    make_model(Catalog.open(str(root / "catalog"), storage), str(root / "model.pt"), storage)
+    return {"root": root, "catalog": str(root / "catalog"), "model": str(root / "model.pt"), "storage": storage}
