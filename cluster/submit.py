@@ -78,6 +78,8 @@ def runtime_env(secret_env: dict[str, str], extra_env: dict[str, str] | None = N
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env.update(secret_env)
     env.update(extra_env or {})
+    if not (REPO / "pyproject.toml").exists():  # fsnet installed as a package, not a checkout: the cluster's own copy runs
+        return {"env_vars": env}
     return {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env}
 
 
