@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from eval.protocol import Manipulations
-from eval.topk import MARGIN, SCORE_BYTES
+from eval.topk import SCORE_BYTES, smallest_k
 
 FLOOR = 1e-12  # probabilities are float32 softmax outputs; log(0) would make every such image tie at -inf
 
@@ -25,7 +25,6 @@ def attr_logp_topk(
     """query_predicted (Q, A), gallery_probabilities (N, C) softmax per attribute, concatenated -> (M, k) positions."""
     n = len(gallery_probabilities)
     k = min(k, n)
-    c = min(k + MARGIN, n)
     offsets = np.concatenate([[0], np.cumsum(num_values)[:-1]]).astype(np.int64)
     logp = torch.from_numpy(np.log(np.maximum(gallery_probabilities.astype(np.float64), FLOOR)))  # (N, C)
     columns = torch.from_numpy(target_of(manipulations, query_predicted) + offsets[None, :])  # (M, A) columns of logp
@@ -34,12 +33,5 @@ def attr_logp_topk(
     for lo in range(0, len(manipulations), rows_per_block):
         cols = columns[lo : lo + rows_per_block]  # (R, A)
         score = logp[:, cols].sum(dim=2).T  # (R, N): sum over attributes of log p(target value | image)
-        top, cand = torch.topk(score, c, dim=1, largest=True, sorted=True)
-        top, cand = top.numpy(), cand.numpy()
-        order = np.lexsort((cand, -top), axis=1)[:, :k]
-        out[lo : lo + len(cols)] = np.take_along_axis(cand, order, 1)
-        tied = np.flatnonzero((c < n) & (top[:, -1] == np.take_along_axis(top, order, 1)[:, -1]))
-        for row in tied:  # the k-th score reaches past the candidates: order the whole row
-            full = score[row].numpy()
-            out[lo + row] = np.lexsort((np.arange(n), -full))[:k]
+        out[lo : lo + len(cols)] = smallest_k(-score, k)  # highest log-probability first
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from eval.protocol import Manipulations
-from eval.topk import MARGIN, SCORE_BYTES
+from eval.topk import SCORE_BYTES, smallest_k
 
 def _one_hot(labels: np.ndarray, num_values: list[int]) -> np.ndarray:
     """(N, A) values (-1 unknown) -> (N, C) float32 one-hot over every attribute's values."""
@@ -26,7 +26,6 @@ def attribute_only_topk(
     """query_global (Q, r), gallery (N, r), predicted (N, A) gallery predictions -> (M, k) gallery positions."""
     n = len(gallery)
     k = min(k, n)
-    c = min(k + MARGIN, n)
     g = torch.from_numpy(gallery.astype(np.float64))
     q = torch.from_numpy(query_global.astype(np.float64))
     gallery_hot = torch.from_numpy(_one_hot(predicted, num_values)).double()  # (N, C)
@@ -40,12 +39,5 @@ def attribute_only_topk(
         dist = dist / (dist.max(dim=1, keepdim=True).values + 1.0)  # in [0, 1)
         missed = manipulations.target.shape[1] - target_hot[lo:hi] @ gallery_hot.T  # (R, N) target attributes not matched
         score = missed + dist  # the count orders first (whole numbers), the distance (below 1) within a count
-        top, cand = torch.topk(score, c, dim=1, largest=False, sorted=True)
-        cand, top = cand.numpy(), top.numpy()
-        order = np.lexsort((cand, top), axis=1)[:, :k]
-        out[lo:hi] = np.take_along_axis(cand, order, 1)
-        tied = np.flatnonzero((c < n) & (top[:, -1] == np.take_along_axis(top, order, 1)[:, -1]))
-        for row in tied:  # the k-th score reaches past the candidates: order the whole row
-            full = score[row].numpy()
-            out[lo + row] = np.lexsort((np.arange(n), full))[:k]
+        out[lo:hi] = smallest_k(score, k)
     return out

@@ -72,6 +72,20 @@ def _finish(
     return positions, distances, len(unsure)
 
 
+def smallest_k(score: torch.Tensor, k: int) -> np.ndarray:
+    """(R, N) scores -> (R, k) positions of the k smallest, equal scores in position order: k + MARGIN candidates,
+    and the whole row where the k-th score reaches the last candidate (ties past the candidates)."""
+    n = score.shape[1]
+    c = min(k + MARGIN, n)
+    top, cand = torch.topk(score, c, dim=1, largest=False, sorted=True)
+    top, cand = top.numpy(), cand.numpy()
+    order = np.lexsort((cand, top), axis=1)[:, :k]
+    out = np.take_along_axis(cand, order, 1)
+    for row in np.flatnonzero((c < n) & (top[:, -1] == np.take_along_axis(top, order, 1)[:, -1])):
+        out[row] = np.lexsort((np.arange(n), score[row].numpy()))[:k]
+    return out
+
+
 def factorized_topk(
     model: LinearGlobal, reps: np.ndarray, gallery: np.ndarray, manipulations: Manipulations, k: int, query_chunk: int = 256, prune: int = PRUNE
 ) -> TopK:
