@@ -1,11 +1,17 @@
 """The parts of a trained model that a manipulation touches, as plain tensors: the global representation is
 F = sum_a lambda_a s_a W_a (paper Eq. 7, linear in each attribute slot) and a manipulation a -> v swaps s_a for
 the memory row M[a, v], so F' = F + sum_{a changed} lambda_a (M[a, v] - s_a) W_a. Both evaluators and the search
-use this; only the brute-force reference builds F' the long way, from the replaced representations."""
+use this; only the brute-force reference builds F' the long way, from the replaced representations.
+
+The ADDE-style model's additive memory (eval/additive_memory.py) has the same shape of formula with other slots;
+``linear_of(model)`` gives whichever the model needs. The evaluators call only what both define: ``global_of``,
+``slots``, ``memory_rows``, ``project``, ``manipulated``, ``gallery_products`` and ``long_way``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,6 +59,35 @@ class LinearGlobal:
             return out * self.lambdas[a]
         return self.lambdas[a] * (vectors @ self.blocks[a])
 
+    def slots(self, reps: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """(n, A, D) what a manipulation of attribute a takes out of the query's slot a: its own s_a (whatever its
+        values are: a replacement does not depend on them)."""
+        return reps
+
+    def gallery_products(self, gallery: torch.Tensor) -> Callable[[int, np.ndarray], torch.Tensor]:
+        """For gallery F (N, r) on the evaluation device: a function (a, x (n, D) in slot a) -> (n, N) of
+        lambda_a (x W_a) . g_n. Where D < r it precomputes P_a = G W_a^T (N, D), so each product is D wide."""
+        a_count, d = self.attributes, self.embed_dim
+        device = gallery.device
+        if self.blocks is None:
+            slots = [gallery[:, a * d : (a + 1) * d] for a in range(a_count)]  # (N, D) views: W_a picks the slot
+        else:
+            blocks = torch.from_numpy(self.blocks.astype(np.float32)).to(device)  # (A, D, r)
+            slots = [gallery @ blocks[a].T if d < gallery.shape[1] else None for a in range(a_count)]
+        lambdas = self.lambdas.astype(np.float32)
+
+        def products(a: int, x: np.ndarray) -> torch.Tensor:
+            xt = torch.from_numpy(x.astype(np.float32)).to(device)
+            if slots[a] is not None:
+                return lambdas[a] * (xt @ slots[a].T)
+            return lambdas[a] * ((xt @ blocks[a]) @ gallery.T)
+
+        return products
+
+    def long_way(self, reps: np.ndarray, values: np.ndarray | None, change: np.ndarray) -> np.ndarray:
+        """F' built as the model builds it: the replaced representations, then [lambda_1 s_1, ...] w_r."""
+        return self.global_of(self.replaced_reps(reps, change))
+
     def global_of(self, reps: np.ndarray) -> np.ndarray:
         """reps (n, A, D) -> F (n, r), the long way: [lambda_1 s_1, ..., lambda_A s_A] w_r."""
         weighted = reps * self.lambdas[None, :, None]  # (n, A, D)
@@ -62,8 +97,8 @@ class LinearGlobal:
         return flat @ self.blocks.reshape(-1, self.blocks.shape[2])  # (n, r)
 
     def manipulated(self, global_: np.ndarray, reps: np.ndarray, change: np.ndarray) -> np.ndarray:
-        """F' = F + sum over changed a of lambda_a (M[a, v] - s_a) W_a, for global_ (n, r), reps (n, A, D) and
-        change (n, A) with -1 keeping an attribute."""
+        """F' = F + sum over changed a of lambda_a (M[a, v] - s_a) W_a, for global_ (n, r), slots ``reps``
+        (n, A, D) and change (n, A) with -1 keeping an attribute."""
         out = global_.astype(np.float64, copy=True)
         offsets = self.offsets
         for a in range(self.attributes):
@@ -77,3 +112,12 @@ class LinearGlobal:
         """reps (n, A, D) with s_a replaced by M[a, v] where change (n, A) says so."""
         rows = self.offsets[None, :] + np.clip(change, 0, None).astype(np.int64)  # (n, A) memory row per slot
         return np.where((change >= 0)[:, :, None], self.memory[rows], reps)
+
+
+def linear_of(model):
+    """The manipulation algebra of a trained model: LinearGlobal (FashionSearchNet) or AdditiveMemory (ADDE-style)."""
+    if model.kind == "adde":
+        from eval.additive_memory import AdditiveMemory  # it builds on LinearGlobal's shared formula
+
+        return AdditiveMemory.from_model(model)
+    return LinearGlobal.from_model(model)

@@ -8,7 +8,9 @@
 
 so F(q).G^T is computed once per query, u_qa.G^T once per (query, attribute) and m_av.G^T once per value, and
 the manipulations of one query only add rows: (Q + Q*A + C) N products of width min(D, r) instead of M N of
-width r. ``brute_force_topk`` builds every manipulated query explicitly and searches faiss IndexFlatL2.
+width r. For the ADDE-style model (eval/additive_memory.py) u_qa = m_au, the memory column of the query's current
+value u, and m_av the new value's, both r wide. ``brute_force_topk`` builds every manipulated query explicitly
+and searches faiss IndexFlatL2.
 
 Both take k + margin float32 candidates. Where no two of the first k + 1 are closer than float32 error could
 confuse, their order is the exact one; otherwise the candidates are ordered by distance recomputed in float64
@@ -87,10 +89,12 @@ def smallest_k(score: torch.Tensor, k: int) -> np.ndarray:
 
 
 def factorized_topk(
-    model: LinearGlobal, reps: np.ndarray, gallery: np.ndarray, manipulations: Manipulations, k: int, query_chunk: int = 256, prune: int = PRUNE
+    model: LinearGlobal, reps: np.ndarray, gallery: np.ndarray, manipulations: Manipulations, k: int, query_chunk: int = 256, prune: int = PRUNE,
+    values: np.ndarray | None = None,
 ) -> TopK:
     """reps (Q, A, D) of the queries, gallery (N, r) global representations: the k nearest gallery positions of
-    every manipulated query, in manipulation order."""
+    every manipulated query, in manipulation order. ``values`` (Q, A): the queries' current values, which an
+    additive memory (the ADDE-style model) subtracts; FashionSearchNet's replacement ignores them."""
     device = _device()
     m, n = len(manipulations), len(gallery)
     k = min(k, n)
@@ -99,24 +103,11 @@ def factorized_topk(
     g_scale = float(np.einsum("nr,nr->n", gallery64, gallery64).max())
     reps = reps.astype(np.float64)
     global_ = model.global_of(reps)  # (Q, r) F(q); the gallery's F come from the index as they are
+    slots = model.slots(reps, values)  # (Q, A, w) what a manipulation of each attribute takes out
     g = torch.from_numpy(gallery.astype(np.float32)).to(device)  # (N, r)
     g_norm = (g * g).sum(1)  # (N,)
-    a_count, d = model.attributes, model.embed_dim
-    # per attribute: P_a = G W_a^T (N, D) when that is narrower than r, so u.g and m.g are D-wide products
-    if model.blocks is None:
-        slots = [g[:, a * d : (a + 1) * d] for a in range(a_count)]  # (N, D) views: W_a picks the slot
-    else:
-        blocks = torch.from_numpy(model.blocks.astype(np.float32)).to(device)  # (A, D, r)
-        slots = [g @ blocks[a].T if d < g.shape[1] else None for a in range(a_count)]
-    lambdas = model.lambdas.astype(np.float32)
-
-    def slot_products(a: int, x: np.ndarray) -> torch.Tensor:
-        """(n, D) vectors in slot a -> (n, N) lambda_a (x W_a) . g."""
-        xt = torch.from_numpy(x.astype(np.float32)).to(device)
-        if slots[a] is not None:
-            return lambdas[a] * (xt @ slots[a].T)
-        return lambdas[a] * ((xt @ blocks[a]) @ g.T)
-
+    a_count = model.attributes
+    slot_products = model.gallery_products(g)  # (a, (n, w) in slot a) -> (n, N) products with the gallery
     memory_products = [slot_products(a, model.memory_rows(a)) for a in range(a_count)]  # A x (V_a, N) m_av . g_n
     lowest = [(-2 * mp).min(dim=0).values for mp in memory_products]  # A x (N,) the smallest -2 m_av . g_n over v
     positions = np.zeros((m, k), dtype=np.int64)
@@ -134,7 +125,7 @@ def factorized_topk(
         change = manipulations.change[lo:hi]
         local_q = manipulations.query[lo:hi] - q0
         base = g_norm[None, :] - 2 * (torch.from_numpy(global_[queries].astype(np.float32)).to(device) @ g.T)  # (Qc, N)
-        f_prime = model.manipulated(global_[manipulations.query[lo:hi]], reps[manipulations.query[lo:hi]], change)  # (rows, r) float64
+        f_prime = model.manipulated(global_[manipulations.query[lo:hi]], slots[manipulations.query[lo:hi]], change)  # (rows, r) float64
         tie = TIE * (np.einsum("nr,nr->n", f_prime, f_prime) + g_scale)  # (rows,) float32 error allowance
         for group in np.unique(manipulations.group[lo:hi]):
             rows = np.flatnonzero(manipulations.group[lo:hi] == group)  # chunk rows changing the same attribute(s)
@@ -142,7 +133,7 @@ def factorized_topk(
             users, which = np.unique(local_q[rows], return_inverse=True)
             users_t = torch.from_numpy(users).to(device)
             # score[n] = shared[n] + sum_a -2 m_{a v_a} . g_n, and shared + sum_a lowest_a bounds it from below
-            shared = base[users_t] + sum(2 * slot_products(a, reps[queries[users], a]) for a in attributes)  # (U, N): + 2 u_qa . g_n
+            shared = base[users_t] + sum(2 * slot_products(a, slots[queries[users], a]) for a in attributes)  # (U, N): + 2 u_qa . g_n
             bound, kept = torch.topk(shared + sum(lowest[a] for a in attributes), prune, dim=1, largest=False, sorted=True)  # (U, P)
             for b0 in range(0, len(rows), rows_per_block):
                 block = rows[b0 : b0 + rows_per_block]
@@ -173,10 +164,11 @@ def factorized_topk(
 
 
 def brute_force_topk(
-    model: LinearGlobal, reps: np.ndarray, gallery: np.ndarray, manipulations: Manipulations, k: int, batch: int = 4096
+    model: LinearGlobal, reps: np.ndarray, gallery: np.ndarray, manipulations: Manipulations, k: int, batch: int = 4096,
+    values: np.ndarray | None = None,
 ) -> TopK:
-    """The reference: every manipulated query built explicitly (s_a replaced by M[a, v], then
-    [lambda_1 s_1, ...] w_r) and searched with faiss IndexFlatL2."""
+    """The reference: every manipulated query built explicitly as the model builds it (FashionSearchNet: s_a
+    replaced by M[a, v], then [lambda_1 s_1, ...] w_r; ADDE-style: F + M i) and searched with faiss IndexFlatL2."""
     n = len(gallery)
     k = min(k, n)
     c = min(k + MARGIN, n)
@@ -190,7 +182,7 @@ def brute_force_topk(
     for lo in range(0, len(manipulations), batch):
         hi = min(lo + batch, len(manipulations))
         q = manipulations.query[lo:hi]
-        f_prime = model.global_of(model.replaced_reps(reps[q].astype(np.float64), manipulations.change[lo:hi]))  # (b, r)
+        f_prime = model.long_way(reps[q].astype(np.float64), None if values is None else values[q], manipulations.change[lo:hi])  # (b, r)
         approx, cand = index.search(np.ascontiguousarray(f_prime, dtype=np.float32), c)
         for f0 in range(0, hi - lo, FINISH_ROWS):
             part = slice(f0, f0 + FINISH_ROWS)

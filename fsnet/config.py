@@ -89,7 +89,7 @@ class SyntheticConfig(Section):
 
 
 class ModelConfig(Section):
-    kind: Literal["fsn"]
+    kind: Literal["fsn", "adde"]
     backbone: Literal["alexnet", "mobilenet_v2", "resnet18", "resnet50", "tiny"]
     weights: str
     variant: Literal["wo_rank", "rank", "rank_l", "rank_lg", "full", "full_ff"]
@@ -111,6 +111,9 @@ class StageConfig(Section):
     lambda_t: NonNegativeFloat
     lambda_tc: NonNegativeFloat
     lambda_g: NonNegativeFloat
+    lambda_m: NonNegativeFloat
+    lambda_l1: NonNegativeFloat
+    lambda_off: NonNegativeFloat
 
 
 class AugmentConfig(Section):
@@ -140,6 +143,7 @@ class TrainConfig(Section):
     stage1: StageConfig
     stage2: StageConfig
     stage3: StageConfig
+    adde: StageConfig
 
 
 class IndexConfig(Section):

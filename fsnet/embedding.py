@@ -80,7 +80,7 @@ class EmbedImages:
         predicted = np.zeros((n, a), np.int16)
         probabilities = np.zeros((n, sum(self.model.schema.num_values)), np.float32)
         boxes = np.zeros((n, a, 4), np.float32)
-        global_ = np.zeros((n, self.model.global_rep.dim), np.float32)
+        global_ = np.zeros((n, self.model.global_dim), np.float32)
         if good:
             images = resize_batch(decoded, self.image_size).to(self.device)  # (B, 3, S, S) uint8
             if self.cuda:

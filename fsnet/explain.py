@@ -1,5 +1,6 @@
 """A retrieval explained as one PNG (paper Fig. 6): the query with the manipulated attribute's activation map and
-box, then the results, exact target matches framed green. `fsnet search --explain` and the report's examples."""
+box (FashionSearchNet; the ADDE-style model has none), then the results, exact target matches framed green.
+`fsnet search --explain` and the report's examples."""
 
 from __future__ import annotations
 
@@ -11,12 +12,10 @@ import torch
 
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.decode import decode_batch
-from fsnet.model.fsnet import FashionSearchNet
-from fsnet.model.localization import boxes_from_maps
 
 
 def explain_png(
-    model: FashionSearchNet,
+    model,  # FashionSearchNet or AttributeDrivenNet
     schema: AttributeSchema,
     image_size: int,
     query: bytes,
@@ -35,19 +34,16 @@ def explain_png(
     size = image_size
     attribute = int(np.flatnonzero(manipulation >= 0)[0]) if (manipulation >= 0).any() else 0
     image = decode_batch([query], size)  # (1, 3, S, S)
-    with torch.no_grad():
-        _, conv7 = model.forward_features(image)
-        maps = model.attribute_maps(conv7, model.attribute_logits(conv7))  # (1, A, H, W)
-        box = boxes_from_maps(maps, model.cfg.roi_threshold)[0, attribute].tolist()  # conv cells
-    heat = torch.nn.functional.interpolate(maps[:, attribute : attribute + 1], size=(size, size), mode="bilinear")[0, 0].numpy()
-
     columns = 1 + max(1, len(results))
     fig, axes = plt.subplots(1, columns, figsize=(2.2 * columns, 2.8))
     axes[0].imshow(image[0].permute(1, 2, 0).numpy())
-    axes[0].imshow(heat, cmap="jet", alpha=0.45)
-    h, w = maps.shape[2:]
-    x0, y0, x1, y1 = box[0] * size / w, box[1] * size / h, box[2] * size / w, box[3] * size / h
-    axes[0].add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white", linewidth=2))
+    if model.kind == "fsn":  # the attribute activation map and box (a model without localization has none)
+        attention, box = model.attention(image, attribute)  # (H, W) conv cells
+        h, w = attention.shape
+        heat = torch.nn.functional.interpolate(attention[None, None], size=(size, size), mode="bilinear")[0, 0].numpy()
+        axes[0].imshow(heat, cmap="jet", alpha=0.45)
+        x0, y0, x1, y1 = box[0] * size / w, box[1] * size / h, box[2] * size / w, box[3] * size / h
+        axes[0].add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white", linewidth=2))
     change = ", ".join(f"{schema.names[a]}={schema.value_name(schema.names[a], int(v))}" for a, v in enumerate(manipulation) if v >= 0)
     axes[0].set_title(f"query\n{change or 'no change'}", fontsize=8)
     for ax, blob, title, match in zip(axes[1:], results, titles, matches):

@@ -8,6 +8,11 @@
   a -> v != q_a such that some image has exactly the target attribute vector; the positive is drawn among those
   images, the negative at random among images with another vector. Images are grouped by a hash of their label
   vector once, so drawing costs a dictionary lookup per candidate manipulation, whatever the catalog size.
+- ``manipulation_triplets``: the ADDE-style model's in-batch triplets (anchor, manipulation, positive, negative):
+  for every anchor with every attribute known, the positive is drawn among the other complete images that differ
+  from it in the fewest attributes (at least one; mostly one or two in a batch of 64), the manipulation changes
+  exactly those attributes to the positive's values (so the positive has the target vector), and the negative is
+  drawn among the complete images with another vector (the anchor itself included: it is one).
 """
 
 from __future__ import annotations
@@ -121,3 +126,31 @@ class GlobalTripletSampler:
             positive=np.asarray(out_p, dtype=np.int64),
             negative=np.asarray(out_n, dtype=np.int64),
         )
+
+
+@dataclass
+class ManipulationTriplets:
+    anchor: torch.Tensor  # (T,) batch indices
+    manipulation: torch.Tensor  # (T, A) the new value per attribute, -1 = unchanged
+    positive: torch.Tensor  # (T,) has exactly the anchor's vector with the manipulation applied
+    negative: torch.Tensor  # (T,) another vector
+
+    def __len__(self) -> int:
+        return int(self.anchor.numel())
+
+
+def manipulation_triplets(labels: torch.Tensor, generator: torch.Generator | None = None) -> ManipulationTriplets:
+    """labels (B, A), -1 unknown -> one triplet per complete anchor that has a complete other image."""
+    b, a = labels.shape
+    complete = (labels >= 0).all(dim=1)  # (B,)
+    diff = (labels.unsqueeze(1) != labels.unsqueeze(0)).sum(dim=2)  # (B, B) attributes in which two images differ
+    pair = complete.unsqueeze(1) & complete.unsqueeze(0) & (diff > 0)
+    distance = torch.where(pair, diff, a + 1)
+    pos_mask = pair & (distance == distance.min(dim=1, keepdim=True).values)  # (B, B) the fewest differences
+    scores = torch.rand((2, b, b), generator=generator, device="cpu").to(labels.device)
+    anchor = pos_mask.any(dim=1).nonzero(as_tuple=True)[0]  # (T,)
+    positive = torch.where(pos_mask, scores[0], -1.0).argmax(dim=1)[anchor]  # (T,) a random one of them
+    neg_mask = complete.unsqueeze(0) & (diff[positive] > 0)  # (T, B) complete, another vector than the target
+    negative = torch.where(neg_mask, scores[1][anchor], -1.0).argmax(dim=1)  # (T,) the anchor is always a candidate
+    manipulation = torch.where(labels[positive] != labels[anchor], labels[positive], -1).long()  # (T, A)
+    return ManipulationTriplets(anchor=anchor, manipulation=manipulation, positive=positive, negative=negative)

@@ -19,9 +19,10 @@ import torch
 
 from fsnet.config import AugmentConfig, StageConfig, TrainConfig
 from fsnet.decode import decode_batch
-from fsnet.losses import StageLoss, attribute_cross_entropy, region_triplet_loss, soft_triplet_loss
+from fsnet.losses import StageLoss, attribute_cross_entropy, memory_consistency_loss, off_diagonal_penalty, region_triplet_loss, soft_triplet_loss
 from fsnet.model import FashionSearchNet
-from fsnet.sampling import GlobalTripletSampler, region_triplets
+from fsnet.model.adde import AttributeDrivenNet
+from fsnet.sampling import GlobalTripletSampler, manipulation_triplets, region_triplets
 
 
 def decode_for_training(batch: dict[str, np.ndarray], *, size: int, augment: AugmentConfig | None, attributes: list[str]) -> dict[str, np.ndarray]:
@@ -94,6 +95,40 @@ def global_step(model: FashionSearchNet, reps: torch.Tensor, sampler: GlobalTrip
     terms = {"g": soft_triplet_loss(f_query, f_pos, f_neg)}
     loss = loss_fn(terms)
     return loss, StepStats(len(t), float(loss.detach()), {"g": float(terms["g"].detach())}, len(t), np.zeros(attributes, np.int64), np.zeros(attributes, np.int64))
+
+
+def manipulation_step(
+    net: torch.nn.Module, model: AttributeDrivenNet, images: torch.Tensor, labels: torch.Tensor, loss_fn: StageLoss, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, StepStats]:
+    """The ADDE-style model's stage 3 on one batch: chunk classification (c), the soft triplet of the manipulated
+    anchor feature f + M i against a positive with the target values and a negative (t), classification of the
+    manipulated feature's chunks as the target values (m), memory consistency (l1), off-diagonal penalty (off).
+    ``net`` may be DDP-wrapped; ``model`` is the module inside it (its memory and classifiers are used directly)."""
+    out = net(images)
+    reps = out.reps  # (B, A, D)
+    b, a, d = reps.shape
+    features = reps.flatten(1)  # (B, A * D)
+    found = manipulation_triplets(labels.cpu(), generator)
+    anchor, positive, negative = (t.to(labels.device) for t in (found.anchor, found.positive, found.negative))
+    indicator = model.memory.indicator(labels[anchor].long(), found.manipulation.to(labels.device))  # (T, C)
+    manipulated = model.memory.manipulate(features[anchor], indicator)  # (T, A * D)
+    terms: dict[str, torch.Tensor] = {
+        "c": attribute_cross_entropy(out.logits, labels),
+        "t": soft_triplet_loss(manipulated, features[positive], features[negative]),
+        "m": attribute_cross_entropy(model.chunk_logits(manipulated.view(-1, a, d)), labels[positive]) if len(found) else manipulated.sum() * 0.0,
+        "l1": memory_consistency_loss(model.memory.compose(labels).view(b, a, d), reps, labels >= 0),
+        "off": off_diagonal_penalty(model.memory.off_diagonal()),
+    }
+    loss = loss_fn({k: v for k, v in terms.items() if loss_fn.needs(k)})
+    loss = loss + model.memory.weight.sum() * 0.0  # every step reaches the memory, so DDP reduces it every step
+    with torch.no_grad():
+        predicted = torch.stack([lg.argmax(dim=1) for lg in out.logits], dim=1)
+        known = labels >= 0
+        correct = ((predicted == labels.long()) & known).sum(dim=0)
+    return loss, StepStats(
+        images=len(images), loss=float(loss.detach()), terms={k: float(v.detach()) for k, v in terms.items() if loss_fn.needs(k)},
+        triplets=len(found), correct=correct.cpu().numpy(), known=known.sum(dim=0).cpu().numpy(),
+    )
 
 
 @dataclass

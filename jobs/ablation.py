@@ -1,17 +1,19 @@
-"""The paper's ablation ladder (Table 1) on one catalog: train -> index -> evaluate for each variant, then one
-report comparing them (and the attribute_only baseline).
+"""The paper's ablation ladder (Table 1) and its peers on one catalog: train -> index -> evaluate for each
+variant and for the ADDE-style model (``adde``), then one report comparing them with the baselines.
 
     fsnet ablation --config tiny --catalog fsnet-demo/catalog --out fsnet-demo/ablation
     fsnet ablation --config fashion_product_small --config cpu_mobilenet96 --catalog catalogs/fps \\
-        --variants wo_rank,rank,rank_l,rank_lg,full,full_ff --out runs/fps-ablation
+        --variants wo_rank,rank,rank_l,rank_lg,full,full_ff,attr_logp,adde --out runs/fps-ablation
     ray job submit --working-dir . -- python -m jobs.ablation --catalog s3://b/catalogs/shop --out s3://b/ablation/shop
 
 Stages are shared where variants allow (they are switches of one model): stage 1 (L_C) does not depend on
 ranking, localization or global learning, so every variant with the same feature fusion reuses the first one's;
 stage 2, the memory block and the stage-3 features are shared by variants with the same ranking, localization
 and fusion (rank_l, rank_lg, full). A shared stage is the donor's weights moved into the receiving variant's
-model (parameters only one of them has keep the receiver's seeded initial values). Layout:
-<out>/<variant>/{run,index,eval}, <out>/report/.
+model (parameters only one of them has keep the receiver's seeded initial values). The ADDE-style model shares
+nothing (another network). Baselines named in --variants (attribute_only, attr_logp) are the ones every
+evaluation runs and the report shows; none named: eval.baselines as configured. Layout:
+<out>/<method>/{run,index,eval}, <out>/report/.
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ from jobs.command import ConfigOption, SetOption, console, resolve_config, run_a
 from jobs.pipeline import ensure_catalog, train_index_evaluate
 from jobs.report import report
 
-ORDER = ["full", "rank_lg", "rank_l", "rank", "wo_rank", "full_ff"]  # donors first: full's stages serve the most others
+ORDER = ["full", "rank_lg", "rank_l", "rank", "wo_rank", "full_ff", "adde"]  # donors first: full's stages serve the most others
+ADDE = "adde"
+BASELINES = ("attribute_only", "attr_logp")
 
 
 def shares(donor: str, receiver: str) -> list[str]:
     """What ``receiver`` can take from ``donor``'s run: [], ['stage1'] or ['stage1', 'stage2', 'memory']."""
+    if ADDE in (donor, receiver):
+        return []
     d, r = VARIANTS[donor], VARIANTS[receiver]
     if d.fusion != r.fusion:
         return []
@@ -68,10 +74,22 @@ def share_stages(cfg: Config, catalog: Catalog, storage: Storage, donor_run: str
         console.print(f"{run}: {part} shared from {donor_run}")
 
 
+def method_config(cfg: Config, method: str) -> Config:
+    """The config that trains ``method``: a FashionSearchNet variant, or the ADDE-style model."""
+    model = cfg.model.model_copy(update={"kind": "adde"} if method == ADDE else {"kind": "fsn", "variant": method})
+    return cfg.model_copy(update={"model": model})
+
+
 def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) -> str:
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in VARIANTS and v != ADDE and v not in BASELINES]
     if unknown:
-        raise ConfigError(f"--variants: unknown {', '.join(unknown)} (variants: {', '.join(VARIANTS)})")
+        raise ConfigError(f"--variants: unknown {', '.join(unknown)} (variants: {', '.join([*VARIANTS, ADDE])}; baselines: {', '.join(BASELINES)})")
+    baselines = [v for v in variants if v in BASELINES]
+    if baselines:
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baselines": baselines})})
+    variants = [v for v in variants if v not in BASELINES]
+    if not variants:
+        raise ConfigError("--variants: name at least one model (a variant or adde); baselines are evaluated beside a model's index")
     storage = Storage(cfg.storage)
     catalog_url = ensure_catalog(cfg, out, catalog, render=False)
     opened = Catalog.open(catalog_url, storage)
@@ -79,7 +97,7 @@ def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) ->
     results = {}
     for variant in sorted(variants, key=ORDER.index):
         start = time.perf_counter()
-        vcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"variant": variant})})
+        vcfg = method_config(cfg, variant)
         run = join(out, variant, "run")
         donors = sorted(((shares(d, variant), d) for d in done), key=lambda x: -len(x[0]))
         if donors and donors[0][0] and not storage.exists(join(run, "model.pt")):
@@ -93,7 +111,7 @@ def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) ->
 
 def cli(
     out: Annotated[str, typer.Option("--out", "-o", help="Folder URL for every variant's run, index, results and the report.")],
-    variants: Annotated[str, typer.Option("--variants", help="Comma-separated variants.")] = "wo_rank,rank,rank_l,rank_lg,full,full_ff",
+    variants: Annotated[str, typer.Option("--variants", help="Comma-separated methods: FSN variants, adde, and the baselines to show (attribute_only, attr_logp).")] = "wo_rank,rank,rank_l,rank_lg,full,full_ff",
     catalog: Annotated[Optional[str], typer.Option("--catalog", help="Packed catalog URL (else cfg.source is packed into <out>/catalog).")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,

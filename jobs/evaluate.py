@@ -36,7 +36,7 @@ from rich.table import Table
 import fsnet
 from eval.attr_logp import attr_logp_topk
 from eval.attribute_only import attribute_only_topk
-from eval.linear_global import LinearGlobal
+from eval.linear_global import linear_of
 from eval.metrics import summarize
 from eval.protocol import Manipulations, build_manipulations
 from eval.topk import brute_force_topk, factorized_topk
@@ -86,7 +86,7 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
     if reader.manifest.attribute_schema() != schema:
         raise CatalogError(f"{index_url} was built for other attributes than {catalog_url} has ({', '.join(reader.manifest.attribute_schema().names)})")
     model = load_model(reader.manifest.model.url, storage)
-    linear = LinearGlobal.from_model(model)
+    linear = linear_of(model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
 
     t = time.perf_counter()
     data = load_data(cfg, storage, reader, catalog, model)
@@ -99,12 +99,12 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
     timings["protocol"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    top = factorized_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, cfg.eval.query_chunk)
+    top = factorized_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, cfg.eval.query_chunk, values=data.query_labels)
     timings["topk"] = time.perf_counter() - t
     checked = None
     if check:
         t = time.perf_counter()
-        reference = brute_force_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max)
+        reference = brute_force_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, values=data.query_labels)
         timings["brute_force"] = time.perf_counter() - t
         differ = int((reference.positions != top.positions).any(axis=1).sum())
         if differ:
@@ -112,7 +112,7 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
         checked = {"identical": True, "factorized_s": timings["topk"], "brute_force_s": timings["brute_force"]}
 
     t = time.perf_counter()
-    variant = model.cfg.variant
+    variant = model.method
     runs = [{"method": variant, "kind": "fsnet", **summarize(manipulations, top.positions, data.gallery_labels, cfg.eval.k_max)}]
     timings["metrics"] = time.perf_counter() - t
     if "attribute_only" in cfg.eval.baselines:

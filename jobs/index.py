@@ -145,7 +145,7 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     manifest = IndexManifest(
         format=1, fsnet_version=fsnet.__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         version=version, catalog=catalog_url, split=split, splits_fingerprint=catalog.manifest.splits.fingerprint, model=ModelRef(url=model_url, sha256=model_sha),
-        attributes=catalog.schema.attributes, embed_dim=model.cfg.embed_dim, global_dim=int(vectors.shape[1]) if len(vectors) else model.global_rep.dim,
+        attributes=catalog.schema.attributes, embed_dim=model.cfg.embed_dim, global_dim=int(vectors.shape[1]) if len(vectors) else model.global_dim,
         image_size=cfg.model.image_size, index_kind=cfg.index.kind, shards=covered, indexed=ok.num_rows,
         rejected=[RejectedImage(id=i, catalog_shard=c, reason=e) for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())],
         timings={**timings, "total": time.perf_counter() - start},

@@ -91,7 +91,8 @@ def _embed_query(model: FashionSearchNet, blob: bytes, size: int, labels: np.nda
 def run_search(reader: IndexReader, model: FashionSearchNet, query: Query, manipulation: np.ndarray, k: int) -> SearchResult:
     names = reader.manifest.attribute_schema().names
     with torch.no_grad():
-        vector = model.global_representation(query.reps, torch.from_numpy(manipulation).unsqueeze(0)).numpy()
+        values = torch.from_numpy(query.values).long().unsqueeze(0)  # labels where known, else predictions (ADDE-style memory)
+        vector = model.global_representation(query.reps, torch.from_numpy(manipulation).unsqueeze(0), values).numpy()
     distances, ids = reader.search(vector, k)
     found = [i for i in ids[0].tolist() if i is not None]
     rows = reader.embeddings(found, ["id", *names])

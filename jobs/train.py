@@ -1,5 +1,7 @@
 """Train FashionSearchNet-v2 in the paper's stages on Ray Train: stage 1 (L_C) -> stage 2 (L_C + L_T + L_TC)
 -> memory block from training features -> stage 3 (L_G on those fixed features). The variant decides which run.
+The ADDE-style model (model.kind adde) trains in its own three: stage 1 chunk classification (train.stage1) ->
+memory from the mean chunk features per value -> stage 3 manipulation training on images (train.adde).
 
 Local (starts Ray in this process; CPU workers over gloo):
     fsnet train --config tiny --catalog ./fsnet-demo/catalog --out ./fsnet-demo/run
@@ -39,16 +41,17 @@ import yaml
 from rich.table import Table
 
 from fsnet.catalog.reader import Catalog
-from fsnet.config import Config, saved_config_text
+from fsnet.config import Config, StageConfig, saved_config_text
 from fsnet.embedding import column_array
 from fsnet.errors import ConfigError
 from fsnet.losses import StageLoss
+from fsnet.losses.stage_loss import TERMS
 from fsnet.model import VARIANTS, FashionSearchNet, build_model, load_model, save_model
 from fsnet.model.checkpoint import model_from_bytes
 from fsnet.model.memory import value_sums
 from fsnet.sampling import GlobalTripletSampler
 from fsnet.storage import Storage, join
-from fsnet.training import EpochMeter, decode_for_training, epoch_metrics, global_step, local_step, make_optimizer, trainable
+from fsnet.training import EpochMeter, decode_for_training, epoch_metrics, global_step, local_step, make_optimizer, manipulation_step, trainable
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
 from jobs.index import embed_rows
 from jobs.ray_runtime import cluster_cpus, init_ray
@@ -81,10 +84,12 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     timings: dict[str, float] = {}
     init_url = _initial_model(cfg, catalog, storage, out)
     previous = init_url
-    for stage in (1, 2):  # the two image stages
+    image_stages = (1,) if cfg.model.kind == "adde" else (1, 2)
+    for stage in image_stages:
         previous = run_stage(cfg, catalog, storage, out, stage, previous, timings)
     memory_url = _memory(cfg, catalog, storage, out, previous, timings)
-    final = run_stage(cfg, catalog, storage, out, 3, memory_url, timings) if VARIANTS[cfg.model.variant].global_learning else memory_url
+    trains_stage3 = cfg.model.kind == "adde" or VARIANTS[cfg.model.variant].global_learning
+    final = run_stage(cfg, catalog, storage, out, 3, memory_url, timings) if trains_stage3 else memory_url
     storage.write_bytes(model_url, storage.read_bytes(final))
 
     start = time.perf_counter()
@@ -92,7 +97,8 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     timings["heldout_eval"] = time.perf_counter() - start
     summary = {
         "catalog": catalog_url,
-        "variant": cfg.model.variant,
+        "kind": cfg.model.kind,
+        "variant": cfg.model.variant if cfg.model.kind == "fsn" else None,
         "backbone": cfg.model.backbone,
         "image_size": cfg.model.image_size,
         "workers": cfg.train.workers,
@@ -101,10 +107,33 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         "heldout_accuracy": accuracy,
         "heldout_accuracy_mean": float(np.mean(list(accuracy.values()))) if accuracy else None,
         "seconds": timings,
+        **_memory_figures(load_model(model_url, storage)),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_text(join(out, "train_summary.json"), json.dumps(summary, indent=1))
     return TrainResult(model_url, summary)
+
+
+def stage_config(cfg: Config, stage: int) -> StageConfig:
+    """The settings of ``stage``: train.stage1..3, except the ADDE-style model's stage 3, train.adde."""
+    if stage == 3 and cfg.model.kind == "adde":
+        return cfg.train.adde
+    return getattr(cfg.train, f"stage{stage}")
+
+
+def on_images(cfg: Config, stage: int) -> bool:
+    """Whether ``stage`` trains on decoded images (else on the fixed features of the training split)."""
+    return stage < 3 or cfg.model.kind == "adde"
+
+
+def _memory_figures(model: torch.nn.Module) -> dict[str, Any]:
+    """The ADDE-style memory's off-diagonal share, |off-diagonal blocks|_1 / |M|_1: how block-diagonal it is."""
+    if model.kind != "adde":
+        return {}
+    with torch.no_grad():
+        total = float(model.memory.weight.abs().sum())
+        off = float(model.memory.off_diagonal().abs().sum())
+    return {"memory_off_diagonal_share": off / total if total else 0.0}
 
 
 # ----- stages (driver side) ----------------------------------------------------------------------------------
@@ -123,14 +152,14 @@ def run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: 
     if storage.exists(result_url):
         console.print(f"stage {stage}: done earlier ({result_url}), skipped")
         return result_url
-    stage_cfg = getattr(cfg.train, f"stage{stage}")
+    stage_cfg = stage_config(cfg, stage)
     if stage_cfg.epochs == 0:
         storage.write_bytes(result_url, storage.read_bytes(start_url))
         return result_url
     start = time.perf_counter()
     fs, path = storage.arrow_fs(out)
     datasets = {}
-    if stage < 3:
+    if on_images(cfg, stage):
         datasets["train"] = (
             catalog.dataset("train", ["image", *catalog.schema.names], read_cpus=DECODE_CPUS)
             .randomize_block_order()
@@ -143,7 +172,7 @@ def run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: 
             )
         )
     trainer = ray.train.torch.TorchTrainer(
-        stage_loop if stage < 3 else global_loop,
+        stage_loop if on_images(cfg, stage) else global_loop,
         train_loop_config={"cfg": cfg, "stage": stage, "start_url": start_url, "out": out},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu, resources_per_worker={"CPU": cfg.train.cpus_per_worker}
@@ -216,10 +245,11 @@ def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url:
 
 # ----- the loops (run on every Ray Train worker) -------------------------------------------------------------
 def stage_loop(config: dict) -> None:
-    """Stages 1 and 2: an ordinary PyTorch loop over this worker's share of the decoded training split."""
+    """Stages 1 and 2 (and the ADDE-style model's 3): an ordinary PyTorch loop over this worker's share of the
+    decoded training split."""
     cfg: Config = config["cfg"]
     stage: int = config["stage"]
-    stage_cfg = getattr(cfg.train, f"stage{stage}")
+    stage_cfg = stage_config(cfg, stage)
     storage = Storage(cfg.storage)
     context = ray.train.get_context()  # Ray: this worker's rank and the world size
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -231,7 +261,8 @@ def stage_loop(config: dict) -> None:
     net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
     device = ray.train.torch.get_device()
     loss_fn = StageLoss(stage_cfg, model.variant)
-    terms = [t for t in ("c", "t", "tc") if loss_fn.needs(t)]
+    terms = [t for t in TERMS if t != "g" and loss_fn.needs(t)]
+    step_fn = manipulation_step if model.kind == "adde" and stage == 3 else local_step
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     shard = ray.train.get_dataset_shard("train")  # Ray: this worker's split of the streaming decode pipeline
 
@@ -240,7 +271,10 @@ def stage_loop(config: dict) -> None:
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
         for batch in shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True, local_shuffle_buffer_size=cfg.train.shuffle_buffer or None, device=device):
             _maybe_fail(cfg, storage, config["out"], stage, step, rank, world)
-            loss, stats = local_step(net, batch["image"], batch["labels"], loss_fn, generator)
+            if step_fn is manipulation_step:
+                loss, stats = manipulation_step(net, model, batch["image"], batch["labels"], loss_fn, generator)
+            else:
+                loss, stats = local_step(net, batch["image"], batch["labels"], loss_fn, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

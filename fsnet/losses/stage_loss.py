@@ -1,6 +1,7 @@
 """The one place losses are weighed: L = lambda_C L_C + lambda_T L_T + lambda_TC L_TC + lambda_G L_G (paper Eq. 9)
 with the stage's lambdas from the config (stage 1 (1, 0, 0, 0), stage 2 (1, 1.5, 1, 0), stage 3 (0, 0, 0, 1)),
-and L_T switched off for the variants without ranking ("w/o Rank")."""
+and L_T switched off for the variants without ranking ("w/o Rank"). The ADDE-style model (no variant) adds
+lambda_M (classification of manipulated features), lambda_L1 (memory consistency), lambda_OFF (off-diagonal)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import torch
 from fsnet.config import StageConfig
 from fsnet.model.variants import Variant
 
-TERMS = ("c", "t", "tc", "g")
+TERMS = ("c", "t", "tc", "g", "m", "l1", "off")
 
 
 class StageLoss:
-    def __init__(self, stage: StageConfig, variant: Variant):
+    def __init__(self, stage: StageConfig, variant: Variant | None):
+        """``variant`` None: a model without FashionSearchNet's switches, every term as configured."""
         self.weights = {
             "c": stage.lambda_c,
-            "t": stage.lambda_t if variant.ranking else 0.0,
+            "t": stage.lambda_t if variant is None or variant.ranking else 0.0,
             "tc": stage.lambda_tc,
-            "g": stage.lambda_g if variant.global_learning else 0.0,
+            "g": stage.lambda_g if variant is None or variant.global_learning else 0.0,
+            "m": stage.lambda_m,
+            "l1": stage.lambda_l1,
+            "off": stage.lambda_off,
         }
 
     def needs(self, term: str) -> bool:

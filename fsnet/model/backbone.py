@@ -53,6 +53,24 @@ def conv_relu(cin: int, cout: int, stride: int = 1, batch_norm: bool = False) ->
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNetNormalize(nn.Module):
+    """Images (B, 3, H, W), uint8 0..255 or float 0..1 -> float, normalised with the mean and std the torchvision
+    ImageNet weights were trained with (the same serves the weight-less backbones)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
 class Backbone(nn.Module):
     """trunk -> conv5 -> conv6 -> conv7; ``forward`` returns (conv5, conv7)."""
 

@@ -15,16 +15,12 @@ from torch import nn
 
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.config import ModelConfig
-from fsnet.model.backbone import Backbone, build_backbone
+from fsnet.model.backbone import Backbone, ImageNetNormalize, build_backbone
 from fsnet.model.global_representation import GlobalRepresentation
 from fsnet.model.heads import AttributeHeads
 from fsnet.model.localization import attribute_maps, boxes_from_maps, whole_boxes
 from fsnet.model.memory import MemoryBlock
 from fsnet.model.variants import VARIANTS
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass
 class TrainOutputs:
@@ -48,6 +44,8 @@ class Embedding:
 
 
 class FashionSearchNet(nn.Module):
+    kind = "fsn"
+
     def __init__(self, cfg: ModelConfig, schema: AttributeSchema, backbone: Backbone):
         super().__init__()
         self.cfg, self.schema = cfg, schema
@@ -60,15 +58,22 @@ class FashionSearchNet(nn.Module):
         self.rep_classifiers = nn.ModuleList(nn.Linear(cfg.embed_dim, v) for v in num_values)
         self.memory = MemoryBlock(num_values, cfg.embed_dim, updatable=self.variant.memory_updatable)
         self.global_rep = GlobalRepresentation(attributes, cfg.embed_dim, cfg.global_dim, learned=self.variant.global_learning)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
+
+    @property
+    def method(self) -> str:
+        """The name results and reports give this model: its variant."""
+        return self.cfg.variant
+
+    @property
+    def global_dim(self) -> int:
+        """r, the width of the global representation the index holds."""
+        return self.global_rep.dim
 
     # ----- the pieces, in the order of the network --------------------------------------------------------
     def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) -> conv5 (B, C5, H/16, W/16), conv7 (B, C7, H/16, W/16)."""
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        return self.backbone(x)
+        return self.backbone(self.normalize(images))
 
     def attribute_logits(self, conv7: torch.Tensor) -> list[torch.Tensor]:
         pooled = conv7.mean(dim=(2, 3))  # GAP: (B, C7)
@@ -112,12 +117,22 @@ class FashionSearchNet(nn.Module):
         predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
         return Embedding(reps=reps, predicted=predicted, probabilities=probabilities, boxes=boxes, map_size=(conv5.shape[2], conv5.shape[3]))
 
-    def global_representation(self, reps: torch.Tensor, manipulation: torch.Tensor | None = None) -> torch.Tensor:
+    def global_representation(self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None) -> torch.Tensor:
         """F (B, r) of attribute representations (B, A, D), after replacing the slots that ``manipulation``
-        (B, A; target value or -1 to keep) changes by their memory rows."""
+        (B, A; target value or -1 to keep) changes by their memory rows. ``values`` (the query's current values)
+        do not matter here: a replacement does not depend on what it replaces."""
         if manipulation is not None:
             reps = self.memory.manipulate(reps, manipulation)
         return self.global_rep(reps)
+
+    def attention(self, images: torch.Tensor, attribute: int) -> tuple[torch.Tensor, list[float]]:
+        """What the explanation draws: the attribute map (H, W) of one image (1, 3, S, S) and its box in conv5
+        cells (x0, y0, x1, y1)."""
+        with torch.no_grad():
+            _, conv7 = self.forward_features(images)
+            maps = self.attribute_maps(conv7, self.attribute_logits(conv7))  # (1, A, H, W)
+            box = boxes_from_maps(maps, self.cfg.roi_threshold)[0, attribute].tolist()
+        return maps[0, attribute], box
 
     def stage_parameters(self, stage: int) -> list[nn.Parameter]:
         """What each training stage updates: 1 backbone and classifiers (L_C); 2 those plus the heads and the
@@ -136,7 +151,12 @@ class FashionSearchNet(nn.Module):
         return [p for m in modules for p in m.parameters()]
 
 
-def build_model(cfg: ModelConfig, schema: AttributeSchema, pretrained: bool = True) -> FashionSearchNet:
-    """The one constructor jobs use. ``pretrained=False`` skips backbone weights (a checkpoint follows)."""
+def build_model(cfg: ModelConfig, schema: AttributeSchema, pretrained: bool = True) -> "FashionSearchNet | AttributeDrivenNet":
+    """The one constructor jobs use: ``model.kind`` picks the network. ``pretrained=False`` skips backbone weights
+    (a checkpoint follows)."""
     backbone = build_backbone(cfg.backbone, cfg.weights if pretrained else "none", cfg.conv5_channels, cfg.conv67_channels)
+    if cfg.kind == "adde":
+        from fsnet.model.adde import AttributeDrivenNet  # it builds on this module's output types
+
+        return AttributeDrivenNet(cfg, schema, backbone)
     return FashionSearchNet(cfg, schema, backbone)

@@ -73,3 +73,35 @@ def test_known_answers():
         # both change: F' = (10, 5): 25, 16, 125, 26, 25, 0
         assert top.positions[1].tolist() == [5, 1, 0, 4]
         np.testing.assert_allclose(top.distances[1], [0, 16, 25, 25])
+
+
+@pytest.mark.parametrize("k", [1, 10, 120])
+def test_additive_memory_factorized_equals_brute_force_and_the_model(k):
+    """The ADDE-style algebra: F' = F + M i; the factorized evaluator, faiss on the explicit F' and the torch
+    memory agree, with several attributes at once and queries whose old value is their label."""
+    import torch
+
+    from eval.additive_memory import AdditiveMemory
+    from fsnet.model.disentangled_memory import DisentangledMemory
+
+    rng = np.random.default_rng(k)
+    d, a = 3, len(NUM_VALUES)
+    memory = DisentangledMemory(NUM_VALUES, d).double()
+    with torch.no_grad():
+        memory.weight.copy_(torch.from_numpy(rng.normal(size=(a * d, sum(NUM_VALUES)))))
+    model = AdditiveMemory(memory.table.detach().numpy(), NUM_VALUES, d)
+    queries = np.stack([rng.integers(0, v, 30) for v in NUM_VALUES], 1)
+    gallery_labels = np.stack([rng.integers(0, v, 120) for v in NUM_VALUES], 1)
+    m = build_manipulations(queries, gallery_labels, NAMES, NUM_VALUES, at_once=1 if k < 10 else 2)
+    reps = rng.normal(size=(30, a, d))
+    gallery = rng.normal(size=(120, a * d)).astype(np.float32)
+    fast = factorized_topk(model, reps, gallery, m, k, query_chunk=7, prune=40, values=queries)
+    slow = brute_force_topk(model, reps, gallery, m, k, values=queries)
+    np.testing.assert_array_equal(fast.positions, slow.positions)
+    with torch.no_grad():
+        torch_f = memory.manipulate(torch.from_numpy(reps[m.query].reshape(len(m), -1)), memory.indicator(torch.from_numpy(queries[m.query]), torch.from_numpy(m.change.astype(np.int64))))
+    np.testing.assert_allclose(model.long_way(reps[m.query], queries[m.query], m.change), torch_f.numpy(), rtol=1e-12, atol=1e-12)
+    slots = model.slots(reps, queries)
+    np.testing.assert_allclose(model.manipulated(model.global_of(reps[m.query]), slots[m.query], m.change), torch_f.numpy(), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="current values"):
+        factorized_topk(model, reps, gallery, m, k)

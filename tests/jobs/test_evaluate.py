@@ -166,16 +166,27 @@ def test_demo_end_to_end(tmp_path):
 
 @pytest.mark.s3
 def test_ablation_shares_stages_and_reports(indexed, s3_endpoint):
+    """The comparison command: two FSN variants (sharing stages), the ADDE-style model and one baseline, one report."""
     from tests.conftest import BUCKET, s3_sets
 
-    sets = [*s3_sets(s3_endpoint), "train.stage1.epochs=1", "train.stage2.epochs=1", "train.stage3.epochs=1", "report.examples=1"]
+    sets = [*s3_sets(s3_endpoint), "train.stage1.epochs=1", "train.stage2.epochs=1", "train.stage3.epochs=1", "train.adde.epochs=1", "report.examples=1"]
     out = f"s3://{BUCKET}/ablation"
-    result = CliRunner().invoke(app, ["ablation", "--config", "tiny", "--catalog", indexed["catalog"], "--variants", "rank_lg,full", "--out", out,
+    result = CliRunner().invoke(app, ["ablation", "--config", "tiny", "--catalog", indexed["catalog"], "--variants", "rank_lg,full,attr_logp,adde", "--out", out,
                                       *[x for s in sets for x in ("--set", s)]])
     assert result.exit_code == 0, result.output
     assert "stage1 shared from" in result.output and "memory shared from" in result.output  # rank_lg trains stage 3 only
+    assert "adde/run: stage1 shared" not in result.output  # another network: nothing shared
     storage = Storage(load_config([], s3_sets(s3_endpoint)).storage)
     html = storage.read_text(f"{out}/report/report.html")
-    assert 'data-method="rank_lg"' in html and 'data-method="full"' in html and 'data-method="attribute_only"' in html
+    for method in ("rank_lg", "full", "adde", "attr_logp"):
+        assert f'data-method="{method}"' in html, method
+    assert 'data-method="attribute_only"' not in html  # only the baselines named
     rank_lg = json.loads(storage.read_text(f"{out}/rank_lg/eval/results.json"))
     assert rank_lg["model"]["variant"] == "rank_lg" and rank_lg["training"]["variant"] == "rank_lg"
+    adde = json.loads(storage.read_text(f"{out}/adde/eval/results.json"))
+    assert adde["runs"][0]["method"] == "adde" and adde["training"]["kind"] == "adde" and [r["method"] for r in adde["runs"]] == ["adde", "attr_logp"]
+    assert adde["model"]["global_dim"] == 5 * load_config(["tiny"]).model.embed_dim  # the concatenated chunks
+    # its factorized Top-K (additive memory, the queries' labels as old values) equals faiss on explicit F + M i
+    cfg = load_config(["tiny"], [*s3_sets(s3_endpoint), "report.examples=0"])
+    checked = evaluate(cfg, f"{out}/adde/index", indexed["catalog"], f"{out}/adde/eval-check", check=True)
+    assert checked["check"]["identical"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fsnet.losses import StageLoss, attribute_cross_entropy, region_triplet_loss, soft_triplet_loss
+from fsnet.losses import StageLoss, attribute_cross_entropy, memory_consistency_loss, off_diagonal_penalty, region_triplet_loss, soft_triplet_loss
 from fsnet.config import load_config
 from fsnet.model import VARIANTS
 from fsnet.sampling import region_triplets
@@ -121,3 +121,33 @@ def test_stage_loss_weights():
     assert not StageLoss(train.stage3, VARIANTS["rank_l"]).needs("g")
     with pytest.raises(ValueError, match="needs the terms"):
         s2({"c": torch.tensor(1.0)})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_memory_consistency_matches_loop(dtype):
+    g = torch.Generator().manual_seed(0)
+    composed, features = torch.randn(3, 2, 4, generator=g, dtype=dtype), torch.randn(3, 2, 4, generator=g, dtype=dtype)
+    known = torch.tensor([[True, True], [False, True], [False, False]])
+    per_image = []
+    for c, f, k in zip(composed.tolist(), features.tolist(), known.tolist()):
+        cells = [abs(x - y) for a in range(2) if k[a] for x, y in zip(c[a], f[a])]
+        if cells:
+            per_image.append(sum(cells) / len(cells))
+    got = memory_consistency_loss(composed, features, known)
+    assert got.dtype == dtype
+    assert_close(got, torch.tensor(sum(per_image) / len(per_image), dtype=dtype))
+    nothing = memory_consistency_loss(composed, features.requires_grad_(), torch.zeros(3, 2, dtype=torch.bool))
+    assert float(nothing.detach()) == 0.0 and nothing.requires_grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_off_diagonal_penalty_matches_loop(dtype):
+    from fsnet.model.disentangled_memory import DisentangledMemory
+
+    memory = DisentangledMemory([2, 3], embed_dim=2).to(dtype)  # M: (4, 5); rows 0-1 chunk 0, rows 2-3 chunk 1
+    with torch.no_grad():
+        memory.weight.copy_(torch.arange(20, dtype=dtype).view(4, 5) - 7)
+    w = memory.weight.detach().tolist()
+    owner = [0, 0, 1, 1, 1]
+    columns = [sum(abs(w[i][c]) for i in range(4) if i // 2 != owner[c]) for c in range(5)]
+    assert_close(off_diagonal_penalty(memory.off_diagonal()), torch.tensor(sum(columns) / 5, dtype=dtype))

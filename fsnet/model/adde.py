@@ -1,0 +1,95 @@
+"""An ADDE-M-style network (Hou, Vig, Donoser, Bazzani, ICCV 2021: "Learning Attribute-driven Disentangled
+Representations for Interactive Fashion Retrieval"), written from the method's description: the peer fsnet
+compares FashionSearchNet-v2 with in the same jobs and report.
+
+images -> the shared backbone -> GAP of conv7 -> one small MLP per attribute -> chunk a of the disentangled
+embedding (A chunks of D) -> one classifier per chunk. The memory block (disentangled_memory.py) maps one-hot
+values to prototypes; a manipulation adds M i to the concatenated chunks. The embedding is the concatenation
+(r = A * D), linear in M, so the index and the factorized evaluation serve it as they serve FashionSearchNet.
+
+Training (jobs/train.py): stage 1 chunk classification (train.stage1), stage 2 the memory from the mean chunk
+features per value, stage 3 manipulation training on images (train.adde; fsnet/training.py manipulation_step).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fsnet.catalog.schema import AttributeSchema
+from fsnet.config import ModelConfig
+from fsnet.model.backbone import Backbone, ImageNetNormalize
+from fsnet.model.disentangled_memory import DisentangledMemory
+from fsnet.model.fsnet import Embedding, TrainOutputs
+from fsnet.model.heads import GroupedLinear
+from fsnet.model.localization import whole_boxes
+
+
+class AttributeDrivenNet(nn.Module):
+    kind = "adde"
+    method = "adde"  # the name results and reports give this model
+    variant = None  # FashionSearchNet's ablation switches do not apply: every loss term as configured
+
+    def __init__(self, cfg: ModelConfig, schema: AttributeSchema, backbone: Backbone):
+        super().__init__()
+        self.cfg, self.schema = cfg, schema
+        num_values = schema.num_values
+        attributes = len(num_values)
+        self.normalize = ImageNetNormalize()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc1 = GroupedLinear(attributes, backbone.conv7_channels, cfg.fc_dim)  # the per-attribute MLPs
+        self.fc2 = GroupedLinear(attributes, cfg.fc_dim, cfg.embed_dim)
+        self.classifiers = nn.ModuleList(nn.Linear(cfg.embed_dim, v) for v in num_values)
+        self.memory = DisentangledMemory(num_values, cfg.embed_dim)
+
+    @property
+    def global_dim(self) -> int:
+        return len(self.schema.num_values) * self.cfg.embed_dim
+
+    def chunks(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """images (B, 3, H, W) -> the disentangled embedding (B, A, D) and conv7's (H, W)."""
+        _, conv7 = self.backbone(self.normalize(images))  # (B, C7, H/16, W/16)
+        pooled = conv7.mean(dim=(2, 3))  # GAP: (B, C7)
+        x = pooled.unsqueeze(1).expand(-1, len(self.classifiers), -1)  # (B, A, C7): every MLP reads the same features
+        x = torch.relu(self.fc1(self.dropout(x)))  # (B, A, fc_dim)
+        return self.fc2(self.dropout(x)), (conv7.shape[2], conv7.shape[3])  # (B, A, D)
+
+    def chunk_logits(self, reps: torch.Tensor) -> list[torch.Tensor]:
+        """(B, A, D) -> (B, V_a) per attribute: each chunk's own classifier."""
+        return [classifier(reps[:, a]) for a, classifier in enumerate(self.classifiers)]
+
+    def forward(self, images: torch.Tensor, heads: bool = True) -> TrainOutputs:
+        """One training pass (``heads`` is FashionSearchNet's switch; the chunks are needed in every stage)."""
+        reps, _ = self.chunks(images)
+        return TrainOutputs(logits=self.chunk_logits(reps), reps=reps, rep_logits=[], boxes=None)
+
+    def embed(self, images: torch.Tensor) -> Embedding:
+        """Chunks, predictions from the chunk classifiers, and whole-image boxes (no localization)."""
+        reps, (h, w) = self.chunks(images)
+        logits = self.chunk_logits(reps)
+        probabilities = torch.cat([lg.float().softmax(dim=1) for lg in logits], dim=1)
+        predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
+        return Embedding(reps=reps, predicted=predicted, probabilities=probabilities, boxes=whole_boxes(len(reps), len(logits), h, w, reps.device), map_size=(h, w))
+
+    def global_representation(self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None) -> torch.Tensor:
+        """The concatenated chunks (B, A * D), plus M i when ``manipulation`` (B, A; new value or -1) changes values
+        from ``values`` (B, A; the query's current values, -1 unknown)."""
+        features = reps.flatten(1)
+        if manipulation is None:
+            return features
+        if values is None:
+            raise ValueError("the ADDE-style model's manipulation needs the query's current values (-1 where unknown)")
+        return self.memory.manipulate(features, self.memory.indicator(values, manipulation))
+
+    def stage_parameters(self, stage: int) -> list[nn.Parameter]:
+        """1: backbone, chunk MLPs and classifiers (chunk classification); 2: nothing (the memory is set from
+        features); 3: everything, the memory block included (manipulation training)."""
+        network = [p for m in (self.backbone, self.fc1, self.fc2, self.classifiers) for p in m.parameters()]
+        if stage == 1:
+            return network
+        if stage == 2:
+            return []
+        if stage == 3:
+            return [*network, self.memory.weight]
+        raise ValueError(f"stage {stage}: stages are 1, 2, 3")
