@@ -3,7 +3,11 @@ target attribute vector (the query's with a changed to v) exists in the gallery.
 once (``at_once`` > 1, beyond the paper) applies every combination of that many attributes.
 
 Queries must have every attribute known (the catalog's query split guarantees it); gallery images with an unknown
-value never count as a target."""
+value never count as a target.
+
+A catalog may instead store its source's own query list (ADDE's ref/indfull/gt files): ``stored_manipulations``
+takes it as it is, in the file's order. Its queries may have unknown values and its targets too (an unknown target
+value matches only a gallery image unknown there as well, as ADDE compares one-hot vectors)."""
 
 from __future__ import annotations
 
@@ -74,3 +78,28 @@ def build_manipulations(
     change = np.concatenate(changes)[order].astype(np.int16)
     target = np.where(change >= 0, change, query_labels[query[order]]).astype(np.int16)
     return Manipulations(query[order], change, target, np.concatenate(groups)[order], group_names)
+
+
+def stored_manipulations(query: np.ndarray, change: np.ndarray, target: np.ndarray, query_ids: np.ndarray, names: list[str]) -> Manipulations:
+    """A stored query list -> Manipulations in its order. ``query`` (M,) ids, ``change`` (M, A) the new value per
+    attribute (-1 unchanged), ``target`` (M, A); ``query_ids`` (Q,) sorted, unique: the evaluation's query rows.
+    Rows whose query is not in ``query_ids`` (an image the pack or the index rejected) are left out."""
+    change = np.asarray(change, dtype=np.int16).reshape(len(query), len(names))
+    target = np.asarray(target, dtype=np.int16).reshape(len(query), len(names))
+    ids = np.asarray(query).astype(str)
+    query_ids = np.asarray(query_ids).astype(str)
+    position = np.searchsorted(query_ids, ids)  # (M,) row of each query in query_ids, where it is there
+    found = position < len(query_ids)
+    found[found] = query_ids[position[found]] == ids[found]
+    changed = change[found] >= 0  # (M', A)
+    if not changed.any(axis=1).all():
+        raise CatalogError("a stored manipulation changes no attribute")
+    patterns, inverse = np.unique(changed, axis=0, return_inverse=True)  # (P, A) which attributes change, (M',)
+    combos = [tuple(np.flatnonzero(p).tolist()) for p in patterns]
+    order = sorted(range(len(combos)), key=lambda g: (len(combos[g]), combos[g]))  # single attributes first, in schema order
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return Manipulations(
+        query=position[found].astype(np.int64), change=change[found], target=target[found], group=rank[inverse.reshape(-1)],
+        groups=["+".join(names[a] for a in combos[g]) for g in order],
+    )

@@ -54,8 +54,20 @@ class CelebaFiles(Section):
     images: str
 
 
+class AddeFiles(Section):
+    imgs_train: str
+    imgs_test: str
+    labels_train: str
+    labels_test: str
+    attr_num: str
+    ref: str | None
+    indfull: str | None
+    gt: str | None
+    attribute_names: list[str] | None
+
+
 class SourceConfig(Section):
-    kind: Literal["folder", "celeba"]
+    kind: Literal["folder", "celeba", "adde"]
     path: str | None
     table: str
     images: str
@@ -66,6 +78,7 @@ class SourceConfig(Section):
     extra: list[str]
     unknown_values: list[str]
     celeba: CelebaFiles
+    adde: AddeFiles
 
 
 class CatalogConfig(Section):
@@ -159,6 +172,7 @@ class EvalConfig(Section):
     query_chunk: PositiveInt
     at_once: PositiveInt
     baselines: list[Literal["attribute_only", "attr_logp"]]
+    protocol: Literal["auto", "generated", "catalog"]
 
 
 class ReportConfig(Section):

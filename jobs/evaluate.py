@@ -5,6 +5,7 @@ same harness, and retrieval examples, all in one results.json.
 Local:
     fsnet evaluate --index fsnet-demo/index --catalog fsnet-demo/catalog --out fsnet-demo/eval
     fsnet evaluate ... --check        # also the faiss brute-force reference; fails unless both agree
+    fsnet evaluate ... --set eval.protocol=catalog    # the catalog's stored query list (ADDE's files), in its order
 Cluster:
     ray job submit --working-dir . -- python -m jobs.evaluate --index s3://b/index/shop --catalog s3://b/catalogs/shop \\
         --out s3://b/eval/shop
@@ -38,7 +39,7 @@ from eval.attr_logp import attr_logp_topk
 from eval.attribute_only import attribute_only_topk
 from eval.linear_global import linear_of
 from eval.metrics import summarize
-from eval.protocol import Manipulations, build_manipulations
+from eval.protocol import Manipulations, build_manipulations, stored_manipulations
 from eval.topk import brute_force_topk, factorized_topk
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config, config_dict
@@ -73,7 +74,8 @@ class EvalData:
     gallery_predicted: np.ndarray  # (N, A)
     gallery_probabilities: np.ndarray  # (N, C) per-attribute softmax, concatenated
     gallery_missing: list[str]  # gallery ids the index does not hold (rejected images)
-    queries_rejected: list[str]  # query images the model could not embed
+    queries_rejected: list[str]  # query images the model could not embed (or, stored protocol: not in the index)
+    protocol: str = "generated"  # "generated" (every manipulation of the query split) or "catalog" (its stored list)
 
 
 def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: bool = False) -> dict[str, Any]:
@@ -93,7 +95,7 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    manipulations = build_manipulations(data.query_labels, data.gallery_labels, schema.names, schema.num_values, cfg.eval.at_once)
+    manipulations = eval_manipulations(cfg, catalog, data)
     if not len(manipulations):
         raise CatalogError(f"{catalog_url}: no manipulation of a query has its target in the gallery; a larger gallery (split.n_gallery) is needed")
     timings["protocol"] = time.perf_counter() - t
@@ -143,7 +145,9 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
             "queries": len(data.query_ids),
             "gallery": len(data.gallery_ids),
             "manipulations": len(manipulations),
-            "at_once": cfg.eval.at_once,
+            "at_once": cfg.eval.at_once if data.protocol == "generated" else None,
+            "protocol": data.protocol,
+            "protocol_rows": catalog.manifest.protocol.rows if data.protocol == "catalog" else None,  # stored; less those left out
             "counts": manipulations.counts(),
             "gallery_missing": {"count": len(data.gallery_missing), "ids": data.gallery_missing[:LISTED]},
             "queries_rejected": {"count": len(data.queries_rejected), "ids": data.queries_rejected[:LISTED]},
@@ -177,12 +181,21 @@ def load_data(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catal
     labels = catalog.rows(held.tolist(), ["id", *names])
     gallery_labels = _aligned(labels, held, names)
 
-    query_ids = np.sort(catalog.split_ids("query").astype(str))
-    found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
-    if found.num_rows < len(query_ids):  # the index holds the gallery only: embed the queries now
-        found, rejected = _embed_queries(cfg, storage, reader, catalog)
+    protocol = protocol_mode(cfg, catalog)
+    if protocol == "catalog":  # the stored list's queries are gallery images: the index holds them unless it rejected them
+        query_ids = np.unique(catalog.protocol()["query"].astype(str))
+        found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
+        rejected = sorted(set(query_ids.tolist()) - set(found["id"].to_pylist()))
     else:
-        rejected = []
+        query_ids = np.sort(catalog.split_ids("query").astype(str))
+        if not len(query_ids) and catalog.manifest.splits.source:
+            raise CatalogError(f"{catalog.url}: no query split ({catalog.manifest.splits.source}); evaluate its stored query list "
+                               "(eval.protocol=catalog), or pack with source.adde.ref / indfull / gt set")
+        found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
+        if found.num_rows < len(query_ids):  # the index holds the gallery only: embed the queries now
+            found, rejected = _embed_queries(cfg, storage, reader, catalog)
+        else:
+            rejected = []
     q_ids = found["id"].to_numpy(zero_copy_only=False).astype(str)
     query_labels = _aligned(catalog.rows(q_ids.tolist(), ["id", *names]), q_ids, names)
     return EvalData(
@@ -191,8 +204,36 @@ def load_data(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catal
         gallery_ids=held, gallery_labels=gallery_labels, gallery_global=column_array(rows, "global", (-1,)),
         gallery_predicted=column_array(rows, "predicted", (a,), np.int64),
         gallery_probabilities=column_array(rows, "probabilities", (sum(catalog.schema.num_values),)),
-        gallery_missing=missing, queries_rejected=rejected,
+        gallery_missing=missing, queries_rejected=rejected, protocol=protocol,
     )
+
+
+def protocol_mode(cfg: Config, catalog: Catalog) -> str:
+    """eval.protocol resolved against the catalog: "catalog" (its stored query list) or "generated"."""
+    stored = catalog.manifest.protocol is not None
+    if cfg.eval.protocol == "catalog" and not stored:
+        raise CatalogError(f"{catalog.url}: eval.protocol=catalog, but the catalog stores no query list (ADDE's split files "
+                           "packed with source.adde.ref / indfull / gt give one); use eval.protocol=generated")
+    if cfg.eval.protocol == "auto":
+        return "catalog" if stored else "generated"
+    return cfg.eval.protocol
+
+
+def eval_manipulations(cfg: Config, catalog: Catalog, data: EvalData) -> Manipulations:
+    """Every manipulation of the query split whose target is in the gallery (generated), or the catalog's stored list
+    in its order, less the manipulations of queries the index does not hold (counted; eval.at_once does not apply)."""
+    schema = catalog.schema
+    if data.protocol == "generated":
+        return build_manipulations(data.query_labels, data.gallery_labels, schema.names, schema.num_values, cfg.eval.at_once)
+    stored = catalog.protocol()
+    manipulations = stored_manipulations(stored["query"], stored["change"], stored["target"], data.query_ids, schema.names)
+    dropped = len(stored["query"]) - len(manipulations)
+    if dropped:
+        console.print(f"stored query list: {dropped:,} of {len(stored['query']):,} manipulations left out: their "
+                      f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the index)")
+    if not len(manipulations):
+        raise CatalogError(f"{catalog.url}: none of the stored query list's {len(stored['query']):,} manipulations has its query in the index")
+    return manipulations
 
 
 def _embed_queries(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog) -> tuple[pa.Table, list[str]]:
@@ -241,13 +282,18 @@ def retrieval_examples(
             "method": method,
             "query": str(data.query_ids[q]),
             "change": ", ".join(
-                f"{schema.names[a]}: {schema.value_name(schema.names[a], int(data.query_labels[q, a]))} -> {schema.value_name(schema.names[a], int(v))}"
+                f"{schema.names[a]}: {_value_text(schema, a, int(data.query_labels[q, a]))} -> {schema.value_name(schema.names[a], int(v))}"
                 for a, v in enumerate(change) if v >= 0
             ),
             "results": [{"id": i, "match": ok} for i, ok in zip(ids, matches)],
             "png": base64.b64encode(png).decode("ascii"),
         })
     return examples
+
+
+def _value_text(schema, attribute: int, value: int) -> str:
+    """A value's name, '?' when unknown (a stored query list may change an attribute the query has no value for)."""
+    return schema.value_name(schema.names[attribute], value) if value >= 0 else "?"
 
 
 def hardware() -> dict[str, Any]:

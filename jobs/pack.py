@@ -1,8 +1,9 @@
-"""Pack a source catalog (folder + label table, CelebA) into Parquet shards with catalog.json.
+"""Pack a source catalog (folder + label table, CelebA, ADDE's split files) into Parquet shards with catalog.json.
 
 Local (starts Ray in this process):
     fsnet pack --config fashion_product_small --source ../shared/data/fashion-product-small --out ./catalogs/fps
     python -m jobs.pack --config synthetic --source ./fsnet-demo/synth --out ./fsnet-demo/catalog
+    fsnet pack --source /data/adde/splits/Shopping100k --kind adde --set source.images=/data/shopping100k/Images --out ./catalogs/s100k
 Cluster:
     ray job submit --working-dir . -- python -m jobs.pack --source s3://bucket/raw/shop --out s3://bucket/catalogs/shop
 
@@ -50,7 +51,8 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
     start = time.perf_counter()
     storage = Storage(cfg.storage)
     source = read_source(cfg.source, storage)  # validated: nothing is written when this fails
-    assign_splits(source.table["id"].to_pylist(), _labels(source), cfg.split)  # split settings fit, before any work
+    if source.splits is None:  # the seeded rule: its settings fit, before any work (ADDE's files fix their own)
+        assign_splits(source.table["id"].to_pylist(), _labels(source), cfg.split)
     groups = _shard_groups(source.table, cfg.catalog.shard_rows)  # one Arrow block per shard
 
     ray_start = time.perf_counter()
@@ -133,7 +135,10 @@ def print_summary(result: PackResult, out: str) -> None:
     summary.add_row("rows in", f"{result.rows_in:,}")
     summary.add_row("packed", f"{m.rows:,} in {len(m.shards)} shards ({sum(s.bytes for s in m.shards) / 1e6:,.1f} MB)")
     summary.add_row("rejected", f"{m.rejected.count:,}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(m.rejected.by_reason.items()))}) -> {m.rejected.path}" if m.rejected.count else ""))
-    summary.add_row("splits", ", ".join(f"{k} {v:,}" for k, v in m.splits.counts.items()))
+    summary.add_row("splits", ", ".join(f"{k} {v:,}" for k, v in m.splits.counts.items()) + (f" ({m.splits.source})" if m.splits.source else ""))
+    if m.protocol is not None:
+        summary.add_row("query list", f"{m.protocol.rows:,} manipulations of {m.protocol.queries:,} queries"
+                        + (f", {m.protocol.rejected_queries:,} queries rejected" if m.protocol.rejected_queries else "") + f" ({m.protocol.source})")
     summary.add_row("time", f"{result.seconds:.1f} s ({result.rows_in / result.seconds:,.0f} images/s); "
                     f"writers busy {result.writer_seconds:.1f} s of {result.stage_seconds:.1f} s")
     console.print(summary)
@@ -149,8 +154,8 @@ def print_summary(result: PackResult, out: str) -> None:
 
 def cli(
     out: Annotated[str, typer.Option("--out", "-o", help="Catalog URL to write (path, s3://bucket/prefix, ...).")],
-    source: Annotated[Optional[str], typer.Option("--source", help="Source URL (source.path): a folder with the label table, or CelebA's files.")] = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="Source kind (source.kind): folder or celeba.")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Source URL (source.path): a folder with the label table, CelebA's files or ADDE's split files.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="Source kind (source.kind): folder, celeba or adde.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -34,8 +34,20 @@ class SplitRule(_Model):
 class SplitInfo(_Model):
     path: str  # Parquet (id, split), relative to the catalog URL
     fingerprint: str
-    rule: SplitRule
+    rule: SplitRule | None  # the seeded rule (split.*); None when the source fixed the splits (see ``source``)
     counts: dict[str, int]
+    source: str | None = None  # fixed splits: which source file gave which split (absent in catalogs before them)
+
+
+class ProtocolInfo(_Model):
+    """The source's own evaluation query list (ADDE's ref/indfull/gt files), stored as it was published."""
+
+    path: str  # Parquet (query id, change, target), relative to the catalog URL
+    fingerprint: str
+    rows: int  # manipulations, in the file's order
+    queries: int  # distinct query ids
+    rejected_queries: int  # queries whose image the pack rejected: evaluate drops their manipulations, counted
+    source: str  # which files, e.g. "adde: ref_test.txt, indfull_test.txt, gt_test.txt"
 
 
 class RejectedInfo(_Model):
@@ -57,6 +69,7 @@ class CatalogManifest(_Model):
     splits: SplitInfo
     rejected: RejectedInfo
     source: dict[str, Any]
+    protocol: ProtocolInfo | None = None  # only sources with their own query list have one; absent in older catalogs
 
     def attribute_schema(self) -> AttributeSchema:
         return AttributeSchema(attributes=self.attributes)

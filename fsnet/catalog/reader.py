@@ -69,6 +69,28 @@ class Catalog:
         mask = pc.is_in(table["split"], pa.array(wanted, pa.string()))
         return table["id"].filter(mask).to_numpy(zero_copy_only=False)
 
+    @cached_property
+    def _protocol(self) -> pa.Table | None:
+        info = self.manifest.protocol
+        if info is None:
+            return None
+        return pq.read_table(io.BytesIO(self.storage.read_bytes(join(self.url, info.path))))
+
+    def protocol(self) -> dict[str, np.ndarray] | None:
+        """The source's own query list (ADDE's ref/indfull/gt files), in the file's order, or None when the catalog
+        has none: ``query`` (M,) ids (gallery images), ``change`` (M, A) the new value per attribute (-1 where
+        unchanged), ``target`` (M, A) the target attribute vector (-1 unknown)."""
+        table = self._protocol
+        if table is None:
+            return None
+        a = len(self.schema.names)
+
+        def matrix(name: str) -> np.ndarray:  # fixed_size_list<int16>[A] -> (M, A)
+            column = table[name].combine_chunks()
+            return column.values.to_numpy(zero_copy_only=False).astype(np.int16).reshape(len(column), a)
+
+        return {"query": table["query"].to_numpy(zero_copy_only=False).astype(str), "change": matrix("change"), "target": matrix("target")}
+
     def _check_columns(self, columns: Sequence[str] | None) -> list[str]:
         if columns is None:
             return self.columns

@@ -45,3 +45,18 @@ def test_summary_groups_and_average():
     assert s["groups"]["x"]["top_k"] == [0.5, 0.5, 1.0]
     assert s["groups"]["y"]["top_k"] == [0.0, 1.0, 1.0]
     assert s["average"]["top_k"] == [0.25, 0.75, 1.0]  # each attribute counts once
+
+
+def test_unknown_target_values_match_only_unknown_gallery_values():
+    """ADDE compares one-hot vectors: an all-zero block (unknown, -1 here) equals only an all-zero block."""
+    gallery = np.array([[0, 0], [0, 1], [0, -1], [1, -1]])
+    m = Manipulations(query=np.array([0, 0]), change=np.array([[-1, 1], [1, -1]]), target=np.array([[0, -1], [1, -1]]),
+                      group=np.array([0, 1]), groups=["y", "x"])
+    positions = np.array([[0, 1, 2, 3], [1, 0, 3, 2]])
+    # target (0, unknown): rows 0 and 1 have a value there, row 2 is unknown there too -> hit at rank 3
+    # target (1, unknown): row 3 at rank 3
+    assert hit_ranks(positions, gallery, m.target).tolist() == [2, 2]
+    s = summarize(m, positions, gallery, k_max=4)
+    assert s["groups"]["y"]["top_k"] == [0.0, 0.0, 1.0, 1.0] and s["groups"]["x"]["top_k"] == [0.0, 0.0, 1.0, 1.0]
+    # graded relevance counts an unknown-unknown agreement as a matching attribute, as ADDE's NDCG does
+    np.testing.assert_allclose(ndcg_full(positions[:1], gallery, m.target[:1])[0, 0], 0.5 / 1.0)

@@ -59,3 +59,26 @@ def test_matches_a_plain_loop(at_once):
 def test_queries_need_every_attribute():
     with pytest.raises(CatalogError, match="unknown attribute value"):
         build_manipulations(np.array([[0, -1, 0]]), np.array([[0, 0, 0]]), NAMES, NUM_VALUES)
+
+
+def test_stored_list_keeps_its_order_and_drops_absent_queries():
+    from eval.protocol import stored_manipulations
+
+    ids = np.array(["q2", "q0", "q1", "q0", "gone", "q2"])
+    change = np.array([[1, -1, -1], [-1, 0, -1], [2, -1, 1], [-1, -1, 1], [0, -1, -1], [-1, 1, -1]])
+    target = np.array([[1, 0, 0], [0, 0, 1], [2, -1, 1], [0, 1, 1], [0, 0, 0], [-1, 1, 0]])  # unknowns allowed
+    m = stored_manipulations(ids, change, target, np.array(["q0", "q1", "q2"]), NAMES)
+    keep = [0, 1, 2, 3, 5]  # "gone" is not a query row: its manipulation is left out
+    assert m.query.tolist() == [2, 0, 1, 0, 2]
+    assert m.change.tolist() == change[keep].tolist() and m.target.tolist() == target[keep].tolist()
+    assert m.groups == ["colour", "sleeve", "collar", "colour+collar"]  # single attributes first, in schema order
+    assert [m.groups[g] for g in m.group] == ["colour", "sleeve", "colour+collar", "collar", "sleeve"]
+    assert m.counts() == {"colour": 1, "sleeve": 2, "collar": 1, "colour+collar": 1}
+    assert m.change.dtype == np.int16 and m.target.dtype == np.int16
+
+
+def test_stored_list_rejects_a_row_without_change():
+    from eval.protocol import stored_manipulations
+
+    with pytest.raises(CatalogError, match="changes no attribute"):
+        stored_manipulations(np.array(["q0"]), np.array([[-1, -1, -1]]), np.array([[0, 0, 0]]), np.array(["q0"]), NAMES)

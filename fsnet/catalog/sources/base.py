@@ -17,14 +17,35 @@ RESERVED_COLUMNS = ("id", "image", "width", "height")
 
 
 @dataclass
+class FixedSplits:
+    """Splits the source itself publishes (ADDE's imgs_train / imgs_test), used instead of the seeded rule."""
+
+    split: np.ndarray  # (N,) 'train' / 'query' / 'gallery' per row of the source table
+    source: str  # for catalog.json, e.g. "adde: imgs_train.txt -> train, imgs_test.txt -> gallery"
+
+
+@dataclass
+class SourceProtocol:
+    """The source's own evaluation query list, one row per manipulation in the file's order."""
+
+    query: np.ndarray  # (M,) ids, each in the gallery split
+    change: np.ndarray  # (M, A) int16 the new value per attribute, -1 where unchanged
+    target: np.ndarray  # (M, A) int16 the target attribute vector, -1 unknown
+    source: str  # for catalog.json, e.g. "adde: ref_test.txt, indfull_test.txt, gt_test.txt"
+
+
+@dataclass
 class SourceTable:
     """``table`` columns: ``id`` (unique), ``image`` (the name as the source gives it), ``image_url`` (where the
-    bytes are), one int16 column per attribute (value index, -1 unknown), then the extra columns."""
+    bytes are), one int16 column per attribute (value index, -1 unknown), then the extra columns. ``splits`` and
+    ``protocol`` only for sources that publish their own (ADDE's split files)."""
 
     schema: AttributeSchema
     table: pa.Table
     extra_columns: list[str]
     description: dict[str, Any] = field(default_factory=dict)
+    splits: FixedSplits | None = None
+    protocol: SourceProtocol | None = None
 
     def __len__(self) -> int:
         return self.table.num_rows
