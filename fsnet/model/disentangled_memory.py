@@ -70,7 +70,7 @@ class DisentangledMemory(nn.Module):
 
     def compose(self, labels: torch.Tensor) -> torch.Tensor:
         """M onehot(labels): (B, A) -> (B, A * D), the feature the prototypes of an image's values predict."""
-        return one_hot(labels, self.num_values) @ self.weight.t()
+        return one_hot(labels, self.num_values).to(self.weight.dtype) @ self.weight.t()
 
     def off_diagonal(self) -> torch.Tensor:
         """(A * D, C) M outside the blocks where a value's column meets its own attribute's chunk."""
