@@ -71,14 +71,7 @@ def local_step(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
         found = type(found)(*(t.to(labels.device) for t in (found.attribute, found.anchor, found.positive, found.negative)))
         terms["t"] = region_triplet_loss(out.reps, found)
     loss = loss_fn(terms)
-    with torch.no_grad():
-        predicted = torch.stack([lg.argmax(dim=1) for lg in out.logits], dim=1)
-        known = labels >= 0
-        correct = ((predicted == labels.long()) & known).sum(dim=0)
-    return loss, StepStats(
-        images=len(images), loss=float(loss.detach()), terms={k: float(v.detach()) for k, v in terms.items()},
-        triplets=triplets, correct=correct.cpu().numpy(), known=known.sum(dim=0).cpu().numpy(),
-    )
+    return loss, _step_stats(loss, terms, triplets, out.logits, labels)
 
 
 def global_step(model: FashionSearchNet, reps: torch.Tensor, sampler: GlobalTripletSampler, queries: np.ndarray, rng: np.random.Generator, loss_fn: StageLoss) -> tuple[torch.Tensor, StepStats]:
@@ -112,22 +105,27 @@ def manipulation_step(
     anchor, positive, negative = (t.to(labels.device) for t in (found.anchor, found.positive, found.negative))
     indicator = model.memory.indicator(labels[anchor].long(), found.manipulation.to(labels.device))  # (T, C)
     manipulated = model.memory.manipulate(features[anchor], indicator)  # (T, A * D)
-    terms: dict[str, torch.Tensor] = {
-        "c": attribute_cross_entropy(out.logits, labels),
-        "t": soft_triplet_loss(manipulated, features[positive], features[negative]),
-        "m": attribute_cross_entropy(model.chunk_logits(manipulated.view(-1, a, d)), labels[positive]) if len(found) else manipulated.sum() * 0.0,
-        "l1": memory_consistency_loss(model.memory.compose(labels).view(b, a, d), reps, labels >= 0),
-        "off": off_diagonal_penalty(model.memory.off_diagonal()),
+    compute = {  # only the terms the stage weighs are computed
+        "c": lambda: attribute_cross_entropy(out.logits, labels),
+        "t": lambda: soft_triplet_loss(manipulated, features[positive], features[negative]),
+        "m": lambda: attribute_cross_entropy(model.chunk_logits(manipulated.view(-1, a, d)), labels[positive]) if len(found) else manipulated.sum() * 0.0,
+        "l1": lambda: memory_consistency_loss(model.memory.compose(labels).view(b, a, d), reps, labels >= 0),
+        "off": lambda: off_diagonal_penalty(model.memory.off_diagonal()),
     }
-    loss = loss_fn({k: v for k, v in terms.items() if loss_fn.needs(k)})
-    loss = loss + model.memory.weight.sum() * 0.0  # every step reaches the memory, so DDP reduces it every step
+    terms = {k: f() for k, f in compute.items() if loss_fn.needs(k)}
+    loss = loss_fn(terms) + model.memory.weight.sum() * 0.0  # every step reaches the memory, so DDP reduces it every step
+    return loss, _step_stats(loss, terms, len(found), out.logits, labels)
+
+
+def _step_stats(loss: torch.Tensor, terms: dict[str, torch.Tensor], triplets: int, logits: list[torch.Tensor], labels: torch.Tensor) -> StepStats:
+    """A step's figures: loss and terms, triplets, and the classifiers' hits on the known labels."""
     with torch.no_grad():
-        predicted = torch.stack([lg.argmax(dim=1) for lg in out.logits], dim=1)
+        predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
         known = labels >= 0
         correct = ((predicted == labels.long()) & known).sum(dim=0)
-    return loss, StepStats(
-        images=len(images), loss=float(loss.detach()), terms={k: float(v.detach()) for k, v in terms.items() if loss_fn.needs(k)},
-        triplets=len(found), correct=correct.cpu().numpy(), known=known.sum(dim=0).cpu().numpy(),
+    return StepStats(
+        images=len(labels), loss=float(loss.detach()), terms={k: float(v.detach()) for k, v in terms.items()},
+        triplets=triplets, correct=correct.cpu().numpy(), known=known.sum(dim=0).cpu().numpy(),
     )
 
 

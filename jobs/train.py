@@ -107,7 +107,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         "heldout_accuracy": accuracy,
         "heldout_accuracy_mean": float(np.mean(list(accuracy.values()))) if accuracy else None,
         "seconds": timings,
-        **_memory_figures(load_model(model_url, storage)),
+        **(_memory_figures(load_model(model_url, storage)) if cfg.model.kind == "adde" else {}),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_text(join(out, "train_summary.json"), json.dumps(summary, indent=1))
@@ -128,8 +128,6 @@ def on_images(cfg: Config, stage: int) -> bool:
 
 def _memory_figures(model: torch.nn.Module) -> dict[str, Any]:
     """The ADDE-style memory's off-diagonal share, |off-diagonal blocks|_1 / |M|_1: how block-diagonal it is."""
-    if model.kind != "adde":
-        return {}
     with torch.no_grad():
         total = float(model.memory.weight.abs().sum())
         off = float(model.memory.off_diagonal().abs().sum())
@@ -262,7 +260,7 @@ def stage_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     loss_fn = StageLoss(stage_cfg, model.variant)
     terms = [t for t in TERMS if t != "g" and loss_fn.needs(t)]
-    step_fn = manipulation_step if model.kind == "adde" and stage == 3 else local_step
+    manipulating = model.kind == "adde" and stage == 3  # the ADDE-style model's stage 3
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     shard = ray.train.get_dataset_shard("train")  # Ray: this worker's split of the streaming decode pipeline
 
@@ -271,7 +269,7 @@ def stage_loop(config: dict) -> None:
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
         for batch in shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True, local_shuffle_buffer_size=cfg.train.shuffle_buffer or None, device=device):
             _maybe_fail(cfg, storage, config["out"], stage, step, rank, world)
-            if step_fn is manipulation_step:
+            if manipulating:
                 loss, stats = manipulation_step(net, model, batch["image"], batch["labels"], loss_fn, generator)
             else:
                 loss, stats = local_step(net, batch["image"], batch["labels"], loss_fn, generator)

@@ -33,9 +33,9 @@ class DisentangledMemory(nn.Module):
         self.num_values, self.embed_dim = list(num_values), embed_dim
         attributes, total = len(num_values), sum(num_values)
         self.weight = nn.Parameter(torch.zeros(attributes * embed_dim, total))  # M: (A * D, C)
-        owner = torch.repeat_interleave(torch.arange(attributes), torch.tensor(num_values))  # (C,) attribute of each column
+        self.owner = torch.repeat_interleave(torch.arange(attributes), torch.tensor(num_values)).tolist()  # (C,) attribute of each column
         chunk = torch.arange(attributes).repeat_interleave(embed_dim)  # (A * D,) attribute of each row
-        self.register_buffer("off_mask", (chunk[:, None] != owner[None, :]).float(), persistent=False)  # (A * D, C)
+        self.register_buffer("off_mask", (chunk[:, None] != torch.tensor(self.owner)[None, :]).float(), persistent=False)  # (A * D, C)
         self.register_buffer("counts", torch.zeros(total, dtype=torch.long))  # training images per value
 
     @property
@@ -47,10 +47,9 @@ class DisentangledMemory(nn.Module):
         """Stage 2: column (a, v) = the mean chunk a of the training images with value v, in chunk a only; sums
         (C, D) and counts (C,) as ``memory.value_sums`` gives them. A value no image has keeps a zero column."""
         means = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)  # (C, D)
-        owner = torch.repeat_interleave(torch.arange(len(self.num_values)), torch.tensor(self.num_values))  # (C,)
         weight = torch.zeros_like(self.weight)
         d = self.embed_dim
-        for c, a in enumerate(owner.tolist()):
+        for c, a in enumerate(self.owner):
             weight[a * d : (a + 1) * d, c] = means[c].to(weight.dtype)
         with torch.no_grad():
             self.weight.copy_(weight)
