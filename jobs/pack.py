@@ -8,7 +8,8 @@ Cluster:
     ray job submit --working-dir . -- python -m jobs.pack --source s3://bucket/raw/shop --out s3://bucket/catalogs/shop
 
 The chain: read and validate the label table in the driver (duplicate ids or missing columns stop here,
-before anything is written) -> one Arrow block of (id, image URL, labels) per shard -> ShardWriter actors read,
+before anything is written) -> re-packing to an existing catalog: its value codes and shard assignment kept
+(fsnet/catalog/repack.py) -> one Arrow block of (id, image URL, labels) per shard -> ShardWriter actors read,
 decode and write each shard -> split, rejected.csv, catalog.json (last) -> old shards removed.
 """
 
@@ -28,13 +29,15 @@ from rich.table import Table
 
 from fsnet.catalog.manifest import CatalogManifest, ShardInfo
 from fsnet.catalog.publish import publish_catalog
+from fsnet.catalog.reader import Catalog
+from fsnet.catalog.repack import assign_shards, keep_codes, previous_catalog, previous_shards
 from fsnet.catalog.shard_writer import ShardWriter, rejected_rows
 from fsnet.catalog.sources import SourceTable, read_source
 from fsnet.catalog.splits import assign_splits
 from fsnet.config import Config, saved_config_text
 from fsnet.errors import CatalogError
 from fsnet.storage import Storage, join
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
 
 
@@ -45,15 +48,19 @@ class PackResult:
     rows_in: int
     writer_seconds: float  # summed over shards: time inside ShardWriter (read, decode, write)
     stage_seconds: float  # wall time of the Ray Data stage
+    shards_kept: int = 0  # shards of the previous catalog at this URL published again unchanged (same file)
 
 
 def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
     start = time.perf_counter()
     storage = Storage(cfg.storage)
     source = read_source(cfg.source, storage)  # validated: nothing is written when this fails
+    previous = previous_catalog(storage, out)  # a re-pack keeps its codes and shards; None: a fresh pack
+    if previous is not None:
+        source = keep_codes(source, previous.schema, out)
     if source.splits is None:  # the seeded rule: its settings fit, before any work (ADDE's files fix their own)
         assign_splits(source.table["id"].to_pylist(), _labels(source), cfg.split)
-    groups = _shard_groups(source.table, cfg.catalog.shard_rows)  # one Arrow block per shard
+    groups = _shard_groups(source.table, cfg.catalog.shard_rows, previous)  # one Arrow block per shard
 
     ray_start = time.perf_counter()
     init_ray(cfg.ray)
@@ -86,6 +93,7 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
         rows_in=len(source),
         writer_seconds=float(pc.sum(collected["seconds"]).as_py()),
         stage_seconds=stage_seconds,
+        shards_kept=0 if previous is None else len({s.path for s in manifest.shards} & {s.path for s in previous.manifest.shards}),
     )
 
 
@@ -93,10 +101,12 @@ def _labels(source: SourceTable) -> np.ndarray:
     return np.stack([source.table[a].to_numpy() for a in source.schema.names], axis=1)
 
 
-def _shard_groups(table: pa.Table, shard_rows: int) -> list[pa.Table]:
+def _shard_groups(table: pa.Table, shard_rows: int, previous: Catalog | None) -> list[pa.Table]:
+    """One table per shard with its ``shard`` index column: append-only onto the previous catalog's shards."""
+    kept = [] if previous is None else previous_shards(previous)
     groups = []
-    for index, offset in enumerate(range(0, table.num_rows, shard_rows)):
-        rows = table.slice(offset, shard_rows)
+    for index, positions in assign_shards(table["id"].to_pylist(), shard_rows, kept):
+        rows = table.take(pa.array(positions, pa.int64())).combine_chunks()
         groups.append(rows.append_column("shard", pa.array(np.full(rows.num_rows, index, np.int32))))
     return groups
 
@@ -117,7 +127,8 @@ def _collect(stats: "ray.data.Dataset", total: int, show_progress: bool) -> pa.T
 def _check_complete(collected: pa.Table, groups: list[pa.Table], out: str) -> tuple[list[ShardInfo], list[dict]]:
     """Every shard came back once with every row packed or rejected: never a silently shorter catalog."""
     by_shard = {row["shard"]: row for row in collected.to_pylist()}
-    for index, group in enumerate(groups):
+    for group in groups:
+        index = group["shard"][0].as_py()
         row = by_shard.get(index)
         if row is None or row["rows"] + len(row["rejected"]) != group.num_rows:
             raise CatalogError(f"{out}: shard {index} came back incomplete; nothing published (re-run the pack)")
@@ -133,7 +144,8 @@ def print_summary(result: PackResult, out: str) -> None:
     m = result.manifest
     summary = Table(title=f"packed {out}", show_header=False)
     summary.add_row("rows in", f"{result.rows_in:,}")
-    summary.add_row("packed", f"{m.rows:,} in {len(m.shards)} shards ({sum(s.bytes for s in m.shards) / 1e6:,.1f} MB)")
+    summary.add_row("packed", f"{m.rows:,} in {len(m.shards)} shards ({sum(s.bytes for s in m.shards) / 1e6:,.1f} MB)"
+                    + (f"; {result.shards_kept} kept unchanged from the previous pack" if result.shards_kept else ""))
     summary.add_row("rejected", f"{m.rejected.count:,}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(m.rejected.by_reason.items()))}) -> {m.rejected.path}" if m.rejected.count else ""))
     summary.add_row("splits", ", ".join(f"{k} {v:,}" for k, v in m.splits.counts.items()) + (f" ({m.splits.source})" if m.splits.source else ""))
     if m.protocol is not None:
@@ -153,8 +165,8 @@ def print_summary(result: PackResult, out: str) -> None:
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", help="Catalog URL to write (path, s3://bucket/prefix, ...).")],
-    source: Annotated[Optional[str], typer.Option("--source", help="Source URL (source.path): a folder with the label table, CelebA's files or ADDE's split files.")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Catalog URL to write (path, s3://bucket/prefix, ...).")],
+    source: Annotated[Optional[str], typer.Option("--source", callback=absolute_option, help="Source URL (source.path): a folder with the label table, CelebA's files or ADDE's split files.")] = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="Source kind (source.kind): folder, celeba or adde.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,

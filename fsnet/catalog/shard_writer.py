@@ -118,7 +118,9 @@ class ShardWriter:
         # JPEG/PNG bytes do not compress: spend no CPU on them; labels and ids compress well.
         compression = {name: ("NONE" if name == "image" else "ZSTD") for name in table.column_names}
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, row_group_size=self.row_group_rows, compression=compression)
+        # One chunk per column: the bytes (and so the shard's name) depend on the rows only, not on how Arrow
+        # happened to chunk them on the way here.
+        pq.write_table(table.combine_chunks(), sink, row_group_size=self.row_group_rows, compression=compression)
         return sink.getvalue().to_pybytes()
 
     def _fetch(self, urls: list[str]) -> list[bytes | ImageRejected]:
