@@ -40,3 +40,17 @@ def test_synth_then_pack(location):
     first = next(catalog.batches(columns=["id", "image", "width", "box_neckline"], batch_size=5))
     assert Image.open(io.BytesIO(first["image"][0])).size == (48, 48) and first["width"][0] == 48
     assert first["box_neckline"][0] == labels.loc[0, "box_neckline"]
+
+
+def test_synth_first_grows_the_folder_as_one_render_would(tmp_path):
+    """--first F renders indices F.. and merges their rows: the same labels.csv and images as one render of all."""
+    def cfg(n):
+        return load_config(["tiny"], ["synthetic.size=32", f"synthetic.n={n}"])
+
+    storage = Storage(cfg(1).storage)
+    synth(cfg(30), str(tmp_path / "all"), show_progress=False)
+    synth(cfg(20), str(tmp_path / "grown"), show_progress=False)
+    synth(cfg(10), str(tmp_path / "grown"), show_progress=False, first=20)
+    assert (tmp_path / "grown" / "labels.csv").read_text() == (tmp_path / "all" / "labels.csv").read_text()
+    assert sorted(p.name for p in (tmp_path / "grown" / "images").iterdir()) == [f"{i:06d}.jpg" for i in range(30)]
+    assert (tmp_path / "grown" / "images" / "000025.jpg").read_bytes() == storage.read_bytes(str(tmp_path / "all" / "images" / "000025.jpg"))
