@@ -8,8 +8,9 @@ models have no defaults of their own: default.yaml is the one place where a valu
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Sequence, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -215,7 +216,8 @@ def load_config(
     _merge(data, origins, _read_yaml(DEFAULT_FILE), _display(DEFAULT_FILE), Config, "")
     for preset in presets:
         path = resolve_preset(preset)
-        _merge(data, origins, _read_yaml(path), _display(path), Config, "")
+        shown = str(preset) if path == Path(preset) else _display(path)  # a file: as the user wrote it
+        _merge(data, origins, _read_yaml(path, shown), shown, Config, "")
     for origin, key, value in [*options, *(parse_set(s) for s in sets)]:
         _merge(data, origins, _nest(key, value), origin, Config, "")
     try:
@@ -274,15 +276,55 @@ def saved_config_text(cfg: Config) -> str:
     return header + dump_config(cfg, secrets="drop")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error: the plain loader keeps
+    the second silently (``model:`` twice in a preset would drop the first section without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden here
+                continue
+            key = self.construct_object(key_node, deep=True)
+            mark = key_node.start_mark
+            if isinstance(key, Hashable) and key in seen:
+                raise _DuplicateKey(f":{mark.line + 1}:{mark.column + 1}: key '{key}' written twice (first at line {seen[key]}); keep one")
+            if isinstance(key, Hashable):
+                seen[key] = mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    """Message: ":line:column: what", to follow the file's name."""
+
+
+def _read_yaml(path: Path, shown: str | None = None) -> dict[str, Any]:
+    """A config file's mapping; every way it can be unreadable is one ConfigError naming the file (``shown``: how
+    messages name it) and, for YAML, the line and column."""
+    shown = shown or _display(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{shown}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                          "a config file is YAML text") from None
+    except OSError as err:
+        raise ConfigError(f"{shown}: cannot be read ({err.strerror or err})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise ConfigError(f"{shown}{err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        what = " ".join(part for part in (err.problem, f"({err.context})" if err.context else None) if part)
+        raise ConfigError(f"{shown}{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{_display(path)}: not valid YAML: {err}") from None
+        raise ConfigError(f"{shown}: not valid YAML: {' '.join(str(err).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{_display(path)}: expected a mapping of sections at the top level")
+        raise ConfigError(f"{shown}: expected a mapping of sections at the top level")
     return data
 
 

@@ -1,10 +1,19 @@
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fsnet.config import CONFIG_DIR, DEFAULT_FILE, Config, load_config, saved_config_text
+from fsnet.config import (
+    CONFIG_DIR,
+    DEFAULT_FILE,
+    Config,
+    load_config,
+    saved_config_text,
+)
 from fsnet.errors import ConfigError
 from jobs.cli import app
 
@@ -95,3 +104,58 @@ def test_config_show_cli_redacts():
     assert result.exit_code == 0, result.output
     assert "very-secret-value" not in result.output
     assert "**********" in result.output and "backbone: tiny" in result.output
+
+
+# ----- config files that cannot be read as they are: one line naming the file (as given), line and column --------
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model:\n  backbone: tiny\ntrain:\n  workers: 1\nmodel:\n  kind: fsn\n",
+         r":5:1: key 'model' written twice \(first at line 1\)"),
+        ("model:\n  backbone: tiny\n  backbone: resnet18\n", r":3:3: key 'backbone' written twice \(first at line 2\)"),
+        ("model:\n  backbone: [tiny\ntrain: {a: 1\n", r":3:6: not valid YAML: expected ',' or ']'"),
+        ("model:\n\tbackbone: tiny\n", r":2:1: not valid YAML: found character '\\t'"),
+        ("- model\n- train\n", r": expected a mapping of sections"),
+    ],
+)
+def test_unreadable_yaml_is_one_line_naming_file_and_line(tmp_path, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config([str(bad)])
+    assert re.match(re.escape(str(bad)) + message, str(err.value)), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_config_file_that_is_not_utf8_text(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("model:\n  backbone: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=re.escape(f"{latin1}:2: not UTF-8 text (byte 0xe9 at offset 22)")):
+        load_config([str(latin1)])
+    binary = tmp_path / "photo.yaml"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(ConfigError, match=re.escape(f"{binary}:1: not UTF-8 text")):
+        load_config([str(binary)])
+
+
+def test_merge_keys_may_be_overridden_and_set_is_unaffected(tmp_path):
+    """``<<: *anchor`` then the same key is YAML's override, not a duplicate; --set values parse as before."""
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("split: &base\n  seed: 2\n  n_query: 0.2\ntrain:\n  seed: 5\n")
+    assert load_config([str(merged)]).split.seed == 2
+    anchors = tmp_path / "anchors.yaml"
+    anchors.write_text("model: &m {backbone: tiny, image_size: 64}\n")
+    assert load_config([str(anchors)]).model.backbone == "tiny"
+    cfg = load_config(["tiny"], ["model.backbone=resnet18", "model.backbone=alexnet", "eval.baselines=[attr_logp]"])
+    assert (cfg.model.backbone, cfg.eval.baselines) == ("alexnet", ["attr_logp"])
+
+
+def test_cli_prints_one_line_with_the_path_as_given(tmp_path):
+    """``fsnet config show -c sub/bad.yaml`` from tmp_path: exit 2 and one line naming ``sub/bad.yaml:2:3``."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "bad.yaml").write_text("model:\n  backbone: tiny\n  backbone: resnet18\n")
+    fsnet = Path(sys.executable).with_name("fsnet")
+    done = subprocess.run([str(fsnet), "config", "show", "-c", "sub/bad.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: sub/bad.yaml:3:3: key 'backbone' written twice"), done.stderr
