@@ -26,6 +26,12 @@ from jobs.command import ConfigOption, console, resolve_config, run_app, single_
 
 TABLE_K = 20  # the paper's Table 1 reports Top-20
 NDCG_K = 10
+# What the report reads of a results.json and of each of its runs (dotted: nested); a file without one of them is
+# one line naming it and the key, before anything is drawn.
+RESULTS_KEYS = ("runs", "hardware.machine", "hardware.cpus", "hardware.gpu", "dataset.catalog", "dataset.queries",
+                "dataset.gallery", "dataset.manipulations", "dataset.gallery_missing.count", "model.backbone",
+                "model.image_size", "model.variant", "index", "throughput.manipulations_per_s")
+RUN_KEYS = ("method", "kind", "k", "groups", "average.top_k", "average.ndcg_full", "average.ndcg_attribute")
 
 
 @dataclass
@@ -46,9 +52,9 @@ def collect_runs(storage: Storage, urls: list[str]) -> list[Run]:
             raise FsnetError(f"{url}: no such results file (make one with fsnet evaluate)")
         try:
             results = json.loads(storage.read_text(url))
-            entries = results["runs"]
-        except (ValueError, KeyError) as err:
+        except ValueError as err:  # UnicodeDecodeError included
             raise FsnetError(f"{url}: not an fsnet results.json ({type(err).__name__}: {err})") from None
+        entries = _checked(url, results)
         for run in entries:
             label = run["method"]
             if label in seen and run["kind"] == "baseline":
@@ -60,6 +66,33 @@ def collect_runs(storage: Storage, urls: list[str]) -> list[Run]:
     if not runs:
         raise FsnetError("no runs in " + ", ".join(urls))
     return runs
+
+
+def _checked(url: str, results: Any) -> list[dict[str, Any]]:
+    """The runs of a results.json that has every key the report reads; else one FsnetError naming the key."""
+    if not isinstance(results, dict):
+        raise FsnetError(f"{url}: not an fsnet results.json (a JSON {type(results).__name__}; fsnet evaluate writes an object with 'runs')")
+    missing = _missing(results, RESULTS_KEYS)
+    if missing:
+        raise FsnetError(f"{url}: no '{missing}' (not an fsnet results.json, or one this report cannot read)")
+    if not isinstance(results["runs"], list):
+        raise FsnetError(f"{url}: 'runs' is a {type(results['runs']).__name__}, not a list")
+    for i, run in enumerate(results["runs"]):
+        missing = _missing(run, RUN_KEYS)
+        if missing:
+            raise FsnetError(f"{url}: runs[{i}] has no '{missing}' (not an fsnet results.json, or one this report cannot read)")
+    return results["runs"]
+
+
+def _missing(data: Any, keys: tuple[str, ...]) -> str | None:
+    """The first dotted key of ``keys`` that ``data`` lacks (or whose parent is not a mapping)."""
+    for key in keys:
+        node = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return key
+            node = node[part]
+    return None
 
 
 def at(curve: list[float], k: int) -> float:

@@ -20,6 +20,7 @@ import torch
 import typer
 from rich.table import Table
 
+from fsnet.catalog.image_check import PIL_FORMATS, ImageRejected, check_image
 from fsnet.catalog.reader import Catalog
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.decode import decode_batch
@@ -66,7 +67,7 @@ def load_query(reader: IndexReader, model: FashionSearchNet, storage: Storage, q
     schema = reader.manifest.attribute_schema()
     names = schema.names
     if image_url is not None:
-        return _embed_query(model, storage.read_bytes(image_url), reader.manifest.image_size, np.full(len(names), -1))
+        return _embed_query(model, read_query_image(storage, image_url), reader.manifest.image_size, np.full(len(names), -1))
     rows = reader.embeddings([query_id], ["id", "reps", "predicted", *names])
     if rows.num_rows and not want_image:
         labels = np.array([rows[a][0].as_py() for a in names])
@@ -79,6 +80,17 @@ def load_query(reader: IndexReader, model: FashionSearchNet, storage: Storage, q
         raise FsnetError(f"--id {query_id}: not in the index {reader.url} nor in its catalog {reader.manifest.catalog}")
     labels = np.array([int(found[a][0]) for a in names])
     return _embed_query(model, found["image"][0], reader.manifest.image_size, labels)
+
+
+def read_query_image(storage: Storage, url: str) -> bytes:
+    """The bytes of ``--image``, decoded once here so that an empty, cut-short or non-image file is one line naming
+    it (any format PIL reads: a query need not be in the catalog's ``catalog.formats``)."""
+    blob = storage.read_bytes(url)
+    try:
+        check_image(blob, PIL_FORMATS)
+    except ImageRejected as rejected:
+        raise FsnetError(f"--image {url}: {rejected.reason}: {rejected.detail}") from None
+    return blob
 
 
 def _embed_query(model: FashionSearchNet, blob: bytes, size: int, labels: np.ndarray) -> Query:
@@ -148,6 +160,8 @@ def cli(
         raise FsnetError("give exactly one of --id or --image")
     cfg = resolve_config(config, None)
     storage = Storage(cfg.storage)
+    if image is not None:
+        read_query_image(storage, image)  # not an image: one line naming it, before the index and the model load
     reader = IndexReader.open(index_url, storage)
     model = load_model(reader.manifest.model.url, storage)
     schema = reader.manifest.attribute_schema()
