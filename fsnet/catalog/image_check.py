@@ -12,6 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 # Why an image was left out; rejected.csv and catalog.json count by these names.
 REASONS = ("missing", "unreadable", "empty", "undecodable", "truncated", "unsupported_format")
+Image.init()
+PIL_FORMATS = tuple(sorted(Image.ID))  # every format this PIL opens: what a query image (fsnet search --image) may be
 
 
 class ImageRejected(Exception):
