@@ -55,6 +55,16 @@ def is_absolute(url: str) -> bool:
     return "://" in url or url.startswith("/")
 
 
+def absolute_url(url: str) -> str:
+    """A plain path made absolute against this process's working directory (``~`` expanded); URLs with a
+    scheme (``file://``, ``s3://``, ...) as they are. Called once where a command starts, before a location
+    travels to Ray workers: they run in working directories of their own, where a relative path means
+    another folder."""
+    if "://" in url:
+        return url
+    return os.path.abspath(os.path.expanduser(url))
+
+
 class Storage:
     """Filesystems for URLs under one set of storage options; picklable (Ray tasks receive it)."""
 

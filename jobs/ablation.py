@@ -29,7 +29,7 @@ from fsnet.config import Config
 from fsnet.errors import ConfigError
 from fsnet.model import VARIANTS, build_model, load_model, save_model
 from fsnet.storage import Storage, join
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.pipeline import ensure_catalog, train_index_evaluate
 from jobs.report import report
 
@@ -110,9 +110,9 @@ def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) ->
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder URL for every variant's run, index, results and the report.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL for every variant's run, index, results and the report.")],
     variants: Annotated[str, typer.Option("--variants", help="Comma-separated methods: FSN variants, adde, and the baselines to show (attribute_only, attr_logp).")] = "wo_rank,rank,rank_l,rank_lg,full,full_ff",
-    catalog: Annotated[Optional[str], typer.Option("--catalog", help="Packed catalog URL (else cfg.source is packed into <out>/catalog).")] = None,
+    catalog: Annotated[Optional[str], typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL (else cfg.source is packed into <out>/catalog).")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -7,13 +7,13 @@ from rich.syntax import Syntax
 
 from fsnet.config import dump_config
 from cluster import submit
-from jobs import ablation, demo, evaluate, index, pack, pipeline, reindex, report, search, synth, train
+from jobs import ablation, demo, evaluate, index, pack, pipeline, reindex, report, search, synth, train, verify
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals would print credentials
+    pretty_exceptions_enable=False,  # jobs/command.py:run_app prints failures (never locals: they hold credentials)
     help="fsnet: image retrieval with attribute manipulation (FashionSearchNet-v2) on Ray.",
 )
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the config tree.")
@@ -26,6 +26,7 @@ app.command("reindex")(reindex.cli)
 app.command("search")(search.cli)
 app.command("evaluate")(evaluate.cli)
 app.command("report")(report.cli)
+app.command("verify")(verify.cli)
 app.command("ablation")(ablation.cli)
 app.command("pipeline")(pipeline.cli)
 app.command("demo")(demo.cli)

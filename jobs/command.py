@@ -1,18 +1,39 @@
-"""What every job's command line shares: --config / --set, config resolution, and one-line errors."""
+"""What every job's command line shares: --config / --set, locations made absolute, config resolution, and what a
+person sees when something goes wrong.
+
+- An error the user can fix (``FsnetError``; also one raised inside a Ray task, actor or Ray Train worker, which
+  arrives wrapped) prints one line naming the file, key or value, and exits 2.
+- Any other exception prints one line saying where its full traceback was written, and exits 1; ``--debug``
+  (anywhere on the command line) or ``FSNET_DEBUG=1`` prints the traceback instead.
+- Ctrl-C prints one line and exits 130; what a job had published stays published (every job writes its
+  pointer file last: catalog.json, CURRENT, model.pt), and a re-run cleans what it left half-written.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import sys
-from typing import Annotated, Any, Callable, Optional
+import tempfile
+import traceback
+from typing import Annotated, Any, Callable, Iterator, Optional
 
+import click
 import typer
 from rich.console import Console
 
-from fsnet.config import Config, load_config
+from fsnet.config import REDACTED, SECRET_KEYS, Config, load_config
 from fsnet.errors import FsnetError
+from fsnet.storage import absolute_url
 
 console = Console()
 err_console = Console(stderr=True)
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "FSNET_DEBUG"
+EXIT_USER_ERROR = 2
+EXIT_UNEXPECTED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 ConfigOption = Annotated[
     Optional[list[str]],
@@ -24,23 +45,116 @@ SetOption = Annotated[
 ]
 
 
+def absolute_option(value: Any) -> Any:
+    """typer callback of every location option (--out, --catalog, --index, --model, --source, ...): a plain
+    path becomes absolute here, where the command starts, before it travels to Ray workers."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [absolute_url(v) for v in value]
+    return absolute_url(value)
+
+
 def resolve_config(config: list[str] | None, sets: list[str] | None, **options: tuple[str, Any]) -> Config:
-    """default.yaml <- presets <- command-line options (flag -> (dotted key, value), None = not given) <- --set."""
+    """default.yaml <- presets <- command-line options (flag -> (dotted key, value), None = not given) <- --set.
+    Config keys that hold locations of their own (``source.path``) are made absolute like the options."""
     given = [(f"--{flag.replace('_', '-')}", key, value) for flag, (key, value) in options.items() if value is not None]
-    return load_config(config or (), sets or (), given)
+    cfg = load_config(config or (), sets or (), given)
+    if cfg.source.path is not None:
+        cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"path": absolute_url(cfg.source.path)})})
+    return cfg
 
 
 def run_app(app: typer.Typer) -> None:
-    """Run a typer app; an FsnetError ends it with its one-line message and exit status 2."""
+    """Run a typer app and turn what can go wrong into what a person can read (see the module docstring)."""
+    debug = _take_debug_flag()
     try:
-        app()
-    except FsnetError as err:
-        err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
-        sys.exit(2)
+        code = app(standalone_mode=False)  # click's standalone mode would turn Ctrl-C into "Aborted!" and exit 1
+    except SystemExit:
+        raise
+    except click.ClickException as err:  # usage errors: click's own message and exit status (2)
+        err.show()
+        sys.exit(err.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err_console.print("[bold yellow]interrupted[/]: nothing new was published; what was published before is "
+                          "intact, and a re-run cleans up what this run left half-written", highlight=False)
+        sys.exit(EXIT_INTERRUPTED)
+    except BaseException as err:  # noqa: BLE001 - the one place where every failure is turned into a message
+        user_error = user_error_of(err)
+        if user_error is not None and not debug:
+            err_console.print(f"[bold red]error:[/] {_one_line(user_error)}", soft_wrap=True, highlight=False)
+            sys.exit(EXIT_USER_ERROR)
+        if debug:
+            traceback.print_exception(err)
+            sys.exit(EXIT_USER_ERROR if user_error is not None else EXIT_UNEXPECTED)
+        log = _write_traceback(err)
+        err_console.print(f"[bold red]error:[/] {type(err).__name__}: {_one_line(err)[:300]}\n"
+                          f"  full traceback: {log} (or run again with {DEBUG_FLAG})", soft_wrap=True, highlight=False)
+        sys.exit(EXIT_UNEXPECTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def user_error_of(err: BaseException) -> FsnetError | None:
+    """The FsnetError behind ``err``: itself, or the original one that Ray wrapped (RayTaskError's cause, a Ray
+    Train worker's failure, an exception's __cause__/__context__); None when there is none."""
+    for candidate in _causes(err, set()):
+        if isinstance(candidate, FsnetError) and not _is_ray_wrapper(candidate):
+            return candidate
+    return None
 
 
 def single_command(fn: Callable[..., Any]) -> typer.Typer:
     """A typer app holding one job command (for ``python -m jobs.<name>``)."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(fn)
     return app
+
+
+def _causes(err: BaseException, seen: set[int]) -> Iterator[BaseException]:
+    if id(err) in seen:
+        return
+    seen.add(id(err))
+    yield err
+    nested: list[Any] = [getattr(err, "cause", None), err.__cause__, err.__context__]
+    failures = getattr(err, "worker_failures", None)  # ray.train WorkerGroupError: {rank: exception}
+    if isinstance(failures, dict):
+        nested += list(failures.values())
+    nested += list(getattr(err, "exceptions", None) or [])  # ExceptionGroup
+    for inner in nested:
+        if isinstance(inner, BaseException):
+            yield from _causes(inner, seen)
+
+
+def _is_ray_wrapper(err: BaseException) -> bool:
+    """Ray raises ``RayTaskError(StorageError)``: a class that is both, whose message is the whole remote
+    traceback; its ``cause`` is the original exception, which we print instead."""
+    return getattr(err, "cause", None) is not None and type(err).__module__.startswith("ray.")
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return " ".join(lines) if len(lines) <= 1 else lines[0]
+
+
+def _take_debug_flag() -> bool:
+    """``--debug`` anywhere before a ``--`` (what follows ``--`` belongs to a submitted job), or FSNET_DEBUG=1."""
+    argv = sys.argv
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = DEBUG_FLAG in argv[1:end]
+    if found:
+        sys.argv = [a for i, a in enumerate(argv) if not (a == DEBUG_FLAG and 0 < i < end)]
+    return found or os.environ.get(DEBUG_ENV, "") not in ("", "0", "false")
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    return [f"{a.split('=', 1)[0]}={REDACTED}" if a.split("=", 1)[0].strip() in SECRET_KEYS else a for a in argv]
+
+
+def _write_traceback(err: BaseException) -> str:
+    """The full traceback (every chained cause included) in a log file under the system temp dir."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, path = tempfile.mkstemp(prefix=f"fsnet-{stamp}-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"fsnet {' '.join(_redacted(sys.argv[1:]))}\n\n")
+        f.write("".join(traceback.format_exception(err)))
+    return path

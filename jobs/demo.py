@@ -12,15 +12,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.pipeline import pipeline
 
 PRESET = "demo"
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = "fsnet-demo",
-    catalog: Annotated[Optional[str], typer.Option("--catalog", help="A packed catalog instead of the synthetic one.")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder for everything the demo writes.")] = "fsnet-demo",
+    catalog: Annotated[Optional[str], typer.Option("--catalog", callback=absolute_option, help="A packed catalog instead of the synthetic one.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

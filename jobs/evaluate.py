@@ -49,7 +49,7 @@ from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
 from fsnet.model import FashionSearchNet, load_model
 from fsnet.storage import Storage, join, parent
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.index import embed_rows
 from jobs.ray_runtime import init_ray
 
@@ -336,9 +336,9 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def cli(
-    index_url: Annotated[str, typer.Option("--index", help="Index URL (its CURRENT version).")],
-    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL: splits and labels.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder URL for results.json.")],
+    index_url: Annotated[str, typer.Option("--index", callback=absolute_option, help="Index URL (its CURRENT version).")],
+    catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL: splits and labels.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL for results.json.")],
     check: Annotated[bool, typer.Option("--check", help="Also run the faiss brute-force reference and require identical hits.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,

@@ -54,7 +54,8 @@ from fsnet.index.manifest import (
 )
 from fsnet.model import load_model
 from fsnet.storage import Storage, join
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs import interrupt
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
 
 EMBEDDINGS = "embeddings"
@@ -252,9 +253,9 @@ def print_manifest(m: IndexManifest) -> None:
 
 
 def cli(
-    model: Annotated[str, typer.Option("--model", help="model.pt URL from fsnet train.")],
-    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Index URL (versions under it, CURRENT names the live one).")],
+    model: Annotated[str, typer.Option("--model", callback=absolute_option, help="model.pt URL from fsnet train.")],
+    catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Index URL (versions under it, CURRENT names the live one).")],
     split: Annotated[str, typer.Option("--split", help="gallery (the evaluation's) or all.")] = "gallery",
     config: ConfigOption = None,
     set_: SetOption = None,

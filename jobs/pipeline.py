@@ -23,7 +23,7 @@ from fsnet.catalog.manifest import CATALOG_FILE
 from fsnet.config import Config
 from fsnet.index.manifest import read_current, read_manifest
 from fsnet.storage import Storage, join
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.evaluate import RESULTS_FILE, evaluate, print_results
 from jobs.index import index, print_manifest
 from jobs.pack import pack
@@ -92,9 +92,9 @@ def pipeline(cfg: Config, out: str, catalog: str | None = None, render: bool = F
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder URL for every output.")],
-    source: Annotated[Optional[str], typer.Option("--source", help="Source catalog to pack (sets source.path).")] = None,
-    catalog: Annotated[Optional[str], typer.Option("--catalog", help="A packed catalog to use instead of packing.")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL for every output.")],
+    source: Annotated[Optional[str], typer.Option("--source", callback=absolute_option, help="Source catalog to pack (sets source.path).")] = None,
+    catalog: Annotated[Optional[str], typer.Option("--catalog", callback=absolute_option, help="A packed catalog to use instead of packing.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Render the synthetic catalog (synthetic.*) into <out>/synth and pack it.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,

@@ -1,33 +1,134 @@
-"""Starting or joining Ray, in one place. ``fsnet/`` never calls anything here."""
+"""Starting or joining Ray, in one place. ``fsnet/`` never calls anything here.
+
+Two fsnet commands on one machine (a cron re-index while a training runs) each start a local Ray of their own:
+a local Ray lives and dies with the command that started it, so joining another command's Ray would fail when
+that command ends. Every process of a local Ray is pinned to it (``RAY_ADDRESS`` set in each worker by
+``pin_worker``), because Ray's state API, which Ray Train's controller and placement-group cleaner call from
+inside the cluster, otherwise looks for "the" local Ray and fails when it finds two. To share one long-lived
+cluster instead, ``ray start --head`` once and pass ``--set ray.address=auto`` (or the head's address).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 
 import ray
 import ray.data
 
 from fsnet.config import RayConfig
+from fsnet.errors import FsnetError
+
+QUIET_LOGGERS = {
+    "ray": logging.ERROR,  # start-up notes (token authentication, dashboard URL, worker counts) that ask nothing of the user
+    "ray.data": logging.WARNING,  # per-dataset INFO lines would bury our own output
+    "ray.data._internal.progress": logging.ERROR,  # "progress bars disabled": we draw our own
+    "ray.train": logging.WARNING,
+    "faiss.loader": logging.WARNING,  # "Could not load library with AVX2 support" is how faiss picks its build
+}
+
+
+# Lines that Ray's processes write and the driver forwards: its C++ log lines ("[2026-11-29 15:44:03,465 E 9259
+# 9259] core_worker.cc:2465: Actor ... has constructor arguments in the object store ..."), and the raylet's
+# "N PYTHON worker processes have been started" on a small machine. They stay in Ray's session logs.
+RAY_INTERNAL_LINE = re.compile(
+    r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] \S+\.cc:\d+:|WARNING: \d+ PYTHON worker processes have been started"
+)
+FORWARDED_LOGS_HANDLER = "ray_print_logs"  # the name Ray 2.60 gives its handler of forwarded worker output
+
+
+class RayStartError(FsnetError):
+    """Ray could not be started or joined."""
 
 
 def init_ray(cfg: RayConfig) -> None:
     """Join ``cfg.address`` (a cluster, or 'auto'), or start a local Ray in this process. A Ray already
     running in this process (tests, notebooks, the pipeline job) is used as it is."""
+    quiet_logs()
     if not ray.is_initialized():
-        kwargs: dict = {"include_dashboard": cfg.dashboard, "logging_level": logging.WARNING}
+        kwargs: dict = {"include_dashboard": cfg.dashboard, "logging_level": logging.ERROR, "log_to_driver": True}
         if cfg.address is not None:
             kwargs["address"] = cfg.address
         elif os.environ.get("RAY_ADDRESS"):  # inside a submitted job: join its cluster, whose size is not ours to set
             pass
-        elif cfg.num_cpus is not None:
-            kwargs["num_cpus"] = cfg.num_cpus
-        ray.init(**kwargs)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines would bury our own output
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we draw our own
+        else:  # a local Ray of our own, every worker pinned to it
+            kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.pin_worker"}
+            if cfg.num_cpus is not None:
+                kwargs["num_cpus"] = cfg.num_cpus
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+            where = f"ray.address={cfg.address}" if cfg.address else os.environ.get("RAY_ADDRESS") or "a local Ray"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RayStartError(
+                f"could not start or join {where}: {first[:300]} — on a busy machine retry, or give Ray fewer CPUs "
+                "(--set ray.num_cpus=1); to join a running cluster set ray.address (e.g. --set ray.address=auto)"
+            ) from None
+    filter_forwarded_logs()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.progress_bars
     context.print_on_execution_start = False
+
+
+def start_local_ray(num_cpus: int, dashboard: bool) -> None:
+    """A local Ray of ``num_cpus`` CPUs for tests and benchmarks, pinned like the jobs' own."""
+    quiet_logs()
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, logging_level=logging.ERROR,
+             runtime_env={"worker_process_setup_hook": f"{__name__}.pin_worker"})
+    filter_forwarded_logs()
+
+
+def pin_worker() -> None:
+    """Runs in every worker process of a local Ray we started (worker_process_setup_hook): anything in it that
+    looks for "the" Ray cluster (the state API) finds this one, not another command's; and the same loggers
+    are quiet there as in the driver."""
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    quiet_logs()
+
+
+def quiet_logs() -> None:
+    """Ray's notes below ERROR stay out of the user's terminal (they remain in Ray's session logs); errors, and
+    everything fsnet prints, still show."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    for logger in (logging.getLogger(), logging.getLogger("ray")):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RayNotesFilter) for f in handler.filters):
+                handler.addFilter(RayNotesFilter())
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")  # Ray's deprecations of its own calls
+
+
+def filter_forwarded_logs() -> None:
+    """Keep what Ray's workers print (fsnet's own lines, Python tracebacks) but drop Ray's internal log lines
+    (RAY_INTERNAL_LINE) from the driver's terminal. Uses Ray's private dispatcher of forwarded output; where a Ray
+    release lacks it, everything is shown as before."""
+    from ray._private import worker as ray_worker
+
+    dispatcher = getattr(ray_worker, "global_worker_stdstream_dispatcher", None)
+    handlers = dict(getattr(dispatcher, "handlers", None) or [])  # [(name, handler), ...]
+    show = handlers.get(FORWARDED_LOGS_HANDLER)
+    if show is None or getattr(show, "fsnet_filtered", False):
+        return
+
+    def filtered(data: dict) -> None:
+        lines = [line for line in data.get("lines", []) if not RAY_INTERNAL_LINE.search(line)]
+        if lines:
+            show({**data, "lines": lines})
+
+    filtered.fsnet_filtered = True  # type: ignore[attr-defined]
+    dispatcher.remove_handler(FORWARDED_LOGS_HANDLER)
+    dispatcher.add_handler(FORWARDED_LOGS_HANDLER, filtered)
+
+
+class RayNotesFilter(logging.Filter):
+    """Drops records below ERROR logged from Ray's own package: inside the cluster Ray names some loggers after
+    their file (Ray Train's "Reporting training result ..." and "Failed to send resource request", safe to ignore
+    in its own words), so a level on the "ray" logger does not reach them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or f"{os.sep}ray{os.sep}" not in record.pathname
 
 
 def cluster_cpus() -> int:

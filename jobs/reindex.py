@@ -18,14 +18,15 @@ import typer
 from fsnet.errors import FsnetError
 from fsnet.index.manifest import read_current, read_manifest
 from fsnet.storage import Storage
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.index import index, print_manifest
 
 
 def cli(
-    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
-    index_url: Annotated[str, typer.Option("--index", help="Index URL with a CURRENT version.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Another model.pt (means a full re-index).")] = None,
+    catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL.")],
+    index_url: Annotated[str, typer.Option("--index", callback=absolute_option, help="Index URL with a CURRENT version.")],
+    model: Annotated[Optional[str], typer.Option("--model", callback=absolute_option, help="Another model.pt (means a full re-index).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash the catalog's shards first; a changed one is an error.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

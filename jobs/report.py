@@ -22,7 +22,7 @@ import typer
 
 from fsnet.errors import FsnetError
 from fsnet.storage import Storage, join
-from jobs.command import ConfigOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, absolute_option, console, resolve_config, run_app, single_command
 
 TABLE_K = 20  # the paper's Table 1 reports Top-20
 NDCG_K = 10
@@ -260,8 +260,8 @@ def report(storage: Storage, results_urls: list[str], out: str) -> str:
 
 
 def cli(
-    results: Annotated[list[str], typer.Argument(help="results.json files (local or s3://) from fsnet evaluate.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder for report.html, report.md and their images.")],
+    results: Annotated[list[str], typer.Argument(callback=absolute_option, help="results.json files (local or s3://) from fsnet evaluate.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder for report.html, report.md and their images.")],
     config: ConfigOption = None,
 ) -> None:
     """Write report.html and report.md comparing one or more evaluation runs."""

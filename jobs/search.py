@@ -30,7 +30,7 @@ from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
 from fsnet.model import FashionSearchNet, load_model
 from fsnet.storage import Storage
-from jobs.command import ConfigOption, console, resolve_config, run_app, single_command
+from jobs.command import ConfigOption, absolute_option, console, resolve_config, run_app, single_command
 
 
 @dataclass
@@ -147,12 +147,12 @@ def explain(reader: IndexReader, model: FashionSearchNet, storage: Storage, r: S
 
 
 def cli(
-    index_url: Annotated[str, typer.Option("--index", help="Index URL (its CURRENT version is searched).")],
+    index_url: Annotated[str, typer.Option("--index", callback=absolute_option, help="Index URL (its CURRENT version is searched).")],
     query_id: Annotated[Optional[str], typer.Option("--id", help="Query by catalog id.")] = None,
-    image: Annotated[Optional[str], typer.Option("--image", help="Query by an image file (path or URL).")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", callback=absolute_option, help="Query by an image file (path or URL).")] = None,
     manipulations: Annotated[Optional[list[str]], typer.Option("--set", help="ATTRIBUTE=VALUE to change; repeatable.")] = None,
     k: Annotated[int, typer.Option("-k", help="Results to show.")] = 10,
-    explain_png: Annotated[Optional[str], typer.Option("--explain", help="Write a PNG: the query's activation map and box, the results.")] = None,
+    explain_png: Annotated[Optional[str], typer.Option("--explain", callback=absolute_option, help="Write a PNG: the query's activation map and box, the results.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Search an index for a query image with its attributes changed."""

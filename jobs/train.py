@@ -52,7 +52,8 @@ from fsnet.model.memory import value_sums
 from fsnet.sampling import GlobalTripletSampler
 from fsnet.storage import Storage, join
 from fsnet.training import EpochMeter, decode_for_training, epoch_metrics, global_step, local_step, make_optimizer, manipulation_step, trainable
-from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app, single_command
+from jobs import interrupt
+from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.index import embed_rows
 from jobs.ray_runtime import cluster_cpus, init_ray
 
@@ -429,8 +430,8 @@ def print_summary(result: TrainResult) -> None:
 
 
 def cli(
-    catalog: Annotated[str, typer.Option("--catalog", help="Packed catalog URL.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Run URL: checkpoints, model.pt, metrics.")],
+    catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Run URL: checkpoints, model.pt, metrics.")],
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

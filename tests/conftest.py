@@ -3,7 +3,6 @@ that runs a test once on a local folder and once on s3:// through that server.""
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -24,7 +23,9 @@ def ray_cluster():
     """The one local Ray of the session (2 CPUs); jobs see it running and use it."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, logging_level=logging.WARNING)  # the state API Ray Train polls
+    from jobs.ray_runtime import start_local_ray
+
+    start_local_ray(num_cpus=2, dashboard=True)  # the dashboard serves the state API Ray Train polls
     yield
     ray.shutdown()
 
