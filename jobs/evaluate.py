@@ -23,7 +23,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
@@ -48,6 +48,7 @@ from fsnet.errors import CatalogError, FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
 from fsnet.model import FashionSearchNet, load_model
+from fsnet.schema_match import NOT_IN_MODEL, SchemaMatch
 from fsnet.storage import Storage, join, parent
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.index import embed_rows
@@ -56,6 +57,7 @@ from jobs.ray_runtime import init_ray
 RESULTS_FILE = "results.json"
 EXAMPLE_RESULTS = 4  # results shown per retrieval example (paper Fig. 6)
 LISTED = 50  # ids listed in results.json for rejected queries / gallery images left out (all are counted)
+SHOWN = 5  # ids of gallery images left out printed on the terminal
 
 
 class EvaluationMismatch(FsnetError):
@@ -76,23 +78,34 @@ class EvalData:
     gallery_missing: list[str]  # gallery ids the index does not hold (rejected images)
     queries_rejected: list[str]  # query images the model could not embed (or, stored protocol: not in the index)
     protocol: str = "generated"  # "generated" (every manipulation of the query split) or "catalog" (its stored list)
+    match: SchemaMatch | None = None  # model vs catalog schema: every label above is in the model's codes
+    queries_unpredictable: list[str] = field(default_factory=list)  # left out: a label the model was trained before
 
 
-def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: bool = False) -> dict[str, Any]:
+def evaluate(
+    cfg: Config, index_url: str, catalog_url: str, out: str, check: bool = False, allow_catalog_mismatch: bool = False
+) -> dict[str, Any]:
+    """``allow_catalog_mismatch``: evaluate even when ``catalog_url`` is not the catalog the index was built from
+    (another split, other shards); the gallery images the index lacks are then counted and named."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     storage = Storage(cfg.storage)
     reader = IndexReader.open(index_url, storage)
     catalog = Catalog.open(catalog_url, storage)
-    schema = catalog.schema
-    if reader.manifest.attribute_schema() != schema:
-        raise CatalogError(f"{index_url} was built for other attributes than {catalog_url} has ({', '.join(reader.manifest.attribute_schema().names)})")
+    mismatch = reader.check_catalog(catalog_url, catalog.manifest, allow=allow_catalog_mismatch)
+    if mismatch:
+        console.print(f"warning: {mismatch}; evaluating anyway (--allow-catalog-mismatch)")
     model = load_model(reader.manifest.model.url, storage)
+    match = SchemaMatch.of(model.schema, catalog.schema, reader.manifest.model.url, catalog_url)
+    if match.note():
+        console.print(match.note())
+    schema = model.schema  # labels, predictions and manipulations are in the model's codes
     linear = linear_of(model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
 
     t = time.perf_counter()
-    data = load_data(cfg, storage, reader, catalog, model)
+    data = load_data(cfg, storage, reader, catalog, model, match)
     timings["load"] = time.perf_counter() - t
+    _print_left_out(reader, catalog_url, data)
 
     t = time.perf_counter()
     manipulations = eval_manipulations(cfg, catalog, data)
@@ -141,7 +154,9 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
         "dataset": {
             "catalog": catalog_url,
             "source": catalog.manifest.source,
-            "attributes": {a.name: a.values for a in schema.attributes},
+            "attributes": {a.name: a.values for a in schema.attributes},  # the model's: the codes of every result
+            "not_in_model": match.not_in_model,  # catalog values the model was trained before: never a target
+            "catalog_mismatch": mismatch,  # how the catalog differs from the index's (--allow-catalog-mismatch)
             "queries": len(data.query_ids),
             "gallery": len(data.gallery_ids),
             "manipulations": len(manipulations),
@@ -151,6 +166,7 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
             "counts": manipulations.counts(),
             "gallery_missing": {"count": len(data.gallery_missing), "ids": data.gallery_missing[:LISTED]},
             "queries_rejected": {"count": len(data.queries_rejected), "ids": data.queries_rejected[:LISTED]},
+            "queries_unpredictable": {"count": len(data.queries_unpredictable), "ids": data.queries_unpredictable[:LISTED]},
         },
         "model": {
             "url": reader.manifest.model.url, "sha256": reader.manifest.model.sha256, "variant": variant,
@@ -171,15 +187,20 @@ def evaluate(cfg: Config, index_url: str, catalog_url: str, out: str, check: boo
     return results
 
 
-def load_data(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog, model: FashionSearchNet) -> EvalData:
-    names = catalog.schema.names
+def load_data(
+    cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog, model: FashionSearchNet, match: SchemaMatch | None = None
+) -> EvalData:
+    """Gallery and query arrays with the catalog's labels translated to the model's codes (by value name), so that
+    they compare with the model's predictions and memory rows; attributes in the model's order."""
+    match = match or SchemaMatch.of(model.schema, catalog.schema, reader.manifest.model.url, catalog.url)
+    names = match.names
     a, d = len(names), reader.manifest.embed_dim
     gallery_ids = np.sort(catalog.split_ids("gallery").astype(str))
     rows = _sorted(reader.embeddings(gallery_ids.tolist(), ["id", "global", "predicted", "probabilities"]))
     held = rows["id"].to_numpy(zero_copy_only=False).astype(str)
     missing = sorted(set(gallery_ids.tolist()) - set(held.tolist()))
     labels = catalog.rows(held.tolist(), ["id", *names])
-    gallery_labels = _aligned(labels, held, names)
+    gallery_labels = match.to_model(_aligned(labels, held, names))  # (N, A) NOT_IN_MODEL never matches a target
 
     protocol = protocol_mode(cfg, catalog)
     if protocol == "catalog":  # the stored list's queries are gallery images: the index holds them unless it rejected them
@@ -197,14 +218,21 @@ def load_data(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catal
         else:
             rejected = []
     q_ids = found["id"].to_numpy(zero_copy_only=False).astype(str)
-    query_labels = _aligned(catalog.rows(q_ids.tolist(), ["id", *names]), q_ids, names)
+    query_labels = match.to_model(_aligned(catalog.rows(q_ids.tolist(), ["id", *names]), q_ids, names))
+    # a query with a value the model was trained before: its target keeps a value the model cannot represent (and
+    # the ADDE-style memory has no column to subtract), so it is left out, counted
+    unpredictable = (query_labels == NOT_IN_MODEL).any(axis=1)
+    left_out = q_ids[unpredictable].tolist()
+    if left_out:
+        found, q_ids, query_labels = found.filter(pa.array(~unpredictable)), q_ids[~unpredictable], query_labels[~unpredictable]
     return EvalData(
         query_ids=q_ids, query_labels=query_labels, query_reps=column_array(found, "reps", (a, d)),
         query_predicted=column_array(found, "predicted", (a,), np.int64),
         gallery_ids=held, gallery_labels=gallery_labels, gallery_global=column_array(rows, "global", (-1,)),
         gallery_predicted=column_array(rows, "predicted", (a,), np.int64),
-        gallery_probabilities=column_array(rows, "probabilities", (sum(catalog.schema.num_values),)),
+        gallery_probabilities=column_array(rows, "probabilities", (sum(match.model.num_values),)),
         gallery_missing=missing, queries_rejected=rejected, protocol=protocol,
+        match=match, queries_unpredictable=left_out,
     )
 
 
@@ -221,19 +249,46 @@ def protocol_mode(cfg: Config, catalog: Catalog) -> str:
 
 def eval_manipulations(cfg: Config, catalog: Catalog, data: EvalData) -> Manipulations:
     """Every manipulation of the query split whose target is in the gallery (generated), or the catalog's stored list
-    in its order, less the manipulations of queries the index does not hold (counted; eval.at_once does not apply)."""
-    schema = catalog.schema
+    in its order, less the manipulations of queries the index does not hold (counted; eval.at_once does not apply).
+    In the model's codes: a value the model was trained before is never a target."""
+    match = data.match or SchemaMatch.of(catalog.schema, catalog.schema, catalog.url, catalog.url)
+    schema = match.model
     if data.protocol == "generated":
         return build_manipulations(data.query_labels, data.gallery_labels, schema.names, schema.num_values, cfg.eval.at_once)
     stored = catalog.protocol()
-    manipulations = stored_manipulations(stored["query"], stored["change"], stored["target"], data.query_ids, schema.names)
-    dropped = len(stored["query"]) - len(manipulations)
+    change, target = match.catalog_order_to_model(stored["change"]), match.catalog_order_to_model(stored["target"])
+    predictable = ~((change == NOT_IN_MODEL) | (target == NOT_IN_MODEL)).any(axis=1)  # (M,)
+    manipulations = stored_manipulations(stored["query"][predictable], change[predictable], target[predictable], data.query_ids, schema.names)
+    unpredictable = int((~predictable).sum())
+    dropped = len(stored["query"]) - unpredictable - len(manipulations)
     if dropped:
+        also = f" or hold a value the model was trained before ({len(data.queries_unpredictable):,})" if data.queries_unpredictable else ""
         console.print(f"stored query list: {dropped:,} of {len(stored['query']):,} manipulations left out: their "
-                      f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the index)")
+                      f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the index){also}")
+    if unpredictable:
+        console.print(f"stored query list: {unpredictable:,} of {len(stored['query']):,} manipulations left out: they change to or keep "
+                      "a value the model was trained before")
     if not len(manipulations):
         raise CatalogError(f"{catalog.url}: none of the stored query list's {len(stored['query']):,} manipulations has its query in the index")
     return manipulations
+
+
+def _print_left_out(reader: IndexReader, catalog_url: str, data: EvalData) -> None:
+    """On the terminal, not only in results.json: gallery images the index lacks and queries left out (counts and
+    the first few ids)."""
+
+    def first(ids: list[str]) -> str:
+        return ", ".join(ids[:SHOWN]) + (", ..." if len(ids) > SHOWN else "")
+
+    missing = data.gallery_missing
+    if missing:
+        rejected = {r.id for r in reader.manifest.rejected}
+        why = sum(i in rejected for i in missing)
+        console.print(f"gallery: {len(missing):,} of the {len(missing) + len(data.gallery_ids):,} gallery images of {catalog_url} are not in "
+                      f"the index {reader.url} ({why:,} rejected by it, {len(missing) - why:,} never indexed), left out: {first(missing)}")
+    if data.queries_unpredictable:
+        console.print(f"queries: {len(data.queries_unpredictable):,} left out, their labels hold a value the model was trained before: "
+                      f"{first(data.queries_unpredictable)}")
 
 
 def _embed_queries(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog) -> tuple[pa.Table, list[str]]:
@@ -262,7 +317,7 @@ def retrieval_examples(
     """cfg.report.examples manipulations, one group after another, picked with the split seed: the query, the
     change, the top results with exact matches marked, and the explain PNG (base64)."""
     rng = np.random.default_rng(cfg.split.seed)
-    schema = catalog.schema
+    schema = model.schema  # the labels in ``data`` are in the model's codes
     groups = [g for g in range(len(manipulations.groups)) if (manipulations.group == g).any()]
     picks = []
     for n in range(min(cfg.report.examples, len(manipulations))):
@@ -340,12 +395,14 @@ def cli(
     catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL: splits and labels.")],
     out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL for results.json.")],
     check: Annotated[bool, typer.Option("--check", help="Also run the faiss brute-force reference and require identical hits.")] = False,
+    allow_catalog_mismatch: Annotated[bool, typer.Option(
+        "--allow-catalog-mismatch", help="Evaluate even when --catalog is not the catalog the index was built from (another split or shards).")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Apply every attribute manipulation to every query and measure Top-K / NDCG against the gallery."""
     cfg = resolve_config(config, set_)
-    results = evaluate(cfg, index_url, catalog, out, check)
+    results = evaluate(cfg, index_url, catalog, out, check, allow_catalog_mismatch)
     print_results(results)
     console.print(f"wrote {join(out, RESULTS_FILE)}")
 

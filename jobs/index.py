@@ -52,7 +52,8 @@ from fsnet.index.manifest import (
     versions,
     write_current,
 )
-from fsnet.model import load_model
+from fsnet.model.checkpoint import model_from_bytes
+from fsnet.schema_match import SchemaMatch
 from fsnet.storage import Storage, join
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
@@ -76,7 +77,12 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     start = time.perf_counter()
     storage = Storage(cfg.storage)
     catalog = Catalog.open(catalog_url, storage)
-    model_sha = "sha256:" + hashlib.sha256(storage.read_bytes(model_url)).hexdigest()
+    model_data = storage.read_bytes(model_url)
+    model_sha = "sha256:" + hashlib.sha256(model_data).hexdigest()
+    model = model_from_bytes(model_data, origin=model_url).eval()
+    match = SchemaMatch.of(model.schema, catalog.schema, model_url, catalog_url)  # an attribute on one side only stops here
+    if match.note():  # the index keeps the catalog's labels; readers translate them (fsnet/schema_match.py)
+        console.print(match.note())
     current = read_current(storage, out)
     previous = read_manifest(storage, out, current) if current is not None else None
     reusable = previous if previous and previous.model.sha256 == model_sha and previous.split == split else None
@@ -127,7 +133,6 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     timings["decode_busy"] = float(pc.sum(fresh["t_decode"]).as_py() or 0.0)  # summed over actors
     timings["model_busy"] = float(pc.sum(fresh["t_model"]).as_py() or 0.0)
 
-    model = load_model(model_url, storage)
     storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
     storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
     memory = io.BytesIO()

@@ -8,6 +8,10 @@ The query's attribute representations come from the index (an indexed id), the c
 nearest gallery images to the manipulated global representation. The target is the query's attribute values
 (known labels, else the model's predictions) with the manipulations applied; a result "matches" when its
 attribute values equal the target.
+
+The model's codes are the working space: the index's and the catalog's labels are translated to them by value name
+(fsnet/schema_match.py), so a model trained before a re-pack still searches correctly; a value the model was trained
+before cannot be a --set target, and a query's such value counts as unknown (the model's prediction stands in).
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ from rich.table import Table
 
 from fsnet.catalog.image_check import PIL_FORMATS, ImageRejected, check_image
 from fsnet.catalog.reader import Catalog
-from fsnet.catalog.schema import AttributeSchema
 from fsnet.decode import decode_batch
 from fsnet.embedding import column_array
 from fsnet.errors import FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
 from fsnet.model import FashionSearchNet, load_model
+from fsnet.schema_match import SchemaMatch
 from fsnet.storage import Storage
 from jobs.command import ConfigOption, absolute_option, console, resolve_config, run_app, single_command
 
@@ -48,38 +52,58 @@ class SearchResult:
     target: np.ndarray  # (A,)
     ids: list[str]
     distances: list[float]
-    values: np.ndarray  # (k, A) result labels (-1 unknown)
+    values: np.ndarray  # (k, A) result labels in the model's codes (-1 unknown, -2 a value the model does not know)
     matches: list[bool]
+    names: list[list[str | None]]  # (k, A) the results' value names as the catalog has them (None unknown)
 
 
-def parse_manipulations(schema: AttributeSchema, items: list[str]) -> np.ndarray:
-    """["color=black", ...] -> (A,) target value per attribute (-1 unchanged); unknown names list the valid ones."""
-    manipulation = np.full(len(schema.names), -1, dtype=np.int64)
+def parse_manipulations(match: SchemaMatch, items: list[str]) -> np.ndarray:
+    """["color=black", ...] -> (A,) target value per attribute in the model's codes (-1 unchanged); unknown names
+    list the valid ones; a value only the catalog has says the model was trained before it existed."""
+    names = match.names
+    manipulation = np.full(len(names), -1, dtype=np.int64)
     for item in items:
         if "=" not in item:
-            raise FsnetError(f"--set {item}: expected ATTRIBUTE=VALUE (attributes: {', '.join(schema.names)})")
+            raise FsnetError(f"--set {item}: expected ATTRIBUTE=VALUE (attributes: {', '.join(names)})")
         attribute, value = (x.strip() for x in item.split("=", 1))
-        manipulation[schema.index(attribute)] = schema.value_index(attribute, value)
+        manipulation[match.model.index(attribute)] = match.value_code(attribute, value)
     return manipulation
 
 
-def load_query(reader: IndexReader, model: FashionSearchNet, storage: Storage, query_id: str | None, image_url: str | None, want_image: bool) -> Query:
-    schema = reader.manifest.attribute_schema()
-    names = schema.names
+def load_query(
+    reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, query_id: str | None, image_url: str | None, want_image: bool
+) -> Query:
+    """``match``: the model against the schema the index's labels are in (its manifest's)."""
+    names = match.names
     if image_url is not None:
         return _embed_query(model, read_query_image(storage, image_url), reader.manifest.image_size, np.full(len(names), -1))
     rows = reader.embeddings([query_id], ["id", "reps", "predicted", *names])
     if rows.num_rows and not want_image:
-        labels = np.array([rows[a][0].as_py() for a in names])
+        labels = match.to_model(np.array([[rows[a][0].as_py() for a in names]]))[0]  # (A,) the model's codes
         predicted = column_array(rows, "predicted", (len(names),), np.int64)[0]
         reps = torch.from_numpy(column_array(rows, "reps", (len(names), reader.manifest.embed_dim)))
         return Query(reps=reps, values=np.where(labels >= 0, labels, predicted), known=labels >= 0, image=None)
-    catalog = Catalog.open(reader.manifest.catalog, storage)
+    catalog = open_catalog(reader, model, match, storage)
     found = catalog.rows([query_id], ["id", "image", *names])
     if not len(found["id"]):
         raise FsnetError(f"--id {query_id}: not in the index {reader.url} nor in its catalog {reader.manifest.catalog}")
-    labels = np.array([int(found[a][0]) for a in names])
+    now = SchemaMatch.of(model.schema, catalog.schema, match.model_url, catalog.url)  # the catalog as it is now may be re-packed
+    labels = now.to_model(np.array([[int(found[a][0]) for a in names]]))[0]
     return _embed_query(model, found["image"][0], reader.manifest.image_size, labels)
+
+
+def open_catalog(reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage) -> Catalog:
+    """The catalog the index was built from, as it is now; one line when it has changed since (search goes on:
+    ids and images are read by id, labels translated by name)."""
+    catalog = Catalog.open(reader.manifest.catalog, storage)
+    changed = reader.check_catalog(catalog.url, catalog.manifest, allow=True)
+    if changed:
+        console.print(f"note: {changed} (re-packed since; fsnet reindex brings the index up to date)")
+    if catalog.schema != match.catalog:
+        note = SchemaMatch.of(model.schema, catalog.schema, match.model_url, catalog.url).note()
+        if note:
+            console.print(note)
+    return catalog
 
 
 def read_query_image(storage: Storage, url: str) -> bytes:
@@ -100,8 +124,8 @@ def _embed_query(model: FashionSearchNet, blob: bytes, size: int, labels: np.nda
     return Query(reps=emb.reps, values=np.where(labels >= 0, labels, predicted), known=labels >= 0, image=blob)
 
 
-def run_search(reader: IndexReader, model: FashionSearchNet, query: Query, manipulation: np.ndarray, k: int) -> SearchResult:
-    names = reader.manifest.attribute_schema().names
+def run_search(reader: IndexReader, match: SchemaMatch, model: FashionSearchNet, query: Query, manipulation: np.ndarray, k: int) -> SearchResult:
+    names = match.names
     with torch.no_grad():
         values = torch.from_numpy(query.values).long().unsqueeze(0)  # labels where known, else predictions (ADDE-style memory)
         vector = model.global_representation(query.reps, torch.from_numpy(manipulation).unsqueeze(0), values).numpy()
@@ -109,38 +133,40 @@ def run_search(reader: IndexReader, model: FashionSearchNet, query: Query, manip
     found = [i for i in ids[0].tolist() if i is not None]
     rows = reader.embeddings(found, ["id", *names])
     by_id = {rows["id"][i].as_py(): i for i in range(rows.num_rows)}
-    values = np.array([[rows[a][by_id[i]].as_py() for a in names] for i in found], dtype=np.int64).reshape(len(found), len(names))
+    labels = np.array([[rows[a][by_id[i]].as_py() for a in names] for i in found], dtype=np.int64).reshape(len(found), len(names))
+    values = match.to_model(labels)  # (k, A) the index holds the catalog's codes
     target = np.where(manipulation >= 0, manipulation, query.values)
     return SearchResult(
         query=query, manipulation=manipulation, target=target, ids=found, distances=distances[0][: len(found)].tolist(),
         values=values, matches=[bool((v == target).all()) for v in values],
+        names=[[match.catalog.value_name(a, int(x)) for a, x in zip(names, row)] for row in labels],
     )
 
 
-def print_result(schema: AttributeSchema, r: SearchResult) -> None:
-    names = schema.names
+def print_result(match: SchemaMatch, r: SearchResult) -> None:
+    schema, names = match.model, match.names
     changed = {names[a] for a in np.flatnonzero(r.manipulation >= 0)}
     target = ", ".join(f"{n}={schema.value_name(n, int(v))}" + ("*" if n in changed else "") for n, v in zip(names, r.target))
     table = Table(title=f"target: {target}  (* manipulated)")
     for column in ("rank", "id", "distance", *names, "match"):
         wide = max([len(i) for i in r.ids] + [2]) if column == "id" else None  # ids are never cut short
         table.add_column(column, justify="right" if column in ("rank", "distance") else "left", min_width=wide, no_wrap=column == "id")
-    for rank, (i, d, v, m) in enumerate(zip(r.ids, r.distances, r.values, r.matches), start=1):
-        cells = [
-            (f"[bold]{schema.value_name(n, int(x))}[/]" if n in changed else str(schema.value_name(n, int(x)) or "?")) if x >= 0 else "?"
-            for n, x in zip(names, v)
-        ]
+    for rank, (i, d, v, m) in enumerate(zip(r.ids, r.distances, r.names, r.matches), start=1):
+        cells = [(f"[bold]{x}[/]" if n in changed else x) if x is not None else "?" for n, x in zip(names, v)]
         table.add_row(str(rank), i, f"{d:.3f}", *cells, "[green]yes[/]" if m else "no")
     console.print(table)
 
 
-def explain(reader: IndexReader, model: FashionSearchNet, storage: Storage, r: SearchResult, path: str) -> None:
+def explain(reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, r: SearchResult, path: str) -> None:
     """Query with the manipulated attribute's activation map and box, then the results (matches framed green)."""
-    catalog = Catalog.open(reader.manifest.catalog, storage)
-    found = catalog.rows(r.ids, ["id", "image"])
+    found = Catalog.open(reader.manifest.catalog, storage).rows(r.ids, ["id", "image"])  # by id: a re-pack keeps ids
     images = dict(zip(found["id"].tolist(), found["image"].tolist()))
+    gone = [i for i in r.ids if i not in images]
+    if gone:
+        raise FsnetError(f"--explain: {len(gone)} result image(s) ({', '.join(gone[:3])}) are no longer in the catalog {reader.manifest.catalog} "
+                         f"the index {reader.url} was built from; re-index it with fsnet reindex")
     png = explain_png(
-        model, reader.manifest.attribute_schema(), reader.manifest.image_size, r.query.image, r.manipulation,
+        model, match.model, reader.manifest.image_size, r.query.image, r.manipulation,
         [images[i] for i in r.ids], r.ids, r.matches,
     )
     storage.write_bytes(path, png)
@@ -164,13 +190,16 @@ def cli(
         read_query_image(storage, image)  # not an image: one line naming it, before the index and the model load
     reader = IndexReader.open(index_url, storage)
     model = load_model(reader.manifest.model.url, storage)
-    schema = reader.manifest.attribute_schema()
-    manipulation = parse_manipulations(schema, manipulations or [])
-    query = load_query(reader, model, storage, query_id, image, want_image=explain_png is not None)
-    result = run_search(reader, model, query, manipulation, k)
-    print_result(schema, result)
+    # the index's labels are in the codes of the catalog it was built from (its manifest); the model's may differ
+    match = SchemaMatch.of(model.schema, reader.manifest.attribute_schema(), reader.manifest.model.url, reader.manifest.catalog)
+    if match.note():
+        console.print(match.note())
+    manipulation = parse_manipulations(match, manipulations or [])
+    query = load_query(reader, model, match, storage, query_id, image, want_image=explain_png is not None)
+    result = run_search(reader, match, model, query, manipulation, k)
+    print_result(match, result)
     if explain_png:
-        explain(reader, model, storage, result, explain_png)
+        explain(reader, model, match, storage, result, explain_png)
         console.print(f"wrote {explain_png}")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from fsnet.catalog.manifest import CatalogManifest
 from fsnet.catalog.schema import Attribute, AttributeSchema
 from fsnet.storage import Storage, join
 
@@ -75,6 +76,28 @@ class IndexManifest(_Model):
     @property
     def covered(self) -> dict[str, CoveredShard]:
         return {s.fingerprint: s for s in self.shards}
+
+    def catalog_differences(self, catalog: CatalogManifest) -> list[str]:
+        """How ``catalog`` differs from the catalog this version was built from (its split file and its shards,
+        by fingerprint; the URL may differ: a copied catalog is the same catalog); empty when it is the same."""
+        out = []
+        if catalog.splits.fingerprint != self.splits_fingerprint:
+            out.append(f"split differs: catalog {_short('splits', catalog.splits.fingerprint)} vs index built on "
+                       f"{_short('splits', self.splits_fingerprint)}")
+        packed = {s.fingerprint for s in catalog.shards}
+        new = [s for s in catalog.shards if s.fingerprint not in self.covered]
+        gone = [s for s in self.shards if s.fingerprint not in packed]
+        if new:
+            out.append(f"{len(new)} of the catalog's {len(catalog.shards)} shard(s) not in the index ({new[0].path}"
+                       f"{', ...' if len(new) > 1 else ''})")
+        if gone:
+            out.append(f"{len(gone)} indexed shard(s) no longer in the catalog ({gone[0].catalog_path}{', ...' if len(gone) > 1 else ''})")
+        return out
+
+
+def _short(kind: str, fingerprint: str) -> str:
+    """"sha256:<hex>" -> "<kind>-<first 12 hex digits>", as messages name a file's version."""
+    return f"{kind}-{fingerprint.removeprefix('sha256:')[:12]}"
 
 
 def version_name(version: int) -> str:

@@ -13,10 +13,15 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
+from fsnet.catalog.manifest import CatalogManifest
 from fsnet.errors import CatalogError
 from fsnet.index.faiss_index import index_from_bytes, search
 from fsnet.index.manifest import IndexManifest, read_current, read_manifest, version_name
 from fsnet.storage import Storage, join
+
+
+class CatalogMismatch(CatalogError):
+    """The catalog given is not the one the index was built from (another split, other shards)."""
 
 
 class IndexReader:
@@ -30,6 +35,21 @@ class IndexReader:
         if version is None:
             raise CatalogError(f"{url}: no CURRENT index (build one with fsnet index)")
         return cls(url, storage, read_manifest(storage, url, version))
+
+    def check_catalog(self, catalog_url: str, catalog: CatalogManifest, allow: bool = False, flag: str = "--allow-catalog-mismatch") -> str | None:
+        """None when ``catalog`` is the catalog this version was built from; else one line saying how it differs,
+        raised as CatalogMismatch unless ``allow`` (the caller then prints it and goes on)."""
+        differences = self.manifest.catalog_differences(catalog)
+        if not differences:
+            return None
+        built = f"{self.url} v{self.manifest.version}"
+        if catalog_url == self.manifest.catalog:  # re-packed in place since
+            line = f"{catalog_url} has changed since {built} was built from it: {'; '.join(differences)}"
+        else:
+            line = f"{catalog_url} is not the catalog {built} was built from ({self.manifest.catalog}): {'; '.join(differences)}"
+        if not allow:
+            raise CatalogMismatch(f"{line}; re-index with fsnet reindex or pass {flag}")
+        return line
 
     @cached_property
     def faiss_index(self) -> faiss.Index:
