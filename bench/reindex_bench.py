@@ -1,0 +1,147 @@
+"""Re-index cost of a growing catalog: a full `fsnet index --split all` against the `fsnet reindex` after 1% more
+images were added and the catalog re-packed to the same URL, in one run, with the fixed start-up apart.
+
+    python bench/reindex_bench.py [--n 2400] [--shard-rows 100] [--grow 0.01] [--size 64] [--train-epochs 1]
+
+1. `fsnet synth` renders N images (64 px) -> `fsnet pack` (catalog.shard_rows=100: 24 shards for 2,400) ->
+   `fsnet train` with the tiny preset (one epoch per stage by default: the weights do not change what indexing
+   costs) -> `fsnet index --split all`, in a Ray of its own as the command would start.
+2. 1% more images, rendered the same way with new ids (`synth --first N`); one of them is labelled with a colour
+   the catalog has not seen ("navy": sorted codes would move orange, purple, red, white and yellow, so every
+   shard would change) -> `fsnet pack` to the same URL -> `fsnet reindex` (what jobs/reindex.py runs), again in a
+   fresh Ray.
+3. Shards kept by the re-pack, shards reused / extracted by the re-index, and the times. Fixed start-up, paid by
+   any run whatever it extracts, is measured apart: Ray's start, the model's load, and the extract chain's
+   start-up (one image through read_parquet -> EmbedImages actor pool -> write_parquet).
+
+Goal (issue 13): re-index <= 5% of the full index + fixed start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import tempfile
+import time
+
+import pandas as pd
+import ray
+import ray.data
+import torch
+
+from fsnet.catalog.reader import Catalog
+from fsnet.config import load_config
+from fsnet.model import load_model
+from fsnet.storage import Storage, join
+from jobs.index import embed_rows, index
+from jobs.pack import pack
+from jobs.ray_runtime import start_local_ray
+from jobs.synth import synth
+from jobs.train import train
+
+NEW_VALUE = ("color", "navy")  # a colour name the synthetic catalog does not have: it sorts between green and orange
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def fresh_ray() -> float:
+    """A Ray of its own for each step, as each fsnet command starts one; returns its start-up seconds."""
+    if ray.is_initialized():
+        ray.shutdown()
+    return timed(start_local_ray, os.cpu_count(), dashboard=True)[1]  # Ray Train's state API needs the dashboard
+
+
+def extract_start_up(cfg, storage: Storage, model_url: str, catalog: Catalog, out: str) -> float:
+    """Seconds for ONE image through the index's extract chain (read_parquet of a shard -> tag -> EmbedImages actor
+    pool, spawned, model loaded -> write_parquet): what every index run pays however few images it extracts."""
+    first = catalog.manifest.shards[0].fingerprint
+    rows = catalog.dataset(None, ["id", "image", *catalog.schema.names], shards=[first], with_shard=True).limit(1)
+    fs, path = storage.arrow_fs(out)
+    start = time.perf_counter()
+    embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True).write_parquet(path, filesystem=fs)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2400)
+    parser.add_argument("--shard-rows", type=int, default=100)
+    parser.add_argument("--grow", type=float, default=0.01)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--train-epochs", type=int, default=1, help="epochs per training stage (0: the tiny preset's 2, 2, 1); "
+                        "the weights do not change what indexing costs")
+    parser.add_argument("--no-new-value", action="store_true", help="no image with an unseen value among the new ones")
+    args = parser.parse_args()
+    added = max(1, round(args.n * args.grow))
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {gpu}, python {platform.python_version()}, ray {ray.__version__}; "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+
+    sets = [f"synthetic.size={args.size}", f"catalog.shard_rows={args.shard_rows}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, catalog_url, run, index_url = (f"{tmp}/{name}" for name in ("synth", "catalog", "run", "index"))
+        cfg = load_config(["tiny"], [*sets, f"synthetic.n={args.n}", f"source.path={src}"])
+        epochs = [f"train.stage{s}.epochs={args.train_epochs}" for s in (1, 2, 3)] if args.train_epochs else []
+        train_cfg = load_config(["tiny"], [*sets, *epochs])
+        storage = Storage(cfg.storage)
+        fresh_ray()
+
+        _, synth_s = timed(synth, cfg, src, show_progress=False)
+        first_pack, pack_s = timed(pack, cfg, catalog_url, show_progress=False)
+        trained, train_s = timed(train, train_cfg, catalog_url, run)
+        model_url = trained.model_url
+        ray_start = fresh_ray()
+        full, full_wall = timed(index, cfg, model_url, catalog_url, index_url, "all")
+        full_m = full.manifest
+        print(f"\n{args.n:,} images of {args.size} px, {len(first_pack.manifest.shards)} shards of {args.shard_rows}: "
+              f"synth {synth_s:.1f} s, pack {pack_s:.1f} s, train (tiny) {train_s:.1f} s")
+
+        grow_cfg = load_config(["tiny"], [*sets, f"synthetic.n={added}"])
+        synth(grow_cfg, src, show_progress=False, first=args.n)
+        if not args.no_new_value:
+            labels = pd.read_csv(io.BytesIO(storage.read_bytes(join(src, "labels.csv"))), dtype=str, keep_default_na=False)
+            labels.loc[labels["image"] == f"{args.n:06d}.jpg", NEW_VALUE[0]] = NEW_VALUE[1]
+            storage.write_text(join(src, "labels.csv"), labels.to_csv(index=False))
+        repack, repack_s = timed(pack, cfg, catalog_url, show_progress=False)
+        ray_restart = fresh_ray()
+        re, re_wall = timed(index, cfg, model_url, catalog_url, index_url, "all")  # what `fsnet reindex` runs
+        re_m = re.manifest
+
+        catalog = Catalog.open(catalog_url, storage)
+        _, model_load = timed(load_model, model_url, storage)
+        stage_start_up = extract_start_up(cfg, storage, model_url, catalog, f"{tmp}/one-image")
+        ray.shutdown()
+
+    colours = next(a.values for a in repack.manifest.attributes if a.name == NEW_VALUE[0])
+    reused = [s for s in re_m.shards if s.reused_from is not None]
+    extracted = [s for s in re_m.shards if s.reused_from is None]
+    t_full, t_re = full_m.timings, re_m.timings
+    fixed = stage_start_up
+    print(f"grew by {added} images ({args.grow:.0%})" + ("" if args.no_new_value else f", one with the new value {NEW_VALUE[0]}={NEW_VALUE[1]}")
+          + f"; re-pack {repack_s:.1f} s: {repack.shards_kept} of {len(first_pack.manifest.shards)} shards kept unchanged, "
+          f"{len(repack.manifest.shards) - repack.shards_kept} written; {NEW_VALUE[0]} values now {', '.join(colours)}")
+    print(f"re-index: {len(reused)} shards reused, {len(extracted)} extracted ({sum(s.rows for s in extracted)} rows)\n")
+    print(f"{'':34s}{'full index':>12s}{'re-index':>12s}")
+    for key, name in (("copy_reused", "copy reused embeddings"), ("extract", "extract (read, decode, embed, write)"),
+                      ("faiss", "faiss over every row"), ("total", "whole job (Ray running)")):
+        print(f"  {name:32s}{t_full.get(key, 0):10.1f} s{t_re.get(key, 0):10.1f} s")
+    print(f"  {'wall, as called':32s}{full_wall:10.1f} s{re_wall:10.1f} s")
+    print(f"  rows indexed {full_m.indexed:,} -> {re_m.indexed:,}")
+    print("\nfixed start-up (paid by every run, whatever it extracts):")
+    print(f"  Ray start {ray_start:.1f} / {ray_restart:.1f} s (before the index / re-index; not in the job times above); model load {model_load:.2f} s; "
+          f"extract start-up (the re-index's chain on 1 image: read task, actor spawn, model load, write) {stage_start_up:.1f} s")
+    print(f"  load average {os.getloadavg()[0]:.1f} at the end (other work on the machine inflates the fixed costs most)")
+    budget = 0.05 * t_full["total"] + fixed
+    print(f"\nre-index / full index: {t_re['total'] / t_full['total']:.1%}; "
+          f"goal: re-index <= 5% of full + extract start-up = {0.05 * t_full['total']:.1f} + {fixed:.1f} = {budget:.1f} s: "
+          f"{t_re['total']:.1f} s, {'met' if t_re['total'] <= budget else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
