@@ -41,6 +41,7 @@ from fsnet.embedding import EmbedImages, column_array
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.index.faiss_index import build_index, index_bytes
 from fsnet.index.manifest import (
+    CURRENT_FILE,
     MANIFEST_FILE,
     CoveredShard,
     IndexManifest,
@@ -95,11 +96,12 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     extract = [s for s in shards if s not in reuse]
     dropped = [] if reusable is None else [fp for fp in reusable.covered if fp not in {s.fingerprint for s in shards}]
     unchanged = reusable is not None and not extract and not dropped and reusable.index_kind == cfg.index.kind
+    version = _clean_stale(storage, out, current)  # before "nothing to do": that run removes an interrupted one's leftovers too
     if unchanged and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint:
         return IndexResult(None, f"{out}: v{current} already covers every shard of {catalog_url} with this model; nothing to do")
 
-    version = _clean_stale(storage, out, current)
     vdir = join(out, version_name(version))
+    interrupt.keep(f"{out}: CURRENT still {_named(current)}; the partial {version_name(version)} is removed by the next run")
     timings: dict[str, float] = {}
     init_ray(cfg.ray)
 
@@ -160,6 +162,7 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     storage.write_text(join(vdir, "config.yaml"), saved_config_text(cfg))
     storage.write_text(join(vdir, MANIFEST_FILE), manifest.model_dump_json(indent=1))
     write_current(storage, out, version)  # last: from here on readers see v<version>
+    interrupt.keep(f"{out}: {version_name(version)} published (CURRENT names it)")
     _remove_old(storage, out, version)
     what = f"{len(extract)} shard(s) extracted, {len(reuse)} reused, {len(dropped)} dropped" if reusable else f"{len(extract)} shard(s) extracted"
     return IndexResult(manifest, f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})")
@@ -221,12 +224,20 @@ def _copy_tree(storage: Storage, source: str, target: str) -> None:
 
 
 def _clean_stale(storage: Storage, out: str, current: int | None) -> int:
-    """Remove versions newer than CURRENT (an interrupted run's leftovers); the new version's number."""
+    """Remove versions newer than CURRENT and a CURRENT.tmp-* of a write that did not finish (an interrupted run's
+    leftovers); the new version's number."""
     for v in versions(storage, out):
         if current is None or v > current:
             fs, path = storage.fs(join(out, version_name(v)))
             fs.rm(path, recursive=True)
+    for name in storage.listdir(out):
+        if name.startswith(f"{CURRENT_FILE}.tmp-"):  # Storage.write_bytes' temporary file on a local disk
+            storage.remove(join(out, name))
     return (current or 0) + 1
+
+
+def _named(version: int | None) -> str:
+    return "absent" if version is None else version_name(version)
 
 
 def _remove_old(storage: Storage, out: str, live: int) -> None:

@@ -37,6 +37,7 @@ from fsnet.catalog.splits import assign_splits
 from fsnet.config import Config, saved_config_text
 from fsnet.errors import CatalogError
 from fsnet.storage import Storage, join
+from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
 
@@ -65,6 +66,8 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
     ray_start = time.perf_counter()
     init_ray(cfg.ray)
     ray_seconds = time.perf_counter() - ray_start
+    kept = "catalog.json unchanged" if previous is not None else "no catalog.json yet"
+    interrupt.keep(f"{out}: {kept}; shard files written so far are removed by the next pack to it")
     actors = min(len(groups), cfg.catalog.pack_actors or cluster_cpus())
     stats = one_block_each(groups).map_batches(
         ShardWriter,
@@ -86,6 +89,7 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
 
     shards, rejected = _check_complete(collected, groups, out)
     manifest = publish_catalog(storage, out, source, shards, rejected, cfg.split)
+    interrupt.keep(f"{out}: the new catalog.json published")
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     return PackResult(
         manifest=manifest,

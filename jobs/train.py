@@ -77,6 +77,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     init_ray(cfg.ray)
     _check_resources(cfg)
+    interrupt.keep(f"{out}: finished stages and the running stage's last epoch checkpoint; the same command resumes there")
     model_url = join(out, "model.pt")
     if storage.exists(model_url):
         console.print(f"{model_url} exists: training is complete; nothing to do")
@@ -186,7 +187,8 @@ def run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: 
         ),
         datasets=datasets,
     )
-    result = trainer.fit()
+    # Ray: fit() on the main thread would replace fsnet's Ctrl-C handler with its own (jobs/interrupt.py)
+    result = interrupt.outside_main_thread(trainer.fit)
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, "state.pt"), map_location="cpu", weights_only=True)
     model = model_from_bytes(storage.read_bytes(start_url), origin=start_url)

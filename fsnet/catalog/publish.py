@@ -123,15 +123,19 @@ def _write_artifact(storage: Storage, out_url: str, prefix: str, table: pa.Table
 
 
 def _remove_unnamed(storage: Storage, out_url: str, manifest: CatalogManifest) -> None:
-    """Shards, split and protocol files of earlier packs that the new catalog.json does not name."""
+    """Shards, split and protocol files of earlier packs that the new catalog.json does not name, and the
+    temporary files (``<name>.tmp-<hex>``, Storage.write_bytes on a local disk) of writes a killed pack left."""
     named = {s.path for s in manifest.shards} | {manifest.splits.path}
     if manifest.protocol is not None:
         named.add(manifest.protocol.path)
     for name in storage.listdir(join(out_url, SHARD_DIR)):
-        if f"{SHARD_DIR}/{name}" not in named and name.endswith(".parquet"):
+        if f"{SHARD_DIR}/{name}" not in named and (name.endswith(".parquet") or ".parquet.tmp-" in name):
             storage.remove(join(out_url, SHARD_DIR, name))
     for name in storage.listdir(out_url):
-        if name.startswith(("splits-", "protocol-")) and name.endswith(".parquet") and name not in named:
+        unnamed = name.startswith(("splits-", "protocol-")) and name.endswith(".parquet") and name not in named
+        base = name.split(".tmp-")[0]
+        unfinished = ".tmp-" in name and (base in {CATALOG_FILE, REJECTED_FILE, "config.yaml"} or base.startswith(("splits-", "protocol-")))
+        if unnamed or unfinished:
             storage.remove(join(out_url, name))
 
 
