@@ -76,9 +76,7 @@ def run_app(app: typer.Typer) -> None:
         err.show()
         sys.exit(err.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        err_console.print("[bold yellow]interrupted[/]: nothing new was published; what was published before is "
-                          "intact, and a re-run cleans up what this run left half-written", highlight=False)
-        sys.exit(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
     except BaseException as err:  # noqa: BLE001 - the one place where every failure is turned into a message
         user_error = user_error_of(err)
         if user_error is not None and not debug:
@@ -91,6 +89,9 @@ def run_app(app: typer.Typer) -> None:
         err_console.print(f"[bold red]error:[/] {type(err).__name__}: {_one_line(err)[:300]}\n"
                           f"  full traceback: {log} (or run again with {DEBUG_FLAG})", soft_wrap=True, highlight=False)
         sys.exit(EXIT_UNEXPECTED)
+    if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt into Exit(130), which returns here
+        err_console.print("[bold yellow]interrupted[/]: nothing new was published; what was published before is "
+                          "intact, and a re-run cleans up what this run left half-written", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 

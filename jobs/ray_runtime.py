@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import warnings
 
 import ray
@@ -36,6 +37,7 @@ QUIET_LOGGERS = {
 RAY_INTERNAL_LINE = re.compile(
     r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] \S+\.cc:\d+:|WARNING: \d+ PYTHON worker processes have been started"
 )
+REACH_TIMEOUT_S = 10  # a cluster's head answers a TCP connect in milliseconds; a busy one within seconds
 FORWARDED_LOGS_HANDLER = "ray_print_logs"  # the name Ray 2.60 gives its handler of forwarded worker output
 
 
@@ -50,6 +52,7 @@ def init_ray(cfg: RayConfig) -> None:
     if not ray.is_initialized():
         kwargs: dict = {"include_dashboard": cfg.dashboard, "logging_level": logging.ERROR, "log_to_driver": True}
         if cfg.address is not None:
+            _check_reachable(cfg.address)
             kwargs["address"] = cfg.address
         elif os.environ.get("RAY_ADDRESS"):  # inside a submitted job: join its cluster, whose size is not ours to set
             pass
@@ -59,7 +62,8 @@ def init_ray(cfg: RayConfig) -> None:
                 kwargs["num_cpus"] = cfg.num_cpus
         try:
             ray.init(**kwargs)
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - Ray's start-up timeout is a bare Exception ("timed out during startup")
+            ray.shutdown()  # what did start (GCS, dashboard) goes with the failed start
             where = f"ray.address={cfg.address}" if cfg.address else os.environ.get("RAY_ADDRESS") or "a local Ray"
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise RayStartError(
@@ -70,6 +74,22 @@ def init_ray(cfg: RayConfig) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.progress_bars
     context.print_on_execution_start = False
+
+
+def _check_reachable(address: str) -> None:
+    """An address of host:port (or ray://host:port) must accept a connection: Ray itself retries an unreachable
+    GCS for many minutes, printing a warning every few seconds."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if match is None:  # "auto", or a form Ray resolves itself
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as err:
+        raise RayStartError(
+            f"ray.address={address}: nothing answers at {host}:{port} ({err.strerror or type(err).__name__}); "
+            "is the cluster up (ray start --head / ray up)? Leave ray.address unset to start a local Ray"
+        ) from None
 
 
 def start_local_ray(num_cpus: int, dashboard: bool) -> None:

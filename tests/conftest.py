@@ -14,6 +14,10 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
     os.environ.pop(name, None)
 
+# rich wraps console output at the terminal's width; tests that read a job's output must not depend on the length
+# of a temporary path (tests of what a person sees run fsnet as a subprocess with its own COLUMNS).
+os.environ["COLUMNS"] = "200"
+
 BUCKET = "fsnet-test"
 S3_KEY, S3_SECRET = "testing-key-id", "testing-secret-value"
 
