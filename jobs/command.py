@@ -5,8 +5,9 @@ person sees when something goes wrong.
   arrives wrapped) prints one line naming the file, key or value, and exits 2.
 - Any other exception prints one line saying where its full traceback was written, and exits 1; ``--debug``
   (anywhere on the command line) or ``FSNET_DEBUG=1`` prints the traceback instead.
-- Ctrl-C prints one line and exits 130; what a job had published stays published (every job writes its
-  pointer file last: catalog.json, CURRENT, model.pt), and a re-run cleans what it left half-written.
+- Ctrl-C prints one line saying what was kept and exits 130 at once (jobs/interrupt.py); what a job had published
+  stays published (every job writes its pointer file last: catalog.json, CURRENT, model.pt), and a re-run cleans
+  what it left half-written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.console import Console
 from fsnet.config import REDACTED, SECRET_KEYS, Config, load_config
 from fsnet.errors import FsnetError
 from fsnet.storage import absolute_url
+from jobs import interrupt
 
 console = Console()
 err_console = Console(stderr=True)
@@ -68,6 +70,7 @@ def resolve_config(config: list[str] | None, sets: list[str] | None, **options: 
 def run_app(app: typer.Typer) -> None:
     """Run a typer app and turn what can go wrong into what a person can read (see the module docstring)."""
     debug = _take_debug_flag()
+    interrupt.install()  # Ctrl-C: say what was kept and stop now (jobs/interrupt.py), not unwind for a minute
     try:
         code = app(standalone_mode=False)  # click's standalone mode would turn Ctrl-C into "Aborted!" and exit 1
     except SystemExit:
