@@ -116,7 +116,8 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
         rows = catalog.dataset(
             None if split == "all" else split, ["id", "image", *catalog.schema.names], shards=[s.fingerprint for s in extract], with_shard=True
         )
-        embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True).write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
+        with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
+            embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True).write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
     timings["extract"] = time.perf_counter() - t
     if cfg.index.fault == "before_publish":
         raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
@@ -189,7 +190,8 @@ def _ids_per_shard(catalog: Catalog, wanted: set[str] | None) -> dict[str, set[s
     out = {}
     for s in catalog.manifest.shards:
         fs, path = catalog.storage.arrow_fs(join(catalog.url, s.path))
-        ids = pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
+        with catalog.reading():  # a shard that cannot be read: one line naming it
+            ids = pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
         out[s.fingerprint] = set(ids) if wanted is None else set(ids) & wanted
     return out
 

@@ -3,6 +3,7 @@ extracted, deleted ones dropped, unchanged ones reused; nothing changed exits 0 
 
 Local:
     fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index
+    fsnet reindex --verify ...     # re-hash the catalog's shards first: a shard whose bytes changed stops it (re-pack)
 Cluster:
     fsnet submit reindex --wait -- --catalog s3://b/catalogs/shop --index s3://b/index/shop
 Schedule (cron, every night at 02:00; cluster/kuberay/cronjob-reindex.yaml is the Kubernetes form):
@@ -20,6 +21,7 @@ from fsnet.index.manifest import read_current, read_manifest
 from fsnet.storage import Storage
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.index import index, print_manifest
+from jobs.verify import require_intact_catalog
 
 
 def cli(
@@ -33,6 +35,8 @@ def cli(
     """Bring an index up to date with its catalog: extract only new or changed shards, drop deleted ones."""
     cfg = resolve_config(config, set_)
     storage = Storage(cfg.storage)
+    if verify:  # a shard's fingerprint names its content: without this, changed bytes under it look unchanged
+        console.print(require_intact_catalog(storage, catalog))
     current = read_current(storage, index_url)
     if current is None:
         raise FsnetError(f"{index_url}: no CURRENT index; build one with fsnet index")

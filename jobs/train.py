@@ -187,8 +187,9 @@ def run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: 
         ),
         datasets=datasets,
     )
-    # Ray: fit() on the main thread would replace fsnet's Ctrl-C handler with its own (jobs/interrupt.py)
-    result = interrupt.outside_main_thread(trainer.fit)
+    with catalog.reading():  # a shard that cannot be read (by a worker's dataset shard): one line naming it
+        # Ray: fit() on the main thread would replace fsnet's Ctrl-C handler with its own (jobs/interrupt.py)
+        result = interrupt.outside_main_thread(trainer.fit)
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, "state.pt"), map_location="cpu", weights_only=True)
     model = model_from_bytes(storage.read_bytes(start_url), origin=start_url)
@@ -211,7 +212,8 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage2_ur
     fs, path = storage.arrow_fs(features)
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
-    embed_rows(cfg, storage, stage2_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])).write_parquet(path, filesystem=fs)
+    with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
+        embed_rows(cfg, storage, stage2_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])).write_parquet(path, filesystem=fs)
 
     model = load_model(stage2_url, storage)
     sums = counts = None
@@ -234,13 +236,14 @@ def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url:
     correct = np.zeros(len(names))
     known = np.zeros(len(names))
     rows = catalog.dataset(["query", "gallery"], ["id", "image", *names])
-    for batch in embed_rows(cfg, storage, model_url, catalog, rows).iter_batches(batch_size=None, batch_format="pyarrow"):
-        batch = batch.filter(pc.is_null(batch["error"]))
-        predicted = column_array(batch, "predicted", (len(names),), np.int64)
-        labels = np.stack([batch[a].to_numpy() for a in names], axis=1)
-        mask = labels >= 0
-        correct += ((predicted == labels) & mask).sum(axis=0)
-        known += mask.sum(axis=0)
+    with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
+        for batch in embed_rows(cfg, storage, model_url, catalog, rows).iter_batches(batch_size=None, batch_format="pyarrow"):
+            batch = batch.filter(pc.is_null(batch["error"]))
+            predicted = column_array(batch, "predicted", (len(names),), np.int64)
+            labels = np.stack([batch[a].to_numpy() for a in names], axis=1)
+            mask = labels >= 0
+            correct += ((predicted == labels) & mask).sum(axis=0)
+            known += mask.sum(axis=0)
     return {n: float(c / k) for n, c, k in zip(names, correct, known) if k > 0}, int(known.max() if len(known) else 0)
 
 

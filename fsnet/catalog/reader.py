@@ -1,12 +1,17 @@
 """Read a packed catalog: its schema, a split as a Ray Data dataset (projected columns, the id filter pushed
-down into the Parquet scan) or as plain batches of numpy arrays, and a fingerprint check of its shards."""
+down into the Parquet scan) or as plain batches of numpy arrays, and a fingerprint check of its shards.
+
+A shard that cannot be read (its bytes changed or it is gone) ends a job with one line naming it: ``reading()``
+wraps where the jobs consume rows, ``rows()``/``batches()``/``dataset()`` wrap their own reads."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +23,7 @@ from pydantic import ValidationError
 from fsnet.catalog.manifest import CATALOG_FILE, CatalogManifest
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.catalog.splits import SPLITS
-from fsnet.errors import CatalogError
+from fsnet.errors import CatalogError, FsnetError
 from fsnet.storage import Storage, join
 
 if TYPE_CHECKING:
@@ -123,9 +128,10 @@ class Catalog:
         infos = self.manifest.shards if shards is None else [s for s in self.manifest.shards if s.fingerprint in set(shards)]
         paths = [self.storage.arrow_fs(join(self.url, s.path))[1] for s in infos]
         read_args = {"num_cpus": read_cpus} if read_cpus is not None else {}
-        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=with_shard, **read_args)
-        if split is not None:
-            ds = ds.filter(expr=col("id").is_in(self.split_ids(split).tolist()))
+        with self.reading():  # Ray may read footers here; the rows are read where the caller consumes them
+            ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=with_shard, **read_args)
+            if split is not None:
+                ds = ds.filter(expr=col("id").is_in(self.split_ids(split).tolist()))
         if with_shard:
             ds = ds.map_batches(_tag_shard, batch_format="pyarrow", **read_args)  # fused into the read
             wanted = [*wanted, "catalog_shard"]
@@ -140,13 +146,15 @@ class Catalog:
     ) -> Iterator[dict[str, np.ndarray]]:
         """The rows of ``split`` as dicts of numpy arrays of ``batch_size`` rows (the last may be shorter), in
         catalog order, without Ray. Binary and string columns come as object arrays."""
-        dataset = self._arrow_dataset()
         wanted = self._check_columns(columns)
         read = wanted if split is None or "id" in wanted else [*wanted, "id"]
-        filter_ = None if split is None else pads.field("id").isin(pa.array(self.split_ids(split), pa.string()))
+        with self.reading():
+            dataset = self._arrow_dataset()
+            filter_ = None if split is None else pads.field("id").isin(pa.array(self.split_ids(split), pa.string()))
+            record_batches = dataset.to_batches(columns=read, filter=filter_, batch_size=batch_size)
         pending: list[pa.RecordBatch] = []
         held = 0
-        for record_batch in dataset.to_batches(columns=read, filter=filter_, batch_size=batch_size):
+        for record_batch in self._read(record_batches):
             pending.append(record_batch)
             held += record_batch.num_rows
             while held >= batch_size:
@@ -160,23 +168,101 @@ class Catalog:
     def rows(self, ids: Sequence[str], columns: Sequence[str]) -> dict[str, np.ndarray]:
         """The rows with these ids (in catalog order; missing ids are absent), without Ray."""
         wanted = self._check_columns(columns)
-        table = self._arrow_dataset().to_table(
-            columns=wanted, filter=pads.field("id").isin(pa.array(list(ids), pa.string()))
-        )
+        with self.reading():
+            table = self._arrow_dataset().to_table(
+                columns=wanted, filter=pads.field("id").isin(pa.array(list(ids), pa.string()))
+            )
         return _to_numpy(table, wanted)
 
     def verify(self) -> list[str]:
-        """Problems with the shards on storage (missing files, changed bytes); empty when all is well."""
+        """One line per file of the catalog (shards, split file, stored query list) that is missing or whose bytes
+        no longer match its fingerprint in catalog.json; empty when all is well. Reads every byte."""
+        files = [(s.path, s.fingerprint) for s in self.manifest.shards] + [(self.manifest.splits.path, self.manifest.splits.fingerprint)]
+        if self.manifest.protocol is not None:
+            files.append((self.manifest.protocol.path, self.manifest.protocol.fingerprint))
         problems = []
-        for info in self.manifest.shards:
-            url = join(self.url, info.path)
+        for path, fingerprint in files:
+            url = join(self.url, path)
             if not self.storage.exists(url):
                 problems.append(f"{url}: missing")
                 continue
             digest = "sha256:" + hashlib.sha256(self.storage.read_bytes(url)).hexdigest()
-            if digest != info.fingerprint:
-                problems.append(f"{url}: fingerprint {digest} != {info.fingerprint}")
+            if digest != fingerprint:
+                problems.append(f"{url}: bytes changed since the pack (sha256 {_hex12(digest)}..., catalog.json: {_hex12(fingerprint)}...)")
         return problems
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Where the shards are read (here, in Ray tasks or in Ray Train workers): a read that fails (pyarrow's
+        ArrowInvalid / OSError, as raised or wrapped by Ray) and that a changed or missing file explains becomes
+        one CatalogError naming that file. The files are re-hashed only then; an error they do not explain (they
+        all match catalog.json: a network error, say) and an FsnetError anywhere in the chain pass unchanged."""
+        try:
+            yield
+        except Exception as err:
+            explained = self._explain(err)
+            if explained is err:
+                raise
+            raise explained from err
+
+    def _read(self, items: Iterable) -> Iterator:
+        """``items`` as they are read, inside ``reading()`` (for the lazy reads of a generator)."""
+        iterator = iter(items)
+        while True:
+            with self.reading():
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+            yield item
+
+    def _explain(self, err: Exception) -> Exception:
+        """The CatalogError that ``err`` means, or ``err`` itself when the catalog's files do not explain it."""
+        chain = list(_chain(err))
+        if any(isinstance(e, FsnetError) for e in chain):
+            return err
+        failed = [e for e in chain if isinstance(e, (OSError, pa.ArrowException)) and not type(e).__module__.startswith("ray")]
+        if not failed:
+            return err
+        try:
+            problems = self.verify()
+        except Exception:  # noqa: BLE001 - storage unreachable now: nothing better to say than the original error
+            return err
+        if not problems:
+            return err
+        reason = (str(failed[-1]).strip().splitlines() or [type(failed[-1]).__name__])[0]
+        more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
+        return CatalogError(
+            f"{problems[0]}{more}; reading it failed ({reason}): {repair_hint(problems)} (fsnet verify {self.url} lists every bad file)"
+        )
+
+
+def repair_hint(problems: list[str]) -> str:
+    """What to do about ``verify()``'s problems. A damaged file must go before the re-pack: the pack names a shard
+    by its content and does not rewrite a file whose name exists."""
+    if all(p.endswith(": missing") for p in problems):
+        return "re-pack the catalog"
+    return "delete the damaged file(s), then re-pack the catalog"
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and what it wraps: causes, contexts, a RayTaskError's ``cause``, a Ray Train WorkerGroupError's
+    ``worker_failures`` and a ControllerError's ``controller_failure``; outermost first."""
+    seen: set[int] = set()
+    todo: list[object] = [err]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        failures = getattr(e, "worker_failures", None)
+        todo += list(failures.values()) if isinstance(failures, dict) else []
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)]
+
+
+def _hex12(fingerprint: str) -> str:
+    return fingerprint.removeprefix("sha256:")[:12]
 
 
 def _tag_shard(batch: pa.Table) -> pa.Table:
