@@ -48,14 +48,14 @@ def kept() -> str:
 
 
 def exit_interrupted(status: int = EXIT_STATUS) -> NoReturn:
-    """Print ``interrupted: <what was kept>`` on stderr and end the process now, without unwinding: no finally
-    blocks, atexit hooks (ray.shutdown) or interpreter finalization, which are what made Ctrl-C slow."""
+    """Stop Ray and this process' children, print ``interrupted: <what was kept>`` on stderr and end the process
+    now, without unwinding: no finally blocks, atexit hooks or interpreter finalization, which made Ctrl-C slow."""
     try:
         sys.stdout.flush()
-        sys.stderr.write(f"\ninterrupted: {_kept}\n")
-        sys.stderr.flush()
         _stop_ray(STOP_GRACE_S)
         stop_children(grace_s=0.5)
+        sys.stderr.write(f"\ninterrupted: {_kept}\n")  # last, below anything Ray's shutdown printed
+        sys.stderr.flush()
     finally:
         os._exit(status)
 
