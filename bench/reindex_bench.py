@@ -50,6 +50,10 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+def busy(timings: dict[str, float]) -> float:
+    return timings.get("decode_busy", 0.0) + timings.get("model_busy", 0.0)
+
+
 def fresh_ray() -> float:
     """A Ray of its own for each step, as each fsnet command starts one; returns its start-up seconds."""
     if ray.is_initialized():
@@ -129,10 +133,12 @@ def main() -> None:
     print(f"re-index: {len(reused)} shards reused, {len(extracted)} extracted ({sum(s.rows for s in extracted)} rows)\n")
     print(f"{'':34s}{'full index':>12s}{'re-index':>12s}")
     for key, name in (("copy_reused", "copy reused embeddings"), ("extract", "extract (read, decode, embed, write)"),
+                      ("decode_busy", "  of which actors decoding"), ("model_busy", "  of which actors in the model"),
                       ("faiss", "faiss over every row"), ("total", "whole job (Ray running)")):
         print(f"  {name:32s}{t_full.get(key, 0):10.1f} s{t_re.get(key, 0):10.1f} s")
     print(f"  {'wall, as called':32s}{full_wall:10.1f} s{re_wall:10.1f} s")
-    print(f"  rows indexed {full_m.indexed:,} -> {re_m.indexed:,}")
+    print(f"  rows indexed {full_m.indexed:,} -> {re_m.indexed:,}; the work that scales with images (decode + model) "
+          f"{busy(t_re):.2f} s against {busy(t_full):.2f} s: {busy(t_re) / busy(t_full):.1%}")
     print("\nfixed start-up (paid by every run, whatever it extracts):")
     print(f"  Ray start {ray_start:.1f} / {ray_restart:.1f} s (before the index / re-index; not in the job times above); model load {model_load:.2f} s; "
           f"extract start-up (the re-index's chain on 1 image: read task, actor spawn, model load, write) {stage_start_up:.1f} s")
