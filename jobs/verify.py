@@ -161,7 +161,8 @@ def _hex12(fingerprint: str) -> str:
 
 
 def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    printable = "".join(c if c.isprintable() or c == "\n" else " " for c in str(err))  # decoders quote raw bytes
+    lines = [line.strip() for line in printable.splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
 
 

@@ -230,7 +230,9 @@ class Catalog:
             return err
         if not problems:
             return err
-        reason = (str(failed[-1]).strip().splitlines() or [type(failed[-1]).__name__])[0]
+        printable = "".join(c if c.isprintable() or c == "\n" else " " for c in str(failed[-1]))  # thrift quotes raw bytes
+        lines = [line.strip() for line in printable.splitlines() if line.strip()] or [type(failed[-1]).__name__]
+        reason = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # Ray appends its retry advice below
         more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
         return CatalogError(
             f"{problems[0]}{more}; reading it failed ({reason}): {repair_hint(problems)} (fsnet verify {self.url} lists every bad file)"
