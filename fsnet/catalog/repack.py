@@ -95,7 +95,8 @@ def keep_codes(source: SourceTable, previous: AttributeSchema, catalog_url: str)
 
 def previous_shards(catalog: Catalog) -> list[PreviousShard]:
     """The previous catalog's shards with their ids (only the id column is read). A shard file that has gone
-    missing holds nothing to keep: its rows count as new."""
+    missing or cannot be read holds nothing to keep: its rows count as new, so the re-pack writes them again and
+    removes the damaged file."""
     shards = []
     for info in catalog.manifest.shards:
         match = _SHARD_INDEX.search(info.path)
@@ -105,7 +106,10 @@ def previous_shards(catalog: Catalog) -> list[PreviousShard]:
         if not catalog.storage.exists(url):
             continue
         fs, path = catalog.storage.arrow_fs(url)
-        ids = pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
+        try:
+            ids = pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
+        except (OSError, pa.ArrowException):  # damaged bytes (ArrowInvalid is a ValueError, not an OSError)
+            continue
         shards.append(PreviousShard(index=int(match.group(1)), ids=ids))
     return shards
 

@@ -111,3 +111,19 @@ def test_an_attribute_added_or_missing_is_one_line_and_changes_nothing(tmp_path,
         pack(cfg, out, show_progress=False)
     assert "\n" not in str(err.value)
     assert (tmp_path / "catalog" / "catalog.json").read_text() == before and Catalog.open(out, storage).verify() == []
+
+
+def test_a_damaged_or_missing_shard_is_written_again(tmp_path):
+    cfg = load_config(["fashion_product_small"], [f"source.path={tmp_path / 'src'}", *SMALL])
+    storage = Storage(cfg.storage)
+    write_fashion_like(storage, str(tmp_path / "src"), n=48)
+    out = str(tmp_path / "catalog")
+    old = pack(cfg, out, show_progress=False).manifest
+    (tmp_path / "catalog" / old.shards[0].path).write_bytes(b"not parquet")  # unreadable, footer included
+    (tmp_path / "catalog" / old.shards[1].path).unlink()
+    m = pack(cfg, out, show_progress=False).manifest
+    assert m.shards[0].path == old.shards[2].path and m.rows == 48  # the intact shard kept, the other rows written anew
+    assert {s.rows for s in m.shards[1:]} == {16} and len(m.shards) == 3
+    catalog = Catalog.open(out, storage)
+    assert catalog.verify() == [] and len(decoded(catalog)) == 48
+    assert sorted(f"shards/{n}" for n in storage.listdir(join(out, "shards"))) == sorted(s.path for s in m.shards)
