@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -140,7 +141,9 @@ def test_report_html_markdown_and_chromium(indexed, tmp_path):
     assert f"{results['runs'][0]['average']['top_k'][k - 1]:.3f}" in md
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium renders the report: install Debian's chromium (.ci/run does)"
+    if chromium is None:  # the README's test command on a fresh machine: CI (CI=true) installs it and requires it
+        assert not os.environ.get("CI"), "headless Chromium renders the report: .ci/run installs Debian's chromium"
+        pytest.skip("headless Chromium is not installed (apt-get install chromium); the report's HTML was checked")
     shot = tmp_path / "shot.png"
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,1600", f"file://{page}"],
@@ -148,20 +151,6 @@ def test_report_html_markdown_and_chromium(indexed, tmp_path):
     )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text and plots drawn, not a blank page
-
-
-def test_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--config", "demo", "--set", "synthetic.n=300",
-                                      "--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.stage3.epochs=1"])
-    assert result.exit_code == 0, result.output
-    assert (out / "report" / "report.html").exists() and "report.html" in result.output
-    results = json.loads((out / "eval" / "results.json").read_text())
-    assert results["dataset"]["manipulations"] > 0 and results["training"]["variant"] == "full"
-    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--config", "demo", "--set", "synthetic.n=300",
-                                     "--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.stage3.epochs=1"])
-    assert again.exit_code == 0, again.output
-    assert "exists, skipped" in again.output and "nothing to do" in again.output and "skipped" in again.output
 
 
 @pytest.mark.s3
