@@ -103,8 +103,7 @@ def evaluate(
     linear = linear_of(model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
 
     t = time.perf_counter()
-    with catalog.reading():  # a shard that cannot be read (queries are embedded in Ray tasks): one line naming it
-        data = load_data(cfg, storage, reader, catalog, model, match)
+    data = load_data(cfg, storage, reader, catalog, model, match)
     timings["load"] = time.perf_counter() - t
     _print_left_out(reader, catalog_url, data)
 
@@ -295,7 +294,7 @@ def _print_left_out(reader: IndexReader, catalog_url: str, data: EvalData) -> No
 def _embed_queries(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog) -> tuple[pa.Table, list[str]]:
     init_ray(cfg.ray)
     rows = catalog.dataset("query", ["id", "image", *catalog.schema.names])
-    embedded = embed_rows(cfg, storage, reader.manifest.model.url, catalog, rows).select_columns(["id", "error", "reps", "predicted"])
+    embedded = embed_rows(cfg, storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size).select_columns(["id", "error", "reps", "predicted"])
     table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
     rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
     return _sorted(table.filter(pc.is_null(table["error"]))), rejected

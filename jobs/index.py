@@ -117,7 +117,8 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
             None if split == "all" else split, ["id", "image", *catalog.schema.names], shards=[s.fingerprint for s in extract], with_shard=True
         )
         with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
-            embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True).write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
+            embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=model.cfg.image_size)
+        embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
     timings["extract"] = time.perf_counter() - t
     if cfg.index.fault == "before_publish":
         raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
@@ -155,7 +156,7 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
         format=1, fsnet_version=fsnet.__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         version=version, catalog=catalog_url, split=split, splits_fingerprint=catalog.manifest.splits.fingerprint, model=ModelRef(url=model_url, sha256=model_sha),
         attributes=catalog.schema.attributes, embed_dim=model.cfg.embed_dim, global_dim=int(vectors.shape[1]) if len(vectors) else model.global_dim,
-        image_size=cfg.model.image_size, index_kind=cfg.index.kind, shards=covered, indexed=ok.num_rows,
+        image_size=model.cfg.image_size, index_kind=cfg.index.kind, shards=covered, indexed=ok.num_rows,
         rejected=[RejectedImage(id=i, catalog_shard=c, reason=e) for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())],
         timings={**timings, "total": time.perf_counter() - start},
         files={"index": "index.faiss", "ids": "ids.parquet", "memory": "memory.pt", "embeddings": EMBEDDINGS},
@@ -169,15 +170,19 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     return IndexResult(manifest, f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})")
 
 
-def embed_rows(cfg: Config, storage: Storage, model_url: str, catalog: Catalog, rows: "ray.data.Dataset", with_shard: bool = False) -> "ray.data.Dataset":
+def embed_rows(
+    cfg: Config, storage: Storage, model_url: str, catalog: Catalog, rows: "ray.data.Dataset", with_shard: bool = False, image_size: int | None = None
+) -> "ray.data.Dataset":
     """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
-    each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them)."""
+    each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them).
+    ``image_size``: the trained model's (index, evaluate), so that a re-index run with another config (the default
+    224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training)."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
     passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
     return rows.map_batches(
         EmbedImages,
-        fn_constructor_kwargs=dict(model_url=model_url, storage=storage, image_size=cfg.model.image_size, passthrough=passthrough, gpu_decode=cfg.index.gpu_decode),
+        fn_constructor_kwargs=dict(model_url=model_url, storage=storage, image_size=image_size or cfg.model.image_size, passthrough=passthrough, gpu_decode=cfg.index.gpu_decode),
         batch_size=cfg.index.batch_size,
         batch_format="numpy",
         compute=actor_pool(actors),
