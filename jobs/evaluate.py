@@ -103,7 +103,8 @@ def evaluate(
     linear = linear_of(model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
 
     t = time.perf_counter()
-    data = load_data(cfg, storage, reader, catalog, model, match)
+    with catalog.reading():  # a shard that cannot be read (queries are embedded in Ray tasks): one line naming it
+        data = load_data(cfg, storage, reader, catalog, model, match)
     timings["load"] = time.perf_counter() - t
     _print_left_out(reader, catalog_url, data)
 

@@ -118,7 +118,7 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
         )
         with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
             embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=model.cfg.image_size)
-        embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
+            embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
     timings["extract"] = time.perf_counter() - t
     if cfg.index.fault == "before_publish":
         raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
