@@ -24,7 +24,6 @@ from fsnet.errors import FsnetError
 
 QUIET_LOGGERS = {
     "ray": logging.ERROR,  # start-up notes (token authentication, dashboard URL, worker counts) that ask nothing of the user
-    "ray.data": logging.WARNING,  # per-dataset INFO lines would bury our own output
     "ray.data._internal.progress": logging.ERROR,  # "progress bars disabled": we draw our own
     "ray.train": logging.WARNING,
     "faiss.loader": logging.WARNING,  # "Could not load library with AVX2 support" is how faiss picks its build
@@ -113,6 +112,13 @@ def quiet_logs() -> None:
     everything fsnet prints, still show."""
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    # Ray Data logs to its own file (session_latest/logs/ray-data.log) and to the console. On the console its
+    # per-dataset INFO lines would bury our own output, and a failed task's traceback (logged by the driver's
+    # executor and by the worker, ~180 lines for one damaged shard) reaches the user anyway as the job's exception,
+    # which jobs/command.py prints as one line: the console handler shows nothing, the file keeps everything.
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler) and "File" not in type(handler).__name__:
+            handler.setLevel(logging.CRITICAL)
     for logger in (logging.getLogger(), logging.getLogger("ray")):
         for handler in logger.handlers:
             if not any(isinstance(f, RayNotesFilter) for f in handler.filters):
