@@ -101,8 +101,8 @@ class ShardWriter:
             fingerprint = "sha256:" + hashlib.sha256(data).hexdigest()
             path, size = shard_name(index, fingerprint), len(data)
             url = join(self.out_url, path)
-            if not self.storage.exists(url):  # the name is the content: an existing file is this one
-                self.storage.write_bytes(url, data)
+            if not self._holds(url, fingerprint):  # the name is the content: an intact existing file is this one
+                self.storage.write_bytes(url, data)  # new, or damaged since (its bytes no longer match its name)
         return {
             "shard": index,
             "path": path,
@@ -113,6 +113,12 @@ class ShardWriter:
             "rejected": rejected,
             "seconds": time.perf_counter() - start,
         }
+
+    def _holds(self, url: str, fingerprint: str) -> bool:
+        """True when ``url`` exists with exactly these bytes (one read: a re-pack repairs a damaged shard)."""
+        if not self.storage.exists(url):
+            return False
+        return "sha256:" + hashlib.sha256(self.storage.read_bytes(url)).hexdigest() == fingerprint
 
     def _encode(self, table: pa.Table) -> bytes:
         # JPEG/PNG bytes do not compress: spend no CPU on them; labels and ids compress well.
