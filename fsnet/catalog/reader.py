@@ -240,11 +240,9 @@ class Catalog:
 
 
 def repair_hint(problems: list[str]) -> str:
-    """What to do about ``verify()``'s problems. A damaged file must go before the re-pack: the pack names a shard
-    by its content and does not rewrite a file whose name exists."""
-    if all(p.endswith(": missing") for p in problems):
-        return "re-pack the catalog"
-    return "delete the damaged file(s), then re-pack the catalog"
+    """What to do about ``verify()``'s problems: a re-pack from the source to the same URL writes again every shard
+    that is missing or whose bytes no longer match its name."""
+    return "re-pack the catalog from its source to the same URL"
 
 
 def _chain(err: BaseException) -> Iterator[BaseException]:

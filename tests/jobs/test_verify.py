@@ -175,7 +175,7 @@ def test_reindex_verify_refuses_a_damaged_catalog(tiny, tiny_index, tmp_path):
     assert len(list(Catalog.open(url, tiny["storage"]).batches(None, ["id"]))) > 0  # the ids still read
     plain = index(load_config(["tiny"]), tiny["model"], url, tiny_index)
     assert plain.manifest is None and "nothing to do" in plain.message
-    with pytest.raises(CatalogError, match=rf"^{victim}: bytes changed .*: delete the damaged file\(s\), then re-pack the catalog before re-indexing"):
+    with pytest.raises(CatalogError, match=rf"^{victim}: bytes changed .*: re-pack the catalog from its source to the same URL before re-indexing"):
         reindex.cli(catalog=url, index_url=tiny_index, model=None, verify=True, config=["tiny"], set_=None)
 
 
