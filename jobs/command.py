@@ -93,8 +93,7 @@ def run_app(app: typer.Typer) -> None:
                           f"  full traceback: {log} (or run again with {DEBUG_FLAG})", soft_wrap=True, highlight=False)
         sys.exit(EXIT_UNEXPECTED)
     if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt into Exit(130), which returns here
-        err_console.print("[bold yellow]interrupted[/]: nothing new was published; what was published before is "
-                          "intact, and a re-run cleans up what this run left half-written", highlight=False)
+        err_console.print(f"[bold yellow]interrupted[/]: {interrupt.kept()}", soft_wrap=True, highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 
