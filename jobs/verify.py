@@ -46,6 +46,7 @@ from fsnet.storage import Storage, join
 from jobs.command import (
     ConfigOption,
     SetOption,
+    absolute_option,
     console,
     err_console,
     resolve_config,
@@ -167,7 +168,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def cli(
-    url: Annotated[str, typer.Argument(help="A packed catalog (catalog.json) or an index (CURRENT) URL.")],
+    url: Annotated[str, typer.Argument(callback=absolute_option, help="A packed catalog (catalog.json) or an index (CURRENT) URL.")],
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
