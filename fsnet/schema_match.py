@@ -24,7 +24,7 @@ import numpy as np
 from fsnet.catalog.schema import UNKNOWN, AttributeSchema
 from fsnet.errors import CatalogError
 
-NOT_IN_MODEL = -2  # a known label whose value the model was trained before (as UNKNOWN, never a target)
+NOT_IN_MODEL = -2  # a known label whose value is new since the model was trained (as UNKNOWN, never a target)
 
 
 class SchemaMismatch(CatalogError):
@@ -100,7 +100,7 @@ class SchemaMatch:
         unknown = self.not_in_model
         if unknown:
             listed = "; ".join(f"{a}: {', '.join(v)}" for a, v in unknown.items())
-            parts.append(f"values the model was trained before, treated as not predictable (never a target): {listed}")
+            parts.append(f"values new since the model was trained, not predictable (never a target): {listed}")
         if self.recoded:
             parts.append(f"other codes for {', '.join(self.recoded)}, mapped by value name")
         if not parts:  # only the attribute order or values the catalog no longer has

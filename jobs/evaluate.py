@@ -79,7 +79,7 @@ class EvalData:
     queries_rejected: list[str]  # query images the model could not embed (or, stored protocol: not in the index)
     protocol: str = "generated"  # "generated" (every manipulation of the query split) or "catalog" (its stored list)
     match: SchemaMatch | None = None  # model vs catalog schema: every label above is in the model's codes
-    queries_unpredictable: list[str] = field(default_factory=list)  # left out: a label the model was trained before
+    queries_unpredictable: list[str] = field(default_factory=list)  # left out: a label value new since the model was trained
 
 
 def evaluate(
@@ -156,7 +156,7 @@ def evaluate(
             "catalog": catalog_url,
             "source": catalog.manifest.source,
             "attributes": {a.name: a.values for a in schema.attributes},  # the model's: the codes of every result
-            "not_in_model": match.not_in_model,  # catalog values the model was trained before: never a target
+            "not_in_model": match.not_in_model,  # catalog values new since the model was trained: never a target
             "catalog_mismatch": mismatch,  # how the catalog differs from the index's (--allow-catalog-mismatch)
             "queries": len(data.query_ids),
             "gallery": len(data.gallery_ids),
@@ -220,7 +220,7 @@ def load_data(
             rejected = []
     q_ids = found["id"].to_numpy(zero_copy_only=False).astype(str)
     query_labels = match.to_model(_aligned(catalog.rows(q_ids.tolist(), ["id", *names]), q_ids, names))
-    # a query with a value the model was trained before: its target keeps a value the model cannot represent (and
+    # a query with a value new since the model was trained: its target keeps a value the model cannot represent (and
     # the ADDE-style memory has no column to subtract), so it is left out, counted
     unpredictable = (query_labels == NOT_IN_MODEL).any(axis=1)
     left_out = q_ids[unpredictable].tolist()
@@ -251,7 +251,7 @@ def protocol_mode(cfg: Config, catalog: Catalog) -> str:
 def eval_manipulations(cfg: Config, catalog: Catalog, data: EvalData) -> Manipulations:
     """Every manipulation of the query split whose target is in the gallery (generated), or the catalog's stored list
     in its order, less the manipulations of queries the index does not hold (counted; eval.at_once does not apply).
-    In the model's codes: a value the model was trained before is never a target."""
+    In the model's codes: a value new since the model was trained is never a target."""
     match = data.match or SchemaMatch.of(catalog.schema, catalog.schema, catalog.url, catalog.url)
     schema = match.model
     if data.protocol == "generated":
@@ -263,12 +263,12 @@ def eval_manipulations(cfg: Config, catalog: Catalog, data: EvalData) -> Manipul
     unpredictable = int((~predictable).sum())
     dropped = len(stored["query"]) - unpredictable - len(manipulations)
     if dropped:
-        also = f" or hold a value the model was trained before ({len(data.queries_unpredictable):,})" if data.queries_unpredictable else ""
+        also = f" or hold a value new since the model was trained ({len(data.queries_unpredictable):,})" if data.queries_unpredictable else ""
         console.print(f"stored query list: {dropped:,} of {len(stored['query']):,} manipulations left out: their "
                       f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the index){also}")
     if unpredictable:
         console.print(f"stored query list: {unpredictable:,} of {len(stored['query']):,} manipulations left out: they change to or keep "
-                      "a value the model was trained before")
+                      "a value new since the model was trained")
     if not len(manipulations):
         raise CatalogError(f"{catalog.url}: none of the stored query list's {len(stored['query']):,} manipulations has its query in the index")
     return manipulations
@@ -288,7 +288,7 @@ def _print_left_out(reader: IndexReader, catalog_url: str, data: EvalData) -> No
         console.print(f"gallery: {len(missing):,} of the {len(missing) + len(data.gallery_ids):,} gallery images of {catalog_url} are not in "
                       f"the index {reader.url} ({why:,} rejected by it, {len(missing) - why:,} never indexed), left out: {first(missing)}")
     if data.queries_unpredictable:
-        console.print(f"queries: {len(data.queries_unpredictable):,} left out, their labels hold a value the model was trained before: "
+        console.print(f"queries: {len(data.queries_unpredictable):,} left out, their labels hold a value new since the model was trained: "
                       f"{first(data.queries_unpredictable)}")
 
 

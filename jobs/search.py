@@ -10,8 +10,8 @@ nearest gallery images to the manipulated global representation. The target is t
 attribute values equal the target.
 
 The model's codes are the working space: the index's and the catalog's labels are translated to them by value name
-(fsnet/schema_match.py), so a model trained before a re-pack still searches correctly; a value the model was trained
-before cannot be a --set target, and a query's such value counts as unknown (the model's prediction stands in).
+(fsnet/schema_match.py), so a model trained before a re-pack still searches correctly; a value new since the model
+was trained cannot be a --set target, and a query's such value counts as unknown (the model's prediction stands in).
 """
 
 from __future__ import annotations
