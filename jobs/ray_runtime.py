@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import warnings
+from typing import Any
 
 import ray
 import ray.data
@@ -128,24 +129,32 @@ def quiet_logs() -> None:
 
 def filter_forwarded_logs() -> None:
     """Keep what Ray's workers print (fsnet's own lines, Python tracebacks) but drop Ray's internal log lines
-    (RAY_INTERNAL_LINE) from the driver's terminal. Uses Ray's private dispatcher of forwarded output; where a Ray
-    release lacks it, everything is shown as before."""
+    (RAY_INTERNAL_LINE) from the driver's terminal. Two private paths of Ray 2.60 carry them: the dispatcher of
+    forwarded worker output, and ``print_to_stdstream``, which the raylet's messages ("N PYTHON worker processes")
+    reach directly; where a Ray release lacks either, its output is shown as before."""
     from ray._private import worker as ray_worker
 
     dispatcher = getattr(ray_worker, "global_worker_stdstream_dispatcher", None)
     handlers = dict(getattr(dispatcher, "handlers", None) or [])  # [(name, handler), ...]
     show = handlers.get(FORWARDED_LOGS_HANDLER)
-    if show is None or getattr(show, "fsnet_filtered", False):
-        return
+    if show is not None and not getattr(show, "fsnet_filtered", False):
+        dispatcher.remove_handler(FORWARDED_LOGS_HANDLER)
+        dispatcher.add_handler(FORWARDED_LOGS_HANDLER, _without_ray_lines(show))
+    direct = getattr(ray_worker, "print_to_stdstream", None)
+    if direct is not None and not getattr(direct, "fsnet_filtered", False):
+        ray_worker.print_to_stdstream = _without_ray_lines(direct)
 
-    def filtered(data: dict) -> None:
+
+def _without_ray_lines(show: Any) -> Any:
+    """``show(data, ...)`` of forwarded output ({"lines": [...], ...}) without the lines RAY_INTERNAL_LINE matches."""
+
+    def filtered(data: dict, *args: Any, **kwargs: Any) -> None:
         lines = [line for line in data.get("lines", []) if not RAY_INTERNAL_LINE.search(line)]
         if lines:
-            show({**data, "lines": lines})
+            show({**data, "lines": lines}, *args, **kwargs)
 
     filtered.fsnet_filtered = True  # type: ignore[attr-defined]
-    dispatcher.remove_handler(FORWARDED_LOGS_HANDLER)
-    dispatcher.add_handler(FORWARDED_LOGS_HANDLER, filtered)
+    return filtered
 
 
 class RayNotesFilter(logging.Filter):
