@@ -62,6 +62,7 @@ DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU 
 FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
 METRICS_FILE = "train_metrics.jsonl"
 FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
+FAULT_REPORT_GRACE_S = 5.0  # the test-only fault waits this long, so the controller has taken the last report
 
 
 @dataclass
@@ -377,6 +378,10 @@ def _maybe_fail(cfg: Config, storage: Storage, out: str, stage: int, step: int, 
     if storage.exists(marker):
         return
     storage.write_text(marker, f"stage {stage} step {step}\n")
+    # Ray Train registers a reported checkpoint when its controller next polls the workers: a worker that dies at
+    # once may take the last report with it (a real crash can), and then the run resumes one epoch earlier than the
+    # test that asks for this fault expects. Let the controller take the report first.
+    time.sleep(FAULT_REPORT_GRACE_S)
     os._exit(1)
 
 
