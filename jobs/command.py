@@ -17,14 +17,14 @@ import os
 import sys
 import tempfile
 import traceback
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import click
 import typer
 from rich.console import Console
 
 from fsnet.config import REDACTED, SECRET_KEYS, Config, load_config
-from fsnet.errors import FsnetError
+from fsnet.errors import FsnetError, exception_chain
 from fsnet.storage import absolute_url
 from jobs import interrupt
 
@@ -100,7 +100,7 @@ def run_app(app: typer.Typer) -> None:
 def user_error_of(err: BaseException) -> FsnetError | None:
     """The FsnetError behind ``err``: itself, or the original one that Ray wrapped (RayTaskError's cause, a Ray
     Train worker's failure, an exception's __cause__/__context__); None when there is none."""
-    for candidate in _causes(err, set()):
+    for candidate in exception_chain(err):
         if isinstance(candidate, FsnetError) and not _is_ray_wrapper(candidate):
             return candidate
     return None
@@ -111,21 +111,6 @@ def single_command(fn: Callable[..., Any]) -> typer.Typer:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(fn)
     return app
-
-
-def _causes(err: BaseException, seen: set[int]) -> Iterator[BaseException]:
-    if id(err) in seen:
-        return
-    seen.add(id(err))
-    yield err
-    nested: list[Any] = [getattr(err, "cause", None), err.__cause__, err.__context__]
-    failures = getattr(err, "worker_failures", None)  # ray.train WorkerGroupError: {rank: exception}
-    if isinstance(failures, dict):
-        nested += list(failures.values())
-    nested += list(getattr(err, "exceptions", None) or [])  # ExceptionGroup
-    for inner in nested:
-        if isinstance(inner, BaseException):
-            yield from _causes(inner, seen)
 
 
 def _is_ray_wrapper(err: BaseException) -> bool:

@@ -194,9 +194,8 @@ def _ids_per_shard(catalog: Catalog, wanted: set[str] | None) -> dict[str, set[s
     """fingerprint -> ids of the wanted rows (all when None) in that shard (reads the id column only)."""
     out = {}
     for s in catalog.manifest.shards:
-        fs, path = catalog.storage.arrow_fs(join(catalog.url, s.path))
         with catalog.reading():  # a shard that cannot be read: one line naming it
-            ids = pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
+            ids = catalog.shard_ids(s)
         out[s.fingerprint] = set(ids) if wanted is None else set(ids) & wanted
     return out
 

@@ -71,12 +71,13 @@ def parse_manipulations(match: SchemaMatch, items: list[str]) -> np.ndarray:
 
 
 def load_query(
-    reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, query_id: str | None, image_url: str | None, want_image: bool
+    reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, query_id: str | None, image: bytes | None, want_image: bool
 ) -> Query:
-    """``match``: the model against the schema the index's labels are in (its manifest's)."""
+    """``match``: the model against the schema the index's labels are in (its manifest's); ``image``: the bytes of
+    --image, checked by read_query_image."""
     names = match.names
-    if image_url is not None:
-        return _embed_query(model, read_query_image(storage, image_url), reader.manifest.image_size, np.full(len(names), -1))
+    if image is not None:
+        return _embed_query(model, image, reader.manifest.image_size, np.full(len(names), -1))
     rows = reader.embeddings([query_id], ["id", "reps", "predicted", *names])
     if rows.num_rows and not want_image:
         labels = match.to_model(np.array([[rows[a][0].as_py() for a in names]]))[0]  # (A,) the model's codes
@@ -186,16 +187,16 @@ def cli(
         raise FsnetError("give exactly one of --id or --image")
     cfg = resolve_config(config, None)
     storage = Storage(cfg.storage)
-    if image is not None:
-        read_query_image(storage, image)  # not an image: one line naming it, before the index and the model load
+    # not an image: one line naming it, before the index and the model load
+    image_bytes = read_query_image(storage, image) if image is not None else None
     reader = IndexReader.open(index_url, storage)
     model = load_model(reader.manifest.model.url, storage)
     # the index's labels are in the codes of the catalog it was built from (its manifest); the model's may differ
     match = SchemaMatch.of(model.schema, reader.manifest.attribute_schema(), reader.manifest.model.url, reader.manifest.catalog)
-    if match.note():
-        console.print(match.note())
+    if note := match.note():
+        console.print(note)
     manipulation = parse_manipulations(match, manipulations or [])
-    query = load_query(reader, model, match, storage, query_id, image, want_image=explain_png is not None)
+    query = load_query(reader, model, match, storage, query_id, image_bytes, want_image=explain_png is not None)
     result = run_search(reader, match, model, query, manipulation, k)
     print_result(match, result)
     if explain_png:

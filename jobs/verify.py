@@ -32,7 +32,7 @@ import torch
 import typer
 
 from fsnet.catalog.manifest import CATALOG_FILE
-from fsnet.catalog.reader import Catalog, repair_hint
+from fsnet.catalog.reader import REPAIR_HINT, Catalog
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.index.faiss_index import index_from_bytes
 from fsnet.index.manifest import (
@@ -78,7 +78,7 @@ def verify_catalog(storage: Storage, url: str) -> Verdict:
         ", the query list" if m.protocol is not None else "") + ") re-hashed"
     problems = catalog.verify()
     if problems:
-        return Verdict(f"{summary}: {len(problems)} bad; {repair_hint(problems)} (fsnet pack)", problems)
+        return Verdict(f"{summary}: {len(problems)} bad; {REPAIR_HINT} (fsnet pack)", problems)
     return Verdict(f"{summary}: every byte matches {CATALOG_FILE}")
 
 
@@ -88,7 +88,7 @@ def require_intact_catalog(storage: Storage, url: str) -> str:
     verdict = verify_catalog(storage, url)
     if verdict.problems:
         more = f" (and {len(verdict.problems) - 1} more file(s))" if len(verdict.problems) > 1 else ""
-        raise CatalogError(f"{verdict.problems[0]}{more}: {repair_hint(verdict.problems)} before re-indexing (fsnet verify {url} lists every bad file)")
+        raise CatalogError(f"{verdict.problems[0]}{more}: {REPAIR_HINT} before re-indexing (fsnet verify {url} lists every bad file)")
     return verdict.summary
 
 

@@ -20,11 +20,15 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from fsnet.catalog.manifest import CATALOG_FILE, CatalogManifest
+from fsnet.catalog.manifest import CATALOG_FILE, CatalogManifest, ShardInfo
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.catalog.splits import SPLITS
-from fsnet.errors import CatalogError, FsnetError
+from fsnet.errors import CatalogError, FsnetError, exception_chain
 from fsnet.storage import Storage, join
+
+# What to do about verify()'s problems: a re-pack from the source to the same URL writes again every shard that is
+# missing or whose bytes no longer match its name.
+REPAIR_HINT = "re-pack the catalog from its source to the same URL"
 
 if TYPE_CHECKING:
     import ray.data
@@ -174,6 +178,11 @@ class Catalog:
             )
         return _to_numpy(table, wanted)
 
+    def shard_ids(self, info: ShardInfo) -> list[str]:
+        """The ids of one shard, in its order (only the id column is read)."""
+        fs, path = self.storage.arrow_fs(join(self.url, info.path))
+        return pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
+
     def verify(self) -> list[str]:
         """One line per file of the catalog (shards, split file, stored query list) that is missing or whose bytes
         no longer match its fingerprint in catalog.json; empty when all is well. Reads every byte."""
@@ -218,7 +227,7 @@ class Catalog:
 
     def _explain(self, err: Exception) -> Exception:
         """The CatalogError that ``err`` means, or ``err`` itself when the catalog's files do not explain it."""
-        chain = list(_chain(err))
+        chain = list(exception_chain(err))
         if any(isinstance(e, FsnetError) for e in chain):
             return err
         failed = [e for e in chain if isinstance(e, (OSError, pa.ArrowException)) and not type(e).__module__.startswith("ray")]
@@ -235,30 +244,8 @@ class Catalog:
         reason = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # Ray appends its retry advice below
         more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
         return CatalogError(
-            f"{problems[0]}{more}; reading it failed ({reason}): {repair_hint(problems)} (fsnet verify {self.url} lists every bad file)"
+            f"{problems[0]}{more}; reading it failed ({reason}): {REPAIR_HINT} (fsnet verify {self.url} lists every bad file)"
         )
-
-
-def repair_hint(problems: list[str]) -> str:
-    """What to do about ``verify()``'s problems: a re-pack from the source to the same URL writes again every shard
-    that is missing or whose bytes no longer match its name."""
-    return "re-pack the catalog from its source to the same URL"
-
-
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    """``err`` and what it wraps: causes, contexts, a RayTaskError's ``cause``, a Ray Train WorkerGroupError's
-    ``worker_failures`` and a ControllerError's ``controller_failure``; outermost first."""
-    seen: set[int] = set()
-    todo: list[object] = [err]
-    while todo:
-        e = todo.pop(0)
-        if not isinstance(e, BaseException) or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        failures = getattr(e, "worker_failures", None)
-        todo += list(failures.values()) if isinstance(failures, dict) else []
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)]
 
 
 def _hex12(fingerprint: str) -> str:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fsnet.catalog.manifest import CATALOG_FILE
 from fsnet.catalog.reader import Catalog
@@ -105,9 +104,8 @@ def previous_shards(catalog: Catalog) -> list[PreviousShard]:
         url = join(catalog.url, info.path)
         if not catalog.storage.exists(url):
             continue
-        fs, path = catalog.storage.arrow_fs(url)
         try:
-            ids = pq.read_table(path, filesystem=fs, columns=["id"])["id"].to_pylist()
+            ids = catalog.shard_ids(info)
         except (OSError, pa.ArrowException):  # damaged bytes (ArrowInvalid is a ValueError, not an OSError)
             continue
         shards.append(PreviousShard(index=int(match.group(1)), ids=ids))
