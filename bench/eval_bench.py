@@ -81,18 +81,30 @@ def main() -> None:
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--global-dim", type=int, default=256, help="r; 0: no w_r (F is the concatenation)")
     parser.add_argument("--families", type=int, default=300, help="product prototypes the labels are drawn around")
-    parser.add_argument("--redraw", type=float, default=0.15, help="probability that an image's attribute is redrawn at random")
+    parser.add_argument(
+        "--redraw", type=float, default=0.15, help="probability that an image's attribute is redrawn at random"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     d, r = args.embed_dim, args.global_dim
     prototypes = np.stack([rng.integers(0, v, args.families) for v in NUM_VALUES], 1)
-    query_labels, gallery_labels = labels(rng, prototypes, args.queries, args.redraw), labels(rng, prototypes, args.gallery, args.redraw)
+    query_labels, gallery_labels = (
+        labels(rng, prototypes, args.queries, args.redraw),
+        labels(rng, prototypes, args.gallery, args.redraw),
+    )
     centres = [rng.standard_normal((v, d)).astype(np.float32) for v in NUM_VALUES]
     train_labels = labels(rng, prototypes, 30000, args.redraw)
     train = representations(rng, centres, train_labels)
-    memory = np.concatenate([np.stack([train[train_labels[:, a] == v, a].mean(0) for v in range(nv)]) for a, nv in enumerate(NUM_VALUES)])
+    memory = np.concatenate(
+        [np.stack([train[train_labels[:, a] == v, a].mean(0) for v in range(nv)]) for a, nv in enumerate(NUM_VALUES)]
+    )
     a = len(NUM_VALUES)
-    model = LinearGlobal(rng.uniform(0.5, 2.0, a), (rng.standard_normal((a, d, r)) / np.sqrt(a * d)) if r else None, memory.astype(np.float64), NUM_VALUES)
+    model = LinearGlobal(
+        rng.uniform(0.5, 2.0, a),
+        (rng.standard_normal((a, d, r)) / np.sqrt(a * d)) if r else None,
+        memory.astype(np.float64),
+        NUM_VALUES,
+    )
     query_reps = representations(rng, centres, query_labels)
     gallery = model.global_of(representations(rng, centres, gallery_labels).astype(np.float64)).astype(np.float32)
     del train
@@ -100,11 +112,15 @@ def main() -> None:
     t = time.perf_counter()
     manipulations = build_manipulations(query_labels, gallery_labels, NAMES, NUM_VALUES)
     protocol_s = time.perf_counter() - t
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} on {torch.get_num_threads()} threads, "
-          f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
-    print(f"protocol: {args.queries:,} queries, {args.gallery:,} gallery, {a} attributes ({sum(NUM_VALUES)} values), "
-          f"{len(manipulations):,} manipulations ({len(manipulations) / args.queries:.1f} per query) in {protocol_s:.2f} s; "
-          f"D = {d}, r = {r or a * d}{'' if r else ' (no w_r)'}, K = {args.k}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} on {torch.get_num_threads()} threads, "
+        f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
+    )
+    print(
+        f"protocol: {args.queries:,} queries, {args.gallery:,} gallery, {a} attributes ({sum(NUM_VALUES)} values), "
+        f"{len(manipulations):,} manipulations ({len(manipulations) / args.queries:.1f} per query) in {protocol_s:.2f} s; "
+        f"D = {d}, r = {r or a * d}{'' if r else ' (no w_r)'}, K = {args.k}"
+    )
 
     with PeakRss() as fast_mem:
         t = time.perf_counter()
@@ -115,11 +131,17 @@ def main() -> None:
         slow = brute_force_topk(model, query_reps, gallery, manipulations, args.k)
         slow_s = time.perf_counter() - t
     same = bool((fast.positions == slow.positions).all())
-    print(f"  factorized        {fast_s:8.2f} s  {len(manipulations) / fast_s:10,.0f} manipulations/s  peak +{fast_mem.mib:7.0f} MiB  "
-          f"(rows the bound left to a full scan: {fast.full_rows:,}; rows re-ranked over the whole gallery: {fast.exact_rows:,})")
-    print(f"  faiss brute force {slow_s:8.2f} s  {len(manipulations) / slow_s:10,.0f} manipulations/s  peak +{slow_mem.mib:7.0f} MiB  "
-          f"(rows re-ranked over the whole gallery: {slow.exact_rows:,})")
-    print(f"  speed-up {slow_s / fast_s:.1f}x; identical Top-{args.k} lists for all {len(manipulations):,} manipulations: {same}")
+    print(
+        f"  factorized        {fast_s:8.2f} s  {len(manipulations) / fast_s:10,.0f} manipulations/s  peak +{fast_mem.mib:7.0f} MiB  "
+        f"(rows the bound left to a full scan: {fast.full_rows:,}; rows re-ranked over the whole gallery: {fast.exact_rows:,})"
+    )
+    print(
+        f"  faiss brute force {slow_s:8.2f} s  {len(manipulations) / slow_s:10,.0f} manipulations/s  peak +{slow_mem.mib:7.0f} MiB  "
+        f"(rows re-ranked over the whole gallery: {slow.exact_rows:,})"
+    )
+    print(
+        f"  speed-up {slow_s / fast_s:.1f}x; identical Top-{args.k} lists for all {len(manipulations):,} manipulations: {same}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ from fsnet.model.backbone import BACKBONES
 from fsnet.model.localization import boxes_from_maps
 
 # fashion-product-small's 7 attributes and their value counts
-SCHEMA = AttributeSchema(attributes=[Attribute(name=f"a{i}", values=[str(v) for v in range(n)]) for i, n in enumerate([5, 7, 45, 132, 46, 4, 8])])
+SCHEMA = AttributeSchema(
+    attributes=[
+        Attribute(name=f"a{i}", values=[str(v) for v in range(n)]) for i, n in enumerate([5, 7, 45, 132, 46, 4, 8])
+    ]
+)
 
 
 def rate(fn, batch: int, seconds: float, sync=lambda: None) -> float:
@@ -42,8 +46,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("model: default.yaml sizes (conv5 384, conv6/7 512, fc9 512, fc10 256, roi 6), variant full_ff, 7 attributes\n")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        "model: default.yaml sizes (conv5 384, conv6/7 512, fc9 512, fc10 256, roi 6), variant full_ff, 7 attributes\n"
+    )
 
     print(f"{'backbone':14s} {'96 px img/s':>12s} {'224 px img/s':>13s}")
     for name in [b for b in BACKBONES if b != "tiny"] + ["tiny"]:
@@ -57,10 +65,14 @@ def main() -> None:
         print(f"{name:14s} {row[0]:12,.0f} {row[1]:13,.0f}")
 
     # AAM -> box: smooth random maps of conv5 size at 224 px (13 x 13), all 7 attributes of an image.
-    maps = torch.nn.functional.avg_pool2d(torch.randn(args.batch * 7, 1, 17, 17), 5, stride=1).view(args.batch, 7, 13, 13)
+    maps = torch.nn.functional.avg_pool2d(torch.randn(args.batch * 7, 1, 17, 17), 5, stride=1).view(
+        args.batch, 7, 13, 13
+    )
     per_second = rate(lambda: boxes_from_maps(maps, 0.2), args.batch, args.seconds)
-    print(f"\nAAM -> boxes (7 attributes, 13x13 maps, batch {args.batch}): {1e3 / per_second:.3f} ms per image "
-          f"({per_second:,.0f} images/s); the paper: ~2 ms per image")
+    print(
+        f"\nAAM -> boxes (7 attributes, 13x13 maps, batch {args.batch}): {1e3 / per_second:.3f} ms per image "
+        f"({per_second:,.0f} images/s); the paper: ~2 ms per image"
+    )
 
     if torch.cuda.is_available():
         device = torch.device("cuda")
@@ -68,7 +80,9 @@ def main() -> None:
         for name in ("alexnet", "mobilenet_v2", "resnet50"):
             cfg = load_config(sets=[f"model.backbone={name}", "model.weights=none", "model.variant=full_ff"]).model
             model = build_model(cfg, SCHEMA).eval().to(device).to(memory_format=torch.channels_last)
-            images = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8, device=device).contiguous(memory_format=torch.channels_last)
+            images = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8, device=device).contiguous(
+                memory_format=torch.channels_last
+            )
 
             def step():
                 with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):

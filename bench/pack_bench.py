@@ -45,8 +45,14 @@ def plain_loop_pack(data: Path, out: Path, shard_rows: int) -> float:
             blobs.append(blob)
             widths.append(w)
             heights.append(h)
-        table = pa.table({"id": rows["image"].tolist(), "image": pa.array(blobs, pa.binary()), "width": widths, "height": heights})
-        pq.write_table(table, out / f"part-{shard:05d}.parquet", compression={"id": "ZSTD", "image": "NONE", "width": "ZSTD", "height": "ZSTD"})
+        table = pa.table(
+            {"id": rows["image"].tolist(), "image": pa.array(blobs, pa.binary()), "width": widths, "height": heights}
+        )
+        pq.write_table(
+            table,
+            out / f"part-{shard:05d}.parquet",
+            compression={"id": "ZSTD", "image": "NONE", "width": "ZSTD", "height": "ZSTD"},
+        )
     return time.perf_counter() - start
 
 
@@ -55,7 +61,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--synth-n", type=int, default=2000)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, ray {ray.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, ray {ray.__version__}"
+    )
 
     if (args.data / "labels.csv").exists():
         cfg = load_config(["fashion_product_small"], [f"source.path={args.data}"])
@@ -72,9 +80,11 @@ def main() -> None:
         print(f"  fsnet pack (Ray Data)    {result.seconds:6.2f} s  {n / result.seconds:8,.0f} images/s")
         print(f"  plain one-process loop   {baseline:6.2f} s  {n / baseline:8,.0f} images/s")
         print(f"  ratio pack / plain       {baseline / result.seconds:6.2f}x")
-        print(f"  inside the pack: Ray Data stage {result.stage_seconds:.2f} s wall, ShardWriters busy {result.writer_seconds:.2f} s "
-              f"({n / result.writer_seconds:,.0f} images/s per busy writer); the rest is actor start-up and the"
-              f" driver's table, split and publish work")
+        print(
+            f"  inside the pack: Ray Data stage {result.stage_seconds:.2f} s wall, ShardWriters busy {result.writer_seconds:.2f} s "
+            f"({n / result.writer_seconds:,.0f} images/s per busy writer); the rest is actor start-up and the"
+            f" driver's table, split and publish work"
+        )
     else:
         print(f"\n{args.data} not found: pack benchmark skipped")
 
@@ -84,7 +94,9 @@ def main() -> None:
         g = sample_garment(0, i)
         encode_jpeg(render_garment(g, size, np.random.default_rng([0, i, 1])).image, 90)
     seconds = time.perf_counter() - start
-    print(f"\nsynthetic rendering at {size} px, one core: {args.synth_n:,} images in {seconds:.2f} s = {args.synth_n / seconds:,.0f} images/s per core")
+    print(
+        f"\nsynthetic rendering at {size} px, one core: {args.synth_n:,} images in {seconds:.2f} s = {args.synth_n / seconds:,.0f} images/s per core"
+    )
 
 
 if __name__ == "__main__":

@@ -78,14 +78,20 @@ def main() -> None:
     parser.add_argument("--shard-rows", type=int, default=100)
     parser.add_argument("--grow", type=float, default=0.01)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--train-epochs", type=int, default=1, help="epochs per training stage (0: the tiny preset's 2, 2, 1); "
-                        "the weights do not change what indexing costs")
+    parser.add_argument(
+        "--train-epochs",
+        type=int,
+        default=1,
+        help="epochs per training stage (0: the tiny preset's 2, 2, 1); the weights do not change what indexing costs",
+    )
     parser.add_argument("--no-new-value", action="store_true", help="no image with an unseen value among the new ones")
     args = parser.parse_args()
     added = max(1, round(args.n * args.grow))
     gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {gpu}, python {platform.python_version()}, ray {ray.__version__}; "
-          f"load average {os.getloadavg()[0]:.1f} at the start")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {gpu}, python {platform.python_version()}, ray {ray.__version__}; "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
 
     sets = [f"synthetic.size={args.size}", f"catalog.shard_rows={args.shard_rows}"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,13 +109,17 @@ def main() -> None:
         ray_start = fresh_ray()
         full, full_wall = timed(index, cfg, model_url, catalog_url, index_url, "all")
         full_m = full.manifest
-        print(f"\n{args.n:,} images of {args.size} px, {len(first_pack.manifest.shards)} shards of {args.shard_rows}: "
-              f"synth {synth_s:.1f} s, pack {pack_s:.1f} s, train (tiny) {train_s:.1f} s")
+        print(
+            f"\n{args.n:,} images of {args.size} px, {len(first_pack.manifest.shards)} shards of {args.shard_rows}: "
+            f"synth {synth_s:.1f} s, pack {pack_s:.1f} s, train (tiny) {train_s:.1f} s"
+        )
 
         grow_cfg = load_config(["tiny"], [*sets, f"synthetic.n={added}"])
         synth(grow_cfg, src, show_progress=False, first=args.n)
         if not args.no_new_value:
-            labels = pd.read_csv(io.BytesIO(storage.read_bytes(join(src, "labels.csv"))), dtype=str, keep_default_na=False)
+            labels = pd.read_csv(
+                io.BytesIO(storage.read_bytes(join(src, "labels.csv"))), dtype=str, keep_default_na=False
+            )
             labels.loc[labels["image"] == f"{args.n:06d}.jpg", NEW_VALUE[0]] = NEW_VALUE[1]
             storage.write_text(join(src, "labels.csv"), labels.to_csv(index=False))
         repack, repack_s = timed(pack, cfg, catalog_url, show_progress=False)
@@ -127,26 +137,44 @@ def main() -> None:
     extracted = [s for s in re_m.shards if s.reused_from is None]
     t_full, t_re = full_m.timings, re_m.timings
     fixed = stage_start_up
-    print(f"grew by {added} images ({args.grow:.0%})" + ("" if args.no_new_value else f", one with the new value {NEW_VALUE[0]}={NEW_VALUE[1]}")
-          + f"; re-pack {repack_s:.1f} s: {repack.shards_kept} of {len(first_pack.manifest.shards)} shards kept unchanged, "
-          f"{len(repack.manifest.shards) - repack.shards_kept} written; {NEW_VALUE[0]} values now {', '.join(colours)}")
-    print(f"re-index: {len(reused)} shards reused, {len(extracted)} extracted ({sum(s.rows for s in extracted)} rows)\n")
+    print(
+        f"grew by {added} images ({args.grow:.0%})"
+        + ("" if args.no_new_value else f", one with the new value {NEW_VALUE[0]}={NEW_VALUE[1]}")
+        + f"; re-pack {repack_s:.1f} s: {repack.shards_kept} of {len(first_pack.manifest.shards)} shards kept unchanged, "
+        f"{len(repack.manifest.shards) - repack.shards_kept} written; {NEW_VALUE[0]} values now {', '.join(colours)}"
+    )
+    print(
+        f"re-index: {len(reused)} shards reused, {len(extracted)} extracted ({sum(s.rows for s in extracted)} rows)\n"
+    )
     print(f"{'':34s}{'full index':>12s}{'re-index':>12s}")
-    for key, name in (("copy_reused", "copy reused embeddings"), ("extract", "extract (read, decode, embed, write)"),
-                      ("decode_busy", "  of which actors decoding"), ("model_busy", "  of which actors in the model"),
-                      ("faiss", "faiss over every row"), ("total", "whole job (Ray running)")):
+    for key, name in (
+        ("copy_reused", "copy reused embeddings"),
+        ("extract", "extract (read, decode, embed, write)"),
+        ("decode_busy", "  of which actors decoding"),
+        ("model_busy", "  of which actors in the model"),
+        ("faiss", "faiss over every row"),
+        ("total", "whole job (Ray running)"),
+    ):
         print(f"  {name:32s}{t_full.get(key, 0):10.1f} s{t_re.get(key, 0):10.1f} s")
     print(f"  {'wall, as called':32s}{full_wall:10.1f} s{re_wall:10.1f} s")
-    print(f"  rows indexed {full_m.indexed:,} -> {re_m.indexed:,}; the work that scales with images (decode + model) "
-          f"{busy(t_re):.2f} s against {busy(t_full):.2f} s: {busy(t_re) / busy(t_full):.1%}")
+    print(
+        f"  rows indexed {full_m.indexed:,} -> {re_m.indexed:,}; the work that scales with images (decode + model) "
+        f"{busy(t_re):.2f} s against {busy(t_full):.2f} s: {busy(t_re) / busy(t_full):.1%}"
+    )
     print("\nfixed start-up (paid by every run, whatever it extracts):")
-    print(f"  Ray start {ray_start:.1f} / {ray_restart:.1f} s (before the index / re-index; not in the job times above); model load {model_load:.2f} s; "
-          f"extract start-up (the re-index's chain on 1 image: read task, actor spawn, model load, write) {stage_start_up:.1f} s")
-    print(f"  load average {os.getloadavg()[0]:.1f} at the end (other work on the machine inflates the fixed costs most)")
+    print(
+        f"  Ray start {ray_start:.1f} / {ray_restart:.1f} s (before the index / re-index; not in the job times above); model load {model_load:.2f} s; "
+        f"extract start-up (the re-index's chain on 1 image: read task, actor spawn, model load, write) {stage_start_up:.1f} s"
+    )
+    print(
+        f"  load average {os.getloadavg()[0]:.1f} at the end (other work on the machine inflates the fixed costs most)"
+    )
     budget = 0.05 * t_full["total"] + fixed
-    print(f"\nre-index / full index: {t_re['total'] / t_full['total']:.1%}; "
-          f"goal: re-index <= 5% of full + extract start-up = {0.05 * t_full['total']:.1f} + {fixed:.1f} = {budget:.1f} s: "
-          f"{t_re['total']:.1f} s, {'met' if t_re['total'] <= budget else 'NOT met'}")
+    print(
+        f"\nre-index / full index: {t_re['total'] / t_full['total']:.1%}; "
+        f"goal: re-index <= 5% of full + extract start-up = {0.05 * t_full['total']:.1f} + {fixed:.1f} = {budget:.1f} s: "
+        f"{t_re['total']:.1f} s, {'met' if t_re['total'] <= budget else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ from jobs.train import run_stage
 def plain_loop(cfg, catalog: Catalog, init_state: dict, epochs: int, device: torch.device) -> list[float]:
     """The same stage-2 work without Ray: images/s per epoch."""
     names = catalog.schema.names
-    rows = {k: np.concatenate([b[k] for b in catalog.batches("train", ["image", *names], batch_size=1024)]) for k in ["image", *names]}
+    rows = {
+        k: np.concatenate([b[k] for b in catalog.batches("train", ["image", *names], batch_size=1024)])
+        for k in ["image", *names]
+    }
     model = build_model(cfg.model, catalog.schema, pretrained=False)
     model.load_state_dict(init_state)
     model.to(device).train()
@@ -47,8 +50,18 @@ def plain_loop(cfg, catalog: Catalog, init_state: dict, epochs: int, device: tor
         start, images = time.perf_counter(), 0
         for i in range(0, len(order) - cfg.train.batch_size + 1, cfg.train.batch_size):
             idx = order[i : i + cfg.train.batch_size]
-            batch = decode_for_training({k: v[idx] for k, v in rows.items()}, size=cfg.model.image_size, augment=cfg.train.augment, attributes=names)
-            loss, stats = local_step(model, torch.from_numpy(batch["image"]).to(device), torch.from_numpy(batch["labels"]).to(device), loss_fn)
+            batch = decode_for_training(
+                {k: v[idx] for k, v in rows.items()},
+                size=cfg.model.image_size,
+                augment=cfg.train.augment,
+                attributes=names,
+            )
+            loss, stats = local_step(
+                model,
+                torch.from_numpy(batch["image"]).to(device),
+                torch.from_numpy(batch["labels"]).to(device),
+                loss_fn,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -70,11 +83,22 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     sets = [
-        f"synthetic.n={args.n}", f"synthetic.size={args.size}", f"model.backbone={args.backbone}", "model.weights=none",
-        f"model.image_size={args.size}", "model.roi_size=4", "model.variant=full", "train.workers=1", "train.cpus_per_worker=1",
-        f"train.use_gpu={str(gpu).lower()}", f"train.batch_size={args.batch}", f"train.stage2.epochs={args.epochs}",
+        f"synthetic.n={args.n}",
+        f"synthetic.size={args.size}",
+        f"model.backbone={args.backbone}",
+        "model.weights=none",
+        f"model.image_size={args.size}",
+        "model.roi_size=4",
+        "model.variant=full",
+        "train.workers=1",
+        "train.cpus_per_worker=1",
+        f"train.use_gpu={str(gpu).lower()}",
+        f"train.batch_size={args.batch}",
+        f"train.stage2.epochs={args.epochs}",
     ]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {'GPU ' + torch.cuda.get_device_name(0) if gpu else 'no GPU'}, torch {torch.__version__}, ray {ray.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {'GPU ' + torch.cuda.get_device_name(0) if gpu else 'no GPU'}, torch {torch.__version__}, ray {ray.__version__}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=True, logging_level="ERROR")
         cfg = load_config(["synthetic"], sets)
@@ -86,7 +110,9 @@ def main() -> None:
         init = build_model(cfg.model, catalog.schema)
         save_model(init, f"{tmp}/run/init.pt", storage)
         n_train = len(catalog.split_ids("train"))
-        print(f"stage 2 of {args.backbone} at {args.size} px, batch {args.batch}, {n_train:,} training images, {args.epochs} epochs\n")
+        print(
+            f"stage 2 of {args.backbone} at {args.size} px, batch {args.batch}, {n_train:,} training images, {args.epochs} epochs\n"
+        )
 
         start = time.perf_counter()
         run_stage(cfg, catalog, storage, f"{tmp}/run", 2, f"{tmp}/run/init.pt", {})
@@ -105,9 +131,13 @@ def main() -> None:
     for e, (r, p) in enumerate(zip(ray_rates, plain_rates)):
         print(f"{e:5d} {r:16.1f} {p:17.1f}")
     steady_ray, steady_plain = np.mean(ray_rates[1:] or ray_rates), np.mean(plain_rates[1:] or plain_rates)
-    print(f"\nsteady state (epochs 1+): Ray Train {steady_ray:.1f} img/s, plain {steady_plain:.1f} img/s, "
-          f"Ray Train / plain = {steady_ray / steady_plain:.2f} ({(1 - steady_ray / steady_plain) * 100:+.0f}% overhead)")
-    print(f"whole stage incl. start-up: Ray Train {ray_wall:.1f} s for {ray_images:,.0f} images, plain {plain_wall:.1f} s")
+    print(
+        f"\nsteady state (epochs 1+): Ray Train {steady_ray:.1f} img/s, plain {steady_plain:.1f} img/s, "
+        f"Ray Train / plain = {steady_ray / steady_plain:.2f} ({(1 - steady_ray / steady_plain) * 100:+.0f}% overhead)"
+    )
+    print(
+        f"whole stage incl. start-up: Ray Train {ray_wall:.1f} s for {ray_images:,.0f} images, plain {plain_wall:.1f} s"
+    )
 
 
 if __name__ == "__main__":

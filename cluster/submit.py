@@ -27,10 +27,32 @@ from fsnet.errors import FsnetError
 JOBS = ("pack", "synth", "train", "index", "reindex", "evaluate", "report", "ablation", "pipeline")
 REPO = Path(__file__).resolve().parents[1]
 EXCLUDES = [  # what the working_dir upload leaves out: data, outputs, environments, caches
-    ".git", ".venv", ".devbundle", "fsnet-demo", "catalogs", "runs", "reports", "**/__pycache__", "*.pt", "*.parquet", "*.faiss",
+    ".git",
+    ".venv",
+    ".devbundle",
+    "fsnet-demo",
+    "catalogs",
+    "runs",
+    "reports",
+    "**/__pycache__",
+    "*.pt",
+    "*.parquet",
+    "*.faiss",
 ]
-SECRET_SETS = {"storage.key": "AWS_ACCESS_KEY_ID", "storage.secret": "AWS_SECRET_ACCESS_KEY", "storage.token": "AWS_SESSION_TOKEN"}
-FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "TORCH_HOME")
+SECRET_SETS = {
+    "storage.key": "AWS_ACCESS_KEY_ID",
+    "storage.secret": "AWS_SECRET_ACCESS_KEY",
+    "storage.token": "AWS_SESSION_TOKEN",
+}
+FORWARDED_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "TORCH_HOME",
+)
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 LAST_LINES = 30  # log lines shown when a job fails
 POLL_S = 2.0
@@ -45,8 +67,10 @@ def client(address: str | None) -> JobSubmissionClient:
     try:
         return JobSubmissionClient(url)
     except Exception as err:  # the Jobs API is unreachable: say where we looked
-        raise FsnetError(f"no Ray Jobs API at {url} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                         "start a cluster (ray up ray_config.yaml, ray start --head) or pass --address") from None
+        raise FsnetError(
+            f"no Ray Jobs API at {url} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "start a cluster (ray up ray_config.yaml, ray start --head) or pass --address"
+        ) from None
 
 
 def split_secrets(sets: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -78,15 +102,26 @@ def runtime_env(secret_env: dict[str, str], extra_env: dict[str, str] | None = N
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env.update(secret_env)
     env.update(extra_env or {})
-    if not (REPO / "pyproject.toml").exists():  # fsnet installed as a package, not a checkout: the cluster's own copy runs
+    if not (
+        REPO / "pyproject.toml"
+    ).exists():  # fsnet installed as a package, not a checkout: the cluster's own copy runs
         return {"env_vars": env}
     return {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env}
 
 
-def submit(address: str | None, job: str, configs: list[str], sets: list[str], args: list[str], extra_env: dict[str, str] | None = None) -> tuple[JobSubmissionClient, str]:
+def submit(
+    address: str | None,
+    job: str,
+    configs: list[str],
+    sets: list[str],
+    args: list[str],
+    extra_env: dict[str, str] | None = None,
+) -> tuple[JobSubmissionClient, str]:
     shown, secret_env = split_secrets(sets)
     jobs = client(address)
-    submission_id = jobs.submit_job(entrypoint=entrypoint(job, configs, shown, args), runtime_env=runtime_env(secret_env, extra_env))
+    submission_id = jobs.submit_job(
+        entrypoint=entrypoint(job, configs, shown, args), runtime_env=runtime_env(secret_env, extra_env)
+    )
     return jobs, submission_id
 
 
@@ -111,7 +146,10 @@ def last_lines(jobs: JobSubmissionClient, submission_id: str, n: int = LAST_LINE
 
 # ----- command line ------------------------------------------------------------------------------------------
 
-AddressOption = Annotated[str | None, typer.Option("--address", help="Ray Jobs API (dashboard) URL; default $RAY_ADDRESS or http://127.0.0.1:8265.")]
+AddressOption = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray Jobs API (dashboard) URL; default $RAY_ADDRESS or http://127.0.0.1:8265."),
+]
 jobs_app = typer.Typer(help="Jobs submitted to a Ray cluster: status, logs, stop.", no_args_is_help=True)
 
 
@@ -125,20 +163,31 @@ def cli(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help=f"One of: {', '.join(JOBS)}.")],
     address: AddressOption = None,
-    config: Annotated[list[str] | None, typer.Option("--config", "-c", help="Preset or YAML file, passed to the job; repeatable.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value passed to the job (credentials go as environment variables).")] = None,
-    wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end; a failed job ends this command non-zero.")] = False,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="Preset or YAML file, passed to the job; repeatable.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value passed to the job (credentials go as environment variables)."),
+    ] = None,
+    wait_: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job to end; a failed job ends this command non-zero.")
+    ] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Print the job's log as it runs (implies --wait).")] = False,
 ) -> None:
     """Submit an fsnet job to a Ray cluster (arguments after -- go to the job)."""
     console = _console()
     jobs, submission_id = submit(address, job, config or [], set_ or [], list(ctx.args))
-    console.print(f"submitted {job}: {submission_id} (fsnet jobs status {submission_id} --address {address or default_address()})")
+    console.print(
+        f"submitted {job}: {submission_id} (fsnet jobs status {submission_id} --address {address or default_address()})"
+    )
     if not (wait_ or follow):
         return
     status = wait(jobs, submission_id, follow, lambda text: console.print(text, markup=False, highlight=False))
     if status != JobStatus.SUCCEEDED:
-        raise FsnetError(f"job {submission_id} ({job}) {status.value}; its last log lines:\n{last_lines(jobs, submission_id)}")
+        raise FsnetError(
+            f"job {submission_id} ({job}) {status.value}; its last log lines:\n{last_lines(jobs, submission_id)}"
+        )
     console.print(f"job {submission_id} ({job}) SUCCEEDED")
 
 

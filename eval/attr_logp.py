@@ -16,11 +16,17 @@ FLOOR = 1e-12  # probabilities are float32 softmax outputs; log(0) would make ev
 
 def target_of(manipulations: Manipulations, query_predicted: np.ndarray) -> np.ndarray:
     """(M, A) the query's predicted values with the manipulated attribute(s) set to the new value(s)."""
-    return np.where(manipulations.change >= 0, manipulations.change, query_predicted[manipulations.query]).astype(np.int64)
+    return np.where(manipulations.change >= 0, manipulations.change, query_predicted[manipulations.query]).astype(
+        np.int64
+    )
 
 
 def attr_logp_topk(
-    query_predicted: np.ndarray, gallery_probabilities: np.ndarray, num_values: list[int], manipulations: Manipulations, k: int
+    query_predicted: np.ndarray,
+    gallery_probabilities: np.ndarray,
+    num_values: list[int],
+    manipulations: Manipulations,
+    k: int,
 ) -> np.ndarray:
     """query_predicted (Q, A), gallery_probabilities (N, C) softmax per attribute, concatenated -> (M, k) positions."""
     n = len(gallery_probabilities)

@@ -11,6 +11,7 @@ import torch
 from eval.protocol import Manipulations
 from eval.topk import SCORE_BYTES, smallest_k
 
+
 def _one_hot(labels: np.ndarray, num_values: list[int]) -> np.ndarray:
     """(N, A) values (-1 unknown) -> (N, C) float32 one-hot over every attribute's values."""
     offsets = np.concatenate([[0], np.cumsum(num_values)[:-1]])
@@ -21,7 +22,12 @@ def _one_hot(labels: np.ndarray, num_values: list[int]) -> np.ndarray:
 
 
 def attribute_only_topk(
-    query_global: np.ndarray, gallery: np.ndarray, predicted: np.ndarray, num_values: list[int], manipulations: Manipulations, k: int
+    query_global: np.ndarray,
+    gallery: np.ndarray,
+    predicted: np.ndarray,
+    num_values: list[int],
+    manipulations: Manipulations,
+    k: int,
 ) -> np.ndarray:
     """query_global (Q, r), gallery (N, r), predicted (N, A) gallery predictions -> (M, k) gallery positions."""
     n = len(gallery)
@@ -37,7 +43,9 @@ def attribute_only_topk(
         qi = torch.from_numpy(manipulations.query[lo:hi])
         dist = torch.cdist(q[qi], g) ** 2  # (R, N) squared distances
         dist = dist / (dist.max(dim=1, keepdim=True).values + 1.0)  # in [0, 1)
-        missed = manipulations.target.shape[1] - target_hot[lo:hi] @ gallery_hot.T  # (R, N) target attributes not matched
+        missed = (
+            manipulations.target.shape[1] - target_hot[lo:hi] @ gallery_hot.T
+        )  # (R, N) target attributes not matched
         score = missed + dist  # the count orders first (whole numbers), the distance (below 1) within a count
         out[lo:hi] = smallest_k(score, k)
     return out

@@ -10,7 +10,6 @@ The ADDE-style model's additive memory (eval/additive_memory.py) has the same sh
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Callable
 
 import numpy as np
@@ -104,7 +103,9 @@ class LinearGlobal:
         for a in range(self.attributes):
             rows = np.flatnonzero(change[:, a] >= 0)
             if len(rows):
-                delta = self.memory[offsets[a] + change[rows, a].astype(np.int64)] - reps[rows, a].astype(np.float64)  # (n_a, D)
+                delta = self.memory[offsets[a] + change[rows, a].astype(np.int64)] - reps[rows, a].astype(
+                    np.float64
+                )  # (n_a, D)
                 out[rows] += self.project(a, delta)
         return out
 

@@ -88,4 +88,8 @@ def summarize(manipulations: Manipulations, positions: np.ndarray, gallery_label
         key: np.mean([groups[g][key] for g in groups], axis=0).tolist() if groups else []
         for key in ("top_k", "ndcg_full", "ndcg_attribute")
     }
-    return {"k": list(range(1, positions.shape[1] + 1)), "groups": groups, "average": {"count": len(manipulations), **average}}
+    return {
+        "k": list(range(1, positions.shape[1] + 1)),
+        "groups": groups,
+        "average": {"count": len(manipulations), **average},
+    }

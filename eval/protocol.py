@@ -39,7 +39,9 @@ def label_keys(labels: np.ndarray, num_values: list[int]) -> np.ndarray:
     its own, so a vector with an unknown value never equals a complete target)."""
     radix = [v + 1 for v in num_values]
     if np.prod([float(r) for r in radix]) >= 2.0**62:
-        raise CatalogError(f"{len(radix)} attributes with {sum(num_values)} values: attribute vectors do not fit a 64-bit key")
+        raise CatalogError(
+            f"{len(radix)} attributes with {sum(num_values)} values: attribute vectors do not fit a 64-bit key"
+        )
     keys = np.zeros(len(labels), dtype=np.int64)
     for a, r in enumerate(radix):
         digit = np.where(labels[:, a] < 0, r - 1, labels[:, a]).astype(np.int64)
@@ -80,7 +82,9 @@ def build_manipulations(
     return Manipulations(query[order], change, target, np.concatenate(groups)[order], group_names)
 
 
-def stored_manipulations(query: np.ndarray, change: np.ndarray, target: np.ndarray, query_ids: np.ndarray, names: list[str]) -> Manipulations:
+def stored_manipulations(
+    query: np.ndarray, change: np.ndarray, target: np.ndarray, query_ids: np.ndarray, names: list[str]
+) -> Manipulations:
     """A stored query list -> Manipulations in its order. ``query`` (M,) ids, ``change`` (M, A) the new value per
     attribute (-1 unchanged), ``target`` (M, A); ``query_ids`` (Q,) sorted, unique: the evaluation's query rows.
     Rows whose query is not in ``query_ids`` (an image the pack or the index rejected) are left out."""
@@ -96,10 +100,15 @@ def stored_manipulations(query: np.ndarray, change: np.ndarray, target: np.ndarr
         raise CatalogError("a stored manipulation changes no attribute")
     patterns, inverse = np.unique(changed, axis=0, return_inverse=True)  # (P, A) which attributes change, (M',)
     combos = [tuple(np.flatnonzero(p).tolist()) for p in patterns]
-    order = sorted(range(len(combos)), key=lambda g: (len(combos[g]), combos[g]))  # single attributes first, in schema order
+    order = sorted(
+        range(len(combos)), key=lambda g: (len(combos[g]), combos[g])
+    )  # single attributes first, in schema order
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return Manipulations(
-        query=position[found].astype(np.int64), change=change[found], target=target[found], group=rank[inverse.reshape(-1)],
+        query=position[found].astype(np.int64),
+        change=change[found],
+        target=target[found],
+        group=rank[inverse.reshape(-1)],
         groups=["+".join(names[a] for a in combos[g]) for g in order],
     )

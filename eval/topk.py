@@ -62,7 +62,9 @@ def _finish(
     if len(near):
         diff = f_prime[near, None, :] - gallery64[candidates[near]]  # (near, c, r)
         exact = np.einsum("ncr,ncr->nc", diff, diff)
-        order = np.lexsort((candidates[near], exact.astype(np.float32)), axis=1)[:, :k]  # float32 distance, then position
+        order = np.lexsort((candidates[near], exact.astype(np.float32)), axis=1)[
+            :, :k
+        ]  # float32 distance, then position
         positions[near] = np.take_along_axis(candidates[near], order, 1)
         distances[near] = np.take_along_axis(exact, order, 1)
     unsure = np.flatnonzero((c < len(gallery64)) & (approx[:, -1] <= approx[:, k - 1] + tie))
@@ -89,7 +91,13 @@ def smallest_k(score: torch.Tensor, k: int) -> np.ndarray:
 
 
 def factorized_topk(
-    model: LinearGlobal, reps: np.ndarray, gallery: np.ndarray, manipulations: Manipulations, k: int, query_chunk: int = 256, prune: int = PRUNE,
+    model: LinearGlobal,
+    reps: np.ndarray,
+    gallery: np.ndarray,
+    manipulations: Manipulations,
+    k: int,
+    query_chunk: int = 256,
+    prune: int = PRUNE,
     values: np.ndarray | None = None,
 ) -> TopK:
     """reps (Q, A, D) of the queries, gallery (N, r) global representations: the k nearest gallery positions of
@@ -125,7 +133,9 @@ def factorized_topk(
         change = manipulations.change[lo:hi]
         local_q = manipulations.query[lo:hi] - q0
         base = g_norm[None, :] - 2 * (torch.from_numpy(global_[queries].astype(np.float32)).to(device) @ g.T)  # (Qc, N)
-        f_prime = model.manipulated(global_[manipulations.query[lo:hi]], slots[manipulations.query[lo:hi]], change)  # (rows, r) float64
+        f_prime = model.manipulated(
+            global_[manipulations.query[lo:hi]], slots[manipulations.query[lo:hi]], change
+        )  # (rows, r) float64
         tie = TIE * (np.einsum("nr,nr->n", f_prime, f_prime) + g_scale)  # (rows,) float32 error allowance
         for group in np.unique(manipulations.group[lo:hi]):
             rows = np.flatnonzero(manipulations.group[lo:hi] == group)  # chunk rows changing the same attribute(s)
@@ -133,8 +143,12 @@ def factorized_topk(
             users, which = np.unique(local_q[rows], return_inverse=True)
             users_t = torch.from_numpy(users).to(device)
             # score[n] = shared[n] + sum_a -2 m_{a v_a} . g_n, and shared + sum_a lowest_a bounds it from below
-            shared = base[users_t] + sum(2 * slot_products(a, slots[queries[users], a]) for a in attributes)  # (U, N): + 2 u_qa . g_n
-            bound, kept = torch.topk(shared + sum(lowest[a] for a in attributes), prune, dim=1, largest=False, sorted=True)  # (U, P)
+            shared = base[users_t] + sum(
+                2 * slot_products(a, slots[queries[users], a]) for a in attributes
+            )  # (U, N): + 2 u_qa . g_n
+            bound, kept = torch.topk(
+                shared + sum(lowest[a] for a in attributes), prune, dim=1, largest=False, sorted=True
+            )  # (U, P)
             for b0 in range(0, len(rows), rows_per_block):
                 block = rows[b0 : b0 + rows_per_block]
                 user = torch.from_numpy(which[b0 : b0 + rows_per_block]).to(device)
@@ -147,24 +161,40 @@ def factorized_topk(
                 cand = idx.gather(1, at)
                 # every gallery image outside the candidates scores >= the P-th bound; rows whose c-th score is not
                 # safely below it are scored over the whole gallery
-                loose = np.flatnonzero((prune < n) & (approx[:, -1] >= bound[user, -1] - torch.from_numpy(tie[block]).float()).cpu().numpy())
+                loose = np.flatnonzero(
+                    (prune < n)
+                    & (approx[:, -1] >= bound[user, -1] - torch.from_numpy(tie[block]).float()).cpu().numpy()
+                )
                 full_rows += len(loose)
                 if len(loose):
                     full = shared[user[loose]]
                     for a in attributes:
-                        full = full - 2 * memory_products[a][torch.from_numpy(change[block[loose], a].astype(np.int64)).to(device)]
+                        full = (
+                            full
+                            - 2
+                            * memory_products[a][torch.from_numpy(change[block[loose], a].astype(np.int64)).to(device)]
+                        )
                     approx[loose], cand[loose] = torch.topk(full, c, dim=1, largest=False, sorted=True)
-                approx = approx.double().cpu().numpy() + np.einsum("nr,nr->n", f_prime[block], f_prime[block])[:, None]  # distances
+                approx = (
+                    approx.double().cpu().numpy() + np.einsum("nr,nr->n", f_prime[block], f_prime[block])[:, None]
+                )  # distances
                 for f0 in range(0, len(block), FINISH_ROWS):
                     part = slice(f0, f0 + FINISH_ROWS)
-                    p, dist, redone = _finish(f_prime[block[part]], gallery64, g_scale, cand[part].cpu().numpy(), approx[part], k)
+                    p, dist, redone = _finish(
+                        f_prime[block[part]], gallery64, g_scale, cand[part].cpu().numpy(), approx[part], k
+                    )
                     positions[lo + block[part]], distances[lo + block[part]] = p, dist
                     exact_rows += redone
     return TopK(positions, distances, exact_rows, full_rows)
 
 
 def brute_force_topk(
-    model: LinearGlobal, reps: np.ndarray, gallery: np.ndarray, manipulations: Manipulations, k: int, batch: int = 4096,
+    model: LinearGlobal,
+    reps: np.ndarray,
+    gallery: np.ndarray,
+    manipulations: Manipulations,
+    k: int,
+    batch: int = 4096,
     values: np.ndarray | None = None,
 ) -> TopK:
     """The reference: every manipulated query built explicitly as the model builds it (FashionSearchNet: s_a
@@ -182,11 +212,15 @@ def brute_force_topk(
     for lo in range(0, len(manipulations), batch):
         hi = min(lo + batch, len(manipulations))
         q = manipulations.query[lo:hi]
-        f_prime = model.long_way(reps[q].astype(np.float64), None if values is None else values[q], manipulations.change[lo:hi])  # (b, r)
+        f_prime = model.long_way(
+            reps[q].astype(np.float64), None if values is None else values[q], manipulations.change[lo:hi]
+        )  # (b, r)
         approx, cand = index.search(np.ascontiguousarray(f_prime, dtype=np.float32), c)
         for f0 in range(0, hi - lo, FINISH_ROWS):
             part = slice(f0, f0 + FINISH_ROWS)
-            p, dist, redone = _finish(f_prime[part], gallery64, g_scale, cand[part].astype(np.int64), approx[part].astype(np.float64), k)
+            p, dist, redone = _finish(
+                f_prime[part], gallery64, g_scale, cand[part].astype(np.int64), approx[part].astype(np.float64), k
+            )
             positions[lo + f0 : lo + f0 + len(p)], distances[lo + f0 : lo + f0 + len(p)] = p, dist
             exact_rows += redone
     return TopK(positions, distances, exact_rows)

@@ -288,7 +288,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             mark = key_node.start_mark
             if isinstance(key, Hashable) and key in seen:
-                raise _DuplicateKey(f":{mark.line + 1}:{mark.column + 1}: key '{key}' written twice (first at line {seen[key]}); keep one")
+                raise _DuplicateKey(
+                    f":{mark.line + 1}:{mark.column + 1}: key '{key}' written twice (first at line {seen[key]}); keep one"
+                )
             if isinstance(key, Hashable):
                 seen[key] = mark.line + 1
         return super().construct_mapping(node, deep=deep)
@@ -306,8 +308,10 @@ def _read_yaml(path: Path, shown: str | None = None) -> dict[str, Any]:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         line = err.object[: err.start].count(b"\n") + 1
-        raise ConfigError(f"{shown}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
-                          "a config file is YAML text") from None
+        raise ConfigError(
+            f"{shown}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "a config file is YAML text"
+        ) from None
     except OSError as err:
         raise ConfigError(f"{shown}: cannot be read ({err.strerror or err})") from None
     try:

@@ -54,7 +54,11 @@ def resize_batch(
     for image in images:
         if augment is not None:
             _, h, w = image.shape
-            scale = float(torch.empty(1).uniform_(augment.crop_scale, 1.0, generator=generator)) if augment.crop_scale < 1 else 1.0
+            scale = (
+                float(torch.empty(1).uniform_(augment.crop_scale, 1.0, generator=generator))
+                if augment.crop_scale < 1
+                else 1.0
+            )
             ch, cw = max(1, round(h * scale**0.5)), max(1, round(w * scale**0.5))
             top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
             left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))

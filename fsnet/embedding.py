@@ -17,9 +17,8 @@ On a GPU: JPEG decode with nvJPEG inside the actor (``gpu_decode``), fp16 autoca
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import time
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +51,9 @@ class EmbedImages:
         device: str = "auto",
         gpu_decode: bool = True,
     ):
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self.device = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        )
         self.model = load_model(model_url, storage).to(self.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda:

@@ -44,7 +44,9 @@ def explain_png(
         axes[0].imshow(heat, cmap="jet", alpha=0.45)
         x0, y0, x1, y1 = box[0] * size / w, box[1] * size / h, box[2] * size / w, box[3] * size / h
         axes[0].add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white", linewidth=2))
-    change = ", ".join(f"{schema.names[a]}={schema.value_name(schema.names[a], int(v))}" for a, v in enumerate(manipulation) if v >= 0)
+    change = ", ".join(
+        f"{schema.names[a]}={schema.value_name(schema.names[a], int(v))}" for a, v in enumerate(manipulation) if v >= 0
+    )
     axes[0].set_title(f"query\n{change or 'no change'}", fontsize=8)
     for ax, blob, title, match in zip(axes[1:], results, titles, matches):
         ax.imshow(decode_batch([blob], size)[0].permute(1, 2, 0).numpy())

@@ -48,7 +48,9 @@ def region_triplets(labels: torch.Tensor, generator: torch.Generator | None = No
     positive = torch.where(pos_mask, scores[0], -1.0).argmax(dim=2)  # (A, B): a random positive per anchor
     negative = torch.where(neg_mask, scores[1], -1.0).argmax(dim=2)
     attr, anchor = valid.nonzero(as_tuple=True)
-    return RegionTriplets(attribute=attr, anchor=anchor, positive=positive[attr, anchor], negative=negative[attr, anchor])
+    return RegionTriplets(
+        attribute=attr, anchor=anchor, positive=positive[attr, anchor], negative=negative[attr, anchor]
+    )
 
 
 @dataclass

@@ -19,13 +19,22 @@ import torch
 
 from fsnet.config import AugmentConfig, StageConfig, TrainConfig
 from fsnet.decode import decode_batch
-from fsnet.losses import StageLoss, attribute_cross_entropy, memory_consistency_loss, off_diagonal_penalty, region_triplet_loss, soft_triplet_loss
+from fsnet.losses import (
+    StageLoss,
+    attribute_cross_entropy,
+    memory_consistency_loss,
+    off_diagonal_penalty,
+    region_triplet_loss,
+    soft_triplet_loss,
+)
 from fsnet.model import FashionSearchNet
 from fsnet.model.adde import AttributeDrivenNet
 from fsnet.sampling import GlobalTripletSampler, manipulation_triplets, region_triplets
 
 
-def decode_for_training(batch: dict[str, np.ndarray], *, size: int, augment: AugmentConfig | None, attributes: list[str]) -> dict[str, np.ndarray]:
+def decode_for_training(
+    batch: dict[str, np.ndarray], *, size: int, augment: AugmentConfig | None, attributes: list[str]
+) -> dict[str, np.ndarray]:
     """Ray Data batch of catalog rows -> {"image": (B, 3, S, S) uint8, "labels": (B, A) int16}."""
     images = decode_batch(list(batch["image"]), size, augment=augment)
     labels = np.stack([batch[a] for a in attributes], axis=1).astype(np.int16)
@@ -55,7 +64,13 @@ class StepStats:
     known: np.ndarray  # (A,)
 
 
-def local_step(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: StageLoss, generator: torch.Generator | None = None) -> tuple[torch.Tensor, StepStats]:
+def local_step(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: StageLoss,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, StepStats]:
     """Stages 1-2: L_C, L_T, L_TC as the stage weighs them. ``net`` may be DDP-wrapped."""
     heads = loss_fn.needs("t") or loss_fn.needs("tc")
     out = net(images, heads=heads)
@@ -68,13 +83,22 @@ def local_step(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     if loss_fn.needs("t"):
         found = region_triplets(labels.cpu(), generator)
         triplets = len(found)
-        found = type(found)(*(t.to(labels.device) for t in (found.attribute, found.anchor, found.positive, found.negative)))
+        found = type(found)(
+            *(t.to(labels.device) for t in (found.attribute, found.anchor, found.positive, found.negative))
+        )
         terms["t"] = region_triplet_loss(out.reps, found)
     loss = loss_fn(terms)
     return loss, _step_stats(loss, terms, triplets, out.logits, labels)
 
 
-def global_step(model: FashionSearchNet, reps: torch.Tensor, sampler: GlobalTripletSampler, queries: np.ndarray, rng: np.random.Generator, loss_fn: StageLoss) -> tuple[torch.Tensor, StepStats]:
+def global_step(
+    model: FashionSearchNet,
+    reps: torch.Tensor,
+    sampler: GlobalTripletSampler,
+    queries: np.ndarray,
+    rng: np.random.Generator,
+    loss_fn: StageLoss,
+) -> tuple[torch.Tensor, StepStats]:
     """Stage 3: L_G on fixed local features ``reps`` (N, A, D) for triplets drawn around ``queries``."""
     t = sampler.sample(queries, rng)
     attributes = reps.shape[1]
@@ -87,11 +111,23 @@ def global_step(model: FashionSearchNet, reps: torch.Tensor, sampler: GlobalTrip
     f_neg = model.global_representation(reps[t.negative])
     terms = {"g": soft_triplet_loss(f_query, f_pos, f_neg)}
     loss = loss_fn(terms)
-    return loss, StepStats(len(t), float(loss.detach()), {"g": float(terms["g"].detach())}, len(t), np.zeros(attributes, np.int64), np.zeros(attributes, np.int64))
+    return loss, StepStats(
+        len(t),
+        float(loss.detach()),
+        {"g": float(terms["g"].detach())},
+        len(t),
+        np.zeros(attributes, np.int64),
+        np.zeros(attributes, np.int64),
+    )
 
 
 def manipulation_step(
-    net: torch.nn.Module, model: AttributeDrivenNet, images: torch.Tensor, labels: torch.Tensor, loss_fn: StageLoss, generator: torch.Generator | None = None
+    net: torch.nn.Module,
+    model: AttributeDrivenNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: StageLoss,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, StepStats]:
     """The ADDE-style model's stage 3 on one batch: chunk classification (c), the soft triplet of the manipulated
     anchor feature f + M i against a positive with the target values and a negative (t), classification of the
@@ -108,24 +144,36 @@ def manipulation_step(
     compute = {  # only the terms the stage weighs are computed
         "c": lambda: attribute_cross_entropy(out.logits, labels),
         "t": lambda: soft_triplet_loss(manipulated, features[positive], features[negative]),
-        "m": lambda: attribute_cross_entropy(model.chunk_logits(manipulated.view(-1, a, d)), labels[positive]) if len(found) else manipulated.sum() * 0.0,
+        "m": lambda: (
+            attribute_cross_entropy(model.chunk_logits(manipulated.view(-1, a, d)), labels[positive])
+            if len(found)
+            else manipulated.sum() * 0.0
+        ),
         "l1": lambda: memory_consistency_loss(model.memory.compose(labels).view(b, a, d), reps, labels >= 0),
         "off": lambda: off_diagonal_penalty(model.memory.off_diagonal()),
     }
     terms = {k: f() for k, f in compute.items() if loss_fn.needs(k)}
-    loss = loss_fn(terms) + model.memory.weight.sum() * 0.0  # every step reaches the memory, so DDP reduces it every step
+    loss = (
+        loss_fn(terms) + model.memory.weight.sum() * 0.0
+    )  # every step reaches the memory, so DDP reduces it every step
     return loss, _step_stats(loss, terms, len(found), out.logits, labels)
 
 
-def _step_stats(loss: torch.Tensor, terms: dict[str, torch.Tensor], triplets: int, logits: list[torch.Tensor], labels: torch.Tensor) -> StepStats:
+def _step_stats(
+    loss: torch.Tensor, terms: dict[str, torch.Tensor], triplets: int, logits: list[torch.Tensor], labels: torch.Tensor
+) -> StepStats:
     """A step's figures: loss and terms, triplets, and the classifiers' hits on the known labels."""
     with torch.no_grad():
         predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
         known = labels >= 0
         correct = ((predicted == labels.long()) & known).sum(dim=0)
     return StepStats(
-        images=len(labels), loss=float(loss.detach()), terms={k: float(v.detach()) for k, v in terms.items()},
-        triplets=triplets, correct=correct.cpu().numpy(), known=known.sum(dim=0).cpu().numpy(),
+        images=len(labels),
+        loss=float(loss.detach()),
+        terms={k: float(v.detach()) for k, v in terms.items()},
+        triplets=triplets,
+        correct=correct.cpu().numpy(),
+        known=known.sum(dim=0).cpu().numpy(),
     )
 
 
@@ -156,11 +204,21 @@ class EpochMeter:
         """[steps, images, triplets, loss, *terms, *correct, *known] as float64 for all_reduce."""
         correct = self.correct if self.correct is not None else np.zeros(self.attributes)
         known = self.known if self.known is not None else np.zeros(self.attributes)
-        values = [self.steps, self.images, self.triplets, self.loss, *(self.terms.get(t, 0.0) for t in term_names), *correct, *known]
+        values = [
+            self.steps,
+            self.images,
+            self.triplets,
+            self.loss,
+            *(self.terms.get(t, 0.0) for t in term_names),
+            *correct,
+            *known,
+        ]
         return torch.tensor(values, dtype=torch.float64)
 
 
-def epoch_metrics(totals: torch.Tensor, term_names: list[str], attribute_names: list[str], seconds: float) -> dict[str, float]:
+def epoch_metrics(
+    totals: torch.Tensor, term_names: list[str], attribute_names: list[str], seconds: float
+) -> dict[str, float]:
     """All-reduced totals -> the metrics reported for an epoch (means per step, accuracy per attribute)."""
     v = totals.tolist()
     steps, images, triplets, loss = v[:4]
@@ -168,7 +226,12 @@ def epoch_metrics(totals: torch.Tensor, term_names: list[str], attribute_names: 
     a = len(attribute_names)
     correct, known = v[4 + len(term_names) : 4 + len(term_names) + a], v[4 + len(term_names) + a :]
     steps = max(steps, 1)
-    metrics = {"loss": loss / steps, "images": images, "images_per_s": images / max(seconds, 1e-9), "triplets_per_step": triplets / steps}
+    metrics = {
+        "loss": loss / steps,
+        "images": images,
+        "images_per_s": images / max(seconds, 1e-9),
+        "triplets_per_step": triplets / steps,
+    }
     metrics.update({f"loss_{t}": x / steps for t, x in zip(term_names, terms)})
     metrics.update({f"acc_{n}": c / k for n, c, k in zip(attribute_names, correct, known) if k > 0})
     return metrics

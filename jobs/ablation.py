@@ -33,7 +33,15 @@ from jobs.command import ConfigOption, SetOption, absolute_option, console, reso
 from jobs.pipeline import ensure_catalog, train_index_evaluate
 from jobs.report import report
 
-ORDER = ["full", "rank_lg", "rank_l", "rank", "wo_rank", "full_ff", "adde"]  # donors first: full's stages serve the most others
+ORDER = [
+    "full",
+    "rank_lg",
+    "rank_l",
+    "rank",
+    "wo_rank",
+    "full_ff",
+    "adde",
+]  # donors first: full's stages serve the most others
 ADDE = "adde"
 BASELINES = ("attribute_only", "attr_logp")
 
@@ -83,13 +91,17 @@ def method_config(cfg: Config, method: str) -> Config:
 def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) -> str:
     unknown = [v for v in variants if v not in VARIANTS and v != ADDE and v not in BASELINES]
     if unknown:
-        raise ConfigError(f"--variants: unknown {', '.join(unknown)} (variants: {', '.join([*VARIANTS, ADDE])}; baselines: {', '.join(BASELINES)})")
+        raise ConfigError(
+            f"--variants: unknown {', '.join(unknown)} (variants: {', '.join([*VARIANTS, ADDE])}; baselines: {', '.join(BASELINES)})"
+        )
     baselines = [v for v in variants if v in BASELINES]
     if baselines:
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baselines": baselines})})
     variants = [v for v in variants if v not in BASELINES]
     if not variants:
-        raise ConfigError("--variants: name at least one model (a variant or adde); baselines are evaluated beside a model's index")
+        raise ConfigError(
+            "--variants: name at least one model (a variant or adde); baselines are evaluated beside a model's index"
+        )
     storage = Storage(cfg.storage)
     catalog_url = ensure_catalog(cfg, out, catalog, render=False)
     opened = Catalog.open(catalog_url, storage)
@@ -110,9 +122,30 @@ def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) ->
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL for every variant's run, index, results and the report.")],
-    variants: Annotated[str, typer.Option("--variants", help="Comma-separated methods: FSN variants, adde, and the baselines to show (attribute_only, attr_logp).")] = "wo_rank,rank,rank_l,rank_lg,full,full_ff",
-    catalog: Annotated[Optional[str], typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL (else cfg.source is packed into <out>/catalog).")] = None,
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            callback=absolute_option,
+            help="Folder URL for every variant's run, index, results and the report.",
+        ),
+    ],
+    variants: Annotated[
+        str,
+        typer.Option(
+            "--variants",
+            help="Comma-separated methods: FSN variants, adde, and the baselines to show (attribute_only, attr_logp).",
+        ),
+    ] = "wo_rank,rank,rank_l,rank_lg,full,full_ff",
+    catalog: Annotated[
+        Optional[str],
+        typer.Option(
+            "--catalog",
+            callback=absolute_option,
+            help="Packed catalog URL (else cfg.source is packed into <out>/catalog).",
+        ),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

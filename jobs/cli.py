@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.syntax import Syntax
 
-from fsnet.config import dump_config
 from cluster import submit
+from fsnet.config import dump_config
 from jobs import ablation, demo, evaluate, index, pack, pipeline, reindex, report, search, synth, train, verify
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app
 

@@ -43,7 +43,9 @@ ConfigOption = Annotated[
 ]
 SetOption = Annotated[
     Optional[list[str]],
-    typer.Option("--set", help="Override one key, e.g. --set split.seed=3 (value parsed as YAML); repeatable, comes last."),
+    typer.Option(
+        "--set", help="Override one key, e.g. --set split.seed=3 (value parsed as YAML); repeatable, comes last."
+    ),
 ]
 
 
@@ -89,8 +91,12 @@ def run_app(app: typer.Typer) -> None:
             traceback.print_exception(err)
             sys.exit(EXIT_USER_ERROR if user_error is not None else EXIT_UNEXPECTED)
         log = _write_traceback(err)
-        err_console.print(f"[bold red]error:[/] {type(err).__name__}: {_one_line(err)[:300]}\n"
-                          f"  full traceback: {log} (or run again with {DEBUG_FLAG})", soft_wrap=True, highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] {type(err).__name__}: {_one_line(err)[:300]}\n"
+            f"  full traceback: {log} (or run again with {DEBUG_FLAG})",
+            soft_wrap=True,
+            highlight=False,
+        )
         sys.exit(EXIT_UNEXPECTED)
     if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt into Exit(130), which returns here
         err_console.print(f"[bold yellow]interrupted[/]: {interrupt.kept()}", soft_wrap=True, highlight=False)

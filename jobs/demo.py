@@ -19,8 +19,13 @@ PRESET = "demo"
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder for everything the demo writes.")] = "fsnet-demo",
-    catalog: Annotated[Optional[str], typer.Option("--catalog", callback=absolute_option, help="A packed catalog instead of the synthetic one.")] = None,
+    out: Annotated[
+        str, typer.Option("--out", "-o", callback=absolute_option, help="Folder for everything the demo writes.")
+    ] = "fsnet-demo",
+    catalog: Annotated[
+        Optional[str],
+        typer.Option("--catalog", callback=absolute_option, help="A packed catalog instead of the synthetic one."),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

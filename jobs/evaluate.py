@@ -79,7 +79,9 @@ class EvalData:
     queries_rejected: list[str]  # query images the model could not embed (or, stored protocol: not in the index)
     protocol: str = "generated"  # "generated" (every manipulation of the query split) or "catalog" (its stored list)
     match: SchemaMatch | None = None  # model vs catalog schema: every label above is in the model's codes
-    queries_unpredictable: list[str] = field(default_factory=list)  # left out: a label value new since the model was trained
+    queries_unpredictable: list[str] = field(
+        default_factory=list
+    )  # left out: a label value new since the model was trained
 
 
 def evaluate(
@@ -111,40 +113,78 @@ def evaluate(
     t = time.perf_counter()
     manipulations = eval_manipulations(cfg, catalog, data)
     if not len(manipulations):
-        raise CatalogError(f"{catalog_url}: no manipulation of a query has its target in the gallery; a larger gallery (split.n_gallery) is needed")
+        raise CatalogError(
+            f"{catalog_url}: no manipulation of a query has its target in the gallery; a larger gallery (split.n_gallery) is needed"
+        )
     timings["protocol"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    top = factorized_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, cfg.eval.query_chunk, values=data.query_labels)
+    top = factorized_topk(
+        linear,
+        data.query_reps,
+        data.gallery_global,
+        manipulations,
+        cfg.eval.k_max,
+        cfg.eval.query_chunk,
+        values=data.query_labels,
+    )
     timings["topk"] = time.perf_counter() - t
     checked = None
     if check:
         t = time.perf_counter()
-        reference = brute_force_topk(linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, values=data.query_labels)
+        reference = brute_force_topk(
+            linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, values=data.query_labels
+        )
         timings["brute_force"] = time.perf_counter() - t
         differ = int((reference.positions != top.positions).any(axis=1).sum())
         if differ:
-            raise EvaluationMismatch(f"factorized and brute-force Top-{cfg.eval.k_max} differ for {differ} of {len(manipulations)} manipulations")
+            raise EvaluationMismatch(
+                f"factorized and brute-force Top-{cfg.eval.k_max} differ for {differ} of {len(manipulations)} manipulations"
+            )
         checked = {"identical": True, "factorized_s": timings["topk"], "brute_force_s": timings["brute_force"]}
 
     t = time.perf_counter()
     variant = model.method
-    runs = [{"method": variant, "kind": "fsnet", **summarize(manipulations, top.positions, data.gallery_labels, cfg.eval.k_max)}]
+    runs = [
+        {
+            "method": variant,
+            "kind": "fsnet",
+            **summarize(manipulations, top.positions, data.gallery_labels, cfg.eval.k_max),
+        }
+    ]
     timings["metrics"] = time.perf_counter() - t
     if "attribute_only" in cfg.eval.baselines:
         t = time.perf_counter()
         query_global = linear.global_of(data.query_reps.astype(np.float64))
-        positions = attribute_only_topk(query_global, data.gallery_global, data.gallery_predicted, schema.num_values, manipulations, cfg.eval.k_max)
-        runs.append({"method": "attribute_only", "kind": "baseline", **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max)})
+        positions = attribute_only_topk(
+            query_global, data.gallery_global, data.gallery_predicted, schema.num_values, manipulations, cfg.eval.k_max
+        )
+        runs.append(
+            {
+                "method": "attribute_only",
+                "kind": "baseline",
+                **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max),
+            }
+        )
         timings["attribute_only"] = time.perf_counter() - t
     if "attr_logp" in cfg.eval.baselines:
         t = time.perf_counter()
-        positions = attr_logp_topk(data.query_predicted, data.gallery_probabilities, schema.num_values, manipulations, cfg.eval.k_max)
-        runs.append({"method": "attr_logp", "kind": "baseline", **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max)})
+        positions = attr_logp_topk(
+            data.query_predicted, data.gallery_probabilities, schema.num_values, manipulations, cfg.eval.k_max
+        )
+        runs.append(
+            {
+                "method": "attr_logp",
+                "kind": "baseline",
+                **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max),
+            }
+        )
         timings["attr_logp"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    examples = retrieval_examples(cfg, catalog, model, reader.manifest.image_size, data, manipulations, top.positions, variant)
+    examples = retrieval_examples(
+        cfg, catalog, model, reader.manifest.image_size, data, manipulations, top.positions, variant
+    )
     timings["examples"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
 
@@ -163,22 +203,40 @@ def evaluate(
             "manipulations": len(manipulations),
             "at_once": cfg.eval.at_once if data.protocol == "generated" else None,
             "protocol": data.protocol,
-            "protocol_rows": catalog.manifest.protocol.rows if data.protocol == "catalog" else None,  # stored; less those left out
+            "protocol_rows": catalog.manifest.protocol.rows
+            if data.protocol == "catalog"
+            else None,  # stored; less those left out
             "counts": manipulations.counts(),
             "gallery_missing": {"count": len(data.gallery_missing), "ids": data.gallery_missing[:LISTED]},
             "queries_rejected": {"count": len(data.queries_rejected), "ids": data.queries_rejected[:LISTED]},
-            "queries_unpredictable": {"count": len(data.queries_unpredictable), "ids": data.queries_unpredictable[:LISTED]},
+            "queries_unpredictable": {
+                "count": len(data.queries_unpredictable),
+                "ids": data.queries_unpredictable[:LISTED],
+            },
         },
         "model": {
-            "url": reader.manifest.model.url, "sha256": reader.manifest.model.sha256, "variant": variant,
-            "backbone": model.cfg.backbone, "image_size": model.cfg.image_size, "embed_dim": model.cfg.embed_dim, "global_dim": int(data.gallery_global.shape[1]),
+            "url": reader.manifest.model.url,
+            "sha256": reader.manifest.model.sha256,
+            "variant": variant,
+            "backbone": model.cfg.backbone,
+            "image_size": model.cfg.image_size,
+            "embed_dim": model.cfg.embed_dim,
+            "global_dim": int(data.gallery_global.shape[1]),
         },
-        "index": {"url": index_url, "version": reader.manifest.version, "kind": reader.manifest.index_kind, "indexed": reader.manifest.indexed,
-                  "images_per_s": _index_rate(reader)},
+        "index": {
+            "url": index_url,
+            "version": reader.manifest.version,
+            "kind": reader.manifest.index_kind,
+            "indexed": reader.manifest.indexed,
+            "images_per_s": _index_rate(reader),
+        },
         "training": _training_summary(storage, reader.manifest.model.url),
         "hardware": hardware(),
         "timings": timings,
-        "throughput": {"manipulations_per_s": len(manipulations) / max(timings["topk"], 1e-9), "exact_rows": top.exact_rows},
+        "throughput": {
+            "manipulations_per_s": len(manipulations) / max(timings["topk"], 1e-9),
+            "exact_rows": top.exact_rows,
+        },
         "check": checked,
         "runs": runs,
         "examples": examples,
@@ -189,7 +247,12 @@ def evaluate(
 
 
 def load_data(
-    cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog, model: FashionSearchNet, match: SchemaMatch | None = None
+    cfg: Config,
+    storage: Storage,
+    reader: IndexReader,
+    catalog: Catalog,
+    model: FashionSearchNet,
+    match: SchemaMatch | None = None,
 ) -> EvalData:
     """Gallery and query arrays with the catalog's labels translated to the model's codes (by value name), so that
     they compare with the model's predictions and memory rows; attributes in the model's order."""
@@ -204,15 +267,19 @@ def load_data(
     gallery_labels = match.to_model(_aligned(labels, held, names))  # (N, A) NOT_IN_MODEL never matches a target
 
     protocol = protocol_mode(cfg, catalog)
-    if protocol == "catalog":  # the stored list's queries are gallery images: the index holds them unless it rejected them
+    if (
+        protocol == "catalog"
+    ):  # the stored list's queries are gallery images: the index holds them unless it rejected them
         query_ids = np.unique(catalog.protocol()["query"].astype(str))
         found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
         rejected = sorted(set(query_ids.tolist()) - set(found["id"].to_pylist()))
     else:
         query_ids = np.sort(catalog.split_ids("query").astype(str))
         if not len(query_ids) and catalog.manifest.splits.source:
-            raise CatalogError(f"{catalog.url}: no query split ({catalog.manifest.splits.source}); evaluate its stored query list "
-                               "(eval.protocol=catalog), or pack with source.adde.ref / indfull / gt set")
+            raise CatalogError(
+                f"{catalog.url}: no query split ({catalog.manifest.splits.source}); evaluate its stored query list "
+                "(eval.protocol=catalog), or pack with source.adde.ref / indfull / gt set"
+            )
         found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
         if found.num_rows < len(query_ids):  # the index holds the gallery only: embed the queries now
             found, rejected = _embed_queries(cfg, storage, reader, catalog)
@@ -225,15 +292,26 @@ def load_data(
     unpredictable = (query_labels == NOT_IN_MODEL).any(axis=1)
     left_out = q_ids[unpredictable].tolist()
     if left_out:
-        found, q_ids, query_labels = found.filter(pa.array(~unpredictable)), q_ids[~unpredictable], query_labels[~unpredictable]
+        found, q_ids, query_labels = (
+            found.filter(pa.array(~unpredictable)),
+            q_ids[~unpredictable],
+            query_labels[~unpredictable],
+        )
     return EvalData(
-        query_ids=q_ids, query_labels=query_labels, query_reps=column_array(found, "reps", (a, d)),
+        query_ids=q_ids,
+        query_labels=query_labels,
+        query_reps=column_array(found, "reps", (a, d)),
         query_predicted=column_array(found, "predicted", (a,), np.int64),
-        gallery_ids=held, gallery_labels=gallery_labels, gallery_global=column_array(rows, "global", (-1,)),
+        gallery_ids=held,
+        gallery_labels=gallery_labels,
+        gallery_global=column_array(rows, "global", (-1,)),
         gallery_predicted=column_array(rows, "predicted", (a,), np.int64),
         gallery_probabilities=column_array(rows, "probabilities", (sum(match.model.num_values),)),
-        gallery_missing=missing, queries_rejected=rejected, protocol=protocol,
-        match=match, queries_unpredictable=left_out,
+        gallery_missing=missing,
+        queries_rejected=rejected,
+        protocol=protocol,
+        match=match,
+        queries_unpredictable=left_out,
     )
 
 
@@ -241,8 +319,10 @@ def protocol_mode(cfg: Config, catalog: Catalog) -> str:
     """eval.protocol resolved against the catalog: "catalog" (its stored query list) or "generated"."""
     stored = catalog.manifest.protocol is not None
     if cfg.eval.protocol == "catalog" and not stored:
-        raise CatalogError(f"{catalog.url}: eval.protocol=catalog, but the catalog stores no query list (ADDE's split files "
-                           "packed with source.adde.ref / indfull / gt give one); use eval.protocol=generated")
+        raise CatalogError(
+            f"{catalog.url}: eval.protocol=catalog, but the catalog stores no query list (ADDE's split files "
+            "packed with source.adde.ref / indfull / gt give one); use eval.protocol=generated"
+        )
     if cfg.eval.protocol == "auto":
         return "catalog" if stored else "generated"
     return cfg.eval.protocol
@@ -255,22 +335,36 @@ def eval_manipulations(cfg: Config, catalog: Catalog, data: EvalData) -> Manipul
     match = data.match or SchemaMatch.of(catalog.schema, catalog.schema, catalog.url, catalog.url)
     schema = match.model
     if data.protocol == "generated":
-        return build_manipulations(data.query_labels, data.gallery_labels, schema.names, schema.num_values, cfg.eval.at_once)
+        return build_manipulations(
+            data.query_labels, data.gallery_labels, schema.names, schema.num_values, cfg.eval.at_once
+        )
     stored = catalog.protocol()
     change, target = match.catalog_order_to_model(stored["change"]), match.catalog_order_to_model(stored["target"])
     predictable = ~((change == NOT_IN_MODEL) | (target == NOT_IN_MODEL)).any(axis=1)  # (M,)
-    manipulations = stored_manipulations(stored["query"][predictable], change[predictable], target[predictable], data.query_ids, schema.names)
+    manipulations = stored_manipulations(
+        stored["query"][predictable], change[predictable], target[predictable], data.query_ids, schema.names
+    )
     unpredictable = int((~predictable).sum())
     dropped = len(stored["query"]) - unpredictable - len(manipulations)
     if dropped:
-        also = f" or hold a value new since the model was trained ({len(data.queries_unpredictable):,})" if data.queries_unpredictable else ""
-        console.print(f"stored query list: {dropped:,} of {len(stored['query']):,} manipulations left out: their "
-                      f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the index){also}")
+        also = (
+            f" or hold a value new since the model was trained ({len(data.queries_unpredictable):,})"
+            if data.queries_unpredictable
+            else ""
+        )
+        console.print(
+            f"stored query list: {dropped:,} of {len(stored['query']):,} manipulations left out: their "
+            f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the index){also}"
+        )
     if unpredictable:
-        console.print(f"stored query list: {unpredictable:,} of {len(stored['query']):,} manipulations left out: they change to or keep "
-                      "a value new since the model was trained")
+        console.print(
+            f"stored query list: {unpredictable:,} of {len(stored['query']):,} manipulations left out: they change to or keep "
+            "a value new since the model was trained"
+        )
     if not len(manipulations):
-        raise CatalogError(f"{catalog.url}: none of the stored query list's {len(stored['query']):,} manipulations has its query in the index")
+        raise CatalogError(
+            f"{catalog.url}: none of the stored query list's {len(stored['query']):,} manipulations has its query in the index"
+        )
     return manipulations
 
 
@@ -285,17 +379,23 @@ def _print_left_out(reader: IndexReader, catalog_url: str, data: EvalData) -> No
     if missing:
         rejected = {r.id for r in reader.manifest.rejected}
         why = sum(i in rejected for i in missing)
-        console.print(f"gallery: {len(missing):,} of the {len(missing) + len(data.gallery_ids):,} gallery images of {catalog_url} are not in "
-                      f"the index {reader.url} ({why:,} rejected by it, {len(missing) - why:,} never indexed), left out: {first(missing)}")
+        console.print(
+            f"gallery: {len(missing):,} of the {len(missing) + len(data.gallery_ids):,} gallery images of {catalog_url} are not in "
+            f"the index {reader.url} ({why:,} rejected by it, {len(missing) - why:,} never indexed), left out: {first(missing)}"
+        )
     if data.queries_unpredictable:
-        console.print(f"queries: {len(data.queries_unpredictable):,} left out, their labels hold a value new since the model was trained: "
-                      f"{first(data.queries_unpredictable)}")
+        console.print(
+            f"queries: {len(data.queries_unpredictable):,} left out, their labels hold a value new since the model was trained: "
+            f"{first(data.queries_unpredictable)}"
+        )
 
 
 def _embed_queries(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog) -> tuple[pa.Table, list[str]]:
     init_ray(cfg.ray)
     rows = catalog.dataset("query", ["id", "image", *catalog.schema.names])
-    embedded = embed_rows(cfg, storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size).select_columns(["id", "error", "reps", "predicted"])
+    embedded = embed_rows(
+        cfg, storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
+    ).select_columns(["id", "error", "reps", "predicted"])
     table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
     rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
     return _sorted(table.filter(pc.is_null(table["error"]))), rejected
@@ -309,11 +409,22 @@ def _aligned(rows: dict[str, np.ndarray], ids: np.ndarray, names: list[str]) -> 
     """Catalog label rows -> (len(ids), A) in the order of ``ids``."""
     position = {i: n for n, i in enumerate(rows["id"].astype(str).tolist())}
     order = np.array([position[i] for i in ids.tolist()], dtype=np.int64)
-    return np.stack([rows[n].astype(np.int64)[order] for n in names], axis=1) if len(ids) else np.zeros((0, len(names)), np.int64)
+    return (
+        np.stack([rows[n].astype(np.int64)[order] for n in names], axis=1)
+        if len(ids)
+        else np.zeros((0, len(names)), np.int64)
+    )
 
 
 def retrieval_examples(
-    cfg: Config, catalog: Catalog, model: FashionSearchNet, image_size: int, data: EvalData, manipulations: Manipulations, positions: np.ndarray, method: str
+    cfg: Config,
+    catalog: Catalog,
+    model: FashionSearchNet,
+    image_size: int,
+    data: EvalData,
+    manipulations: Manipulations,
+    positions: np.ndarray,
+    method: str,
 ) -> list[dict[str, Any]]:
     """cfg.report.examples manipulations, one group after another, picked with the split seed: the query, the
     change, the top results with exact matches marked, and the explain PNG (base64)."""
@@ -333,17 +444,22 @@ def retrieval_examples(
         blobs = catalog.rows([data.query_ids[q], *ids], ["id", "image"])
         image = dict(zip(blobs["id"].astype(str).tolist(), blobs["image"].tolist()))
         change = manipulations.change[m].astype(np.int64)
-        png = explain_png(model, schema, image_size, image[data.query_ids[q]], change, [image[i] for i in ids], ids, matches)
-        examples.append({
-            "method": method,
-            "query": str(data.query_ids[q]),
-            "change": ", ".join(
-                f"{schema.names[a]}: {_value_text(schema, a, int(data.query_labels[q, a]))} -> {schema.value_name(schema.names[a], int(v))}"
-                for a, v in enumerate(change) if v >= 0
-            ),
-            "results": [{"id": i, "match": ok} for i, ok in zip(ids, matches)],
-            "png": base64.b64encode(png).decode("ascii"),
-        })
+        png = explain_png(
+            model, schema, image_size, image[data.query_ids[q]], change, [image[i] for i in ids], ids, matches
+        )
+        examples.append(
+            {
+                "method": method,
+                "query": str(data.query_ids[q]),
+                "change": ", ".join(
+                    f"{schema.names[a]}: {_value_text(schema, a, int(data.query_labels[q, a]))} -> {schema.value_name(schema.names[a], int(v))}"
+                    for a, v in enumerate(change)
+                    if v >= 0
+                ),
+                "results": [{"id": i, "match": ok} for i, ok in zip(ids, matches)],
+                "png": base64.b64encode(png).decode("ascii"),
+            }
+        )
     return examples
 
 
@@ -354,7 +470,13 @@ def _value_text(schema, attribute: int, value: int) -> str:
 
 def hardware() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _index_rate(reader: IndexReader) -> float | None:
@@ -375,14 +497,20 @@ def print_results(results: dict[str, Any]) -> None:
     k = results["runs"][0]["k"]
     at = min(20, k[-1])
     names = list(results["runs"][0]["groups"])
-    table = Table(title=f"Top-{at} accuracy ({results['dataset']['manipulations']:,} manipulations, {results['dataset']['queries']:,} queries, "
-                        f"{results['dataset']['gallery']:,} gallery images)")
+    table = Table(
+        title=f"Top-{at} accuracy ({results['dataset']['manipulations']:,} manipulations, {results['dataset']['queries']:,} queries, "
+        f"{results['dataset']['gallery']:,} gallery images)"
+    )
     table.add_column("method")
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("average", justify="right")
     for run in results["runs"]:
-        table.add_row(run["method"], *[f"{run['groups'][n]['top_k'][at - 1]:.3f}" for n in names], f"{run['average']['top_k'][at - 1]:.3f}")
+        table.add_row(
+            run["method"],
+            *[f"{run['groups'][n]['top_k'][at - 1]:.3f}" for n in names],
+            f"{run['average']['top_k'][at - 1]:.3f}",
+        )
     console.print(table)
     t = results["timings"]
     line = f"Top-K of every manipulation: {t['topk']:.2f} s ({results['throughput']['manipulations_per_s']:,.0f} manipulations/s)"
@@ -392,12 +520,23 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def cli(
-    index_url: Annotated[str, typer.Option("--index", callback=absolute_option, help="Index URL (its CURRENT version).")],
-    catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL: splits and labels.")],
+    index_url: Annotated[
+        str, typer.Option("--index", callback=absolute_option, help="Index URL (its CURRENT version).")
+    ],
+    catalog: Annotated[
+        str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL: splits and labels.")
+    ],
     out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL for results.json.")],
-    check: Annotated[bool, typer.Option("--check", help="Also run the faiss brute-force reference and require identical hits.")] = False,
-    allow_catalog_mismatch: Annotated[bool, typer.Option(
-        "--allow-catalog-mismatch", help="Evaluate even when --catalog is not the catalog the index was built from (another split or shards).")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Also run the faiss brute-force reference and require identical hits.")
+    ] = False,
+    allow_catalog_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-catalog-mismatch",
+            help="Evaluate even when --catalog is not the catalog the index was built from (another split or shards).",
+        ),
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

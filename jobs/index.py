@@ -74,14 +74,18 @@ class IndexResult:
     message: str
 
 
-def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Literal["gallery", "all"] = "gallery") -> IndexResult:
+def index(
+    cfg: Config, model_url: str, catalog_url: str, out: str, split: Literal["gallery", "all"] = "gallery"
+) -> IndexResult:
     start = time.perf_counter()
     storage = Storage(cfg.storage)
     catalog = Catalog.open(catalog_url, storage)
     model_data = storage.read_bytes(model_url)
     model_sha = "sha256:" + hashlib.sha256(model_data).hexdigest()
     model = model_from_bytes(model_data, origin=model_url).eval()
-    match = SchemaMatch.of(model.schema, catalog.schema, model_url, catalog_url)  # an attribute on one side only stops here
+    match = SchemaMatch.of(
+        model.schema, catalog.schema, model_url, catalog_url
+    )  # an attribute on one side only stops here
     if match.note():  # the index keeps the catalog's labels; readers translate them (fsnet/schema_match.py)
         console.print(match.note())
     current = read_current(storage, out)
@@ -91,33 +95,53 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     shards = catalog.manifest.shards
     wanted = None if split == "all" else set(catalog.split_ids(split).tolist())
     needed = _ids_per_shard(catalog, wanted)  # fingerprint -> ids of the split in that shard
-    reuse = [s for s in shards if reusable is not None and s.fingerprint in reusable.covered
-             and needed[s.fingerprint] <= _embedded_ids(storage, out, reusable, s.fingerprint)]
+    reuse = [
+        s
+        for s in shards
+        if reusable is not None
+        and s.fingerprint in reusable.covered
+        and needed[s.fingerprint] <= _embedded_ids(storage, out, reusable, s.fingerprint)
+    ]
     extract = [s for s in shards if s not in reuse]
     dropped = [] if reusable is None else [fp for fp in reusable.covered if fp not in {s.fingerprint for s in shards}]
     unchanged = reusable is not None and not extract and not dropped and reusable.index_kind == cfg.index.kind
-    version = _clean_stale(storage, out, current)  # before "nothing to do": that run removes an interrupted one's leftovers too
+    version = _clean_stale(
+        storage, out, current
+    )  # before "nothing to do": that run removes an interrupted one's leftovers too
     if unchanged and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint:
-        return IndexResult(None, f"{out}: v{current} already covers every shard of {catalog_url} with this model; nothing to do")
+        return IndexResult(
+            None, f"{out}: v{current} already covers every shard of {catalog_url} with this model; nothing to do"
+        )
 
     vdir = join(out, version_name(version))
-    interrupt.keep(f"{out}: CURRENT still {_named(current)}; the partial {version_name(version)} is removed by the next run")
+    interrupt.keep(
+        f"{out}: CURRENT still {_named(current)}; the partial {version_name(version)} is removed by the next run"
+    )
     timings: dict[str, float] = {}
     init_ray(cfg.ray)
 
     t = time.perf_counter()
     for s in reuse:  # unchanged catalog shards: their embedding rows as they are
-        _copy_tree(storage, join(join(out, version_name(reusable.version)), reusable.covered[s.fingerprint].embeddings), join(vdir, _shard_dir(s.fingerprint)))
+        _copy_tree(
+            storage,
+            join(join(out, version_name(reusable.version)), reusable.covered[s.fingerprint].embeddings),
+            join(vdir, _shard_dir(s.fingerprint)),
+        )
     timings["copy_reused"] = time.perf_counter() - t
 
     t = time.perf_counter()
     if extract:
         fs, path = storage.arrow_fs(join(vdir, EMBEDDINGS))
         rows = catalog.dataset(
-            None if split == "all" else split, ["id", "image", *catalog.schema.names], shards=[s.fingerprint for s in extract], with_shard=True
+            None if split == "all" else split,
+            ["id", "image", *catalog.schema.names],
+            shards=[s.fingerprint for s in extract],
+            with_shard=True,
         )
         with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
-            embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=model.cfg.image_size)
+            embedded = embed_rows(
+                cfg, storage, model_url, catalog, rows, with_shard=True, image_size=model.cfg.image_size
+            )
             embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
     timings["extract"] = time.perf_counter() - t
     if cfg.index.fault == "before_publish":
@@ -133,31 +157,63 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     vectors = column_array(ok, "global", (-1,))
     faiss_index = build_index(vectors, cfg.index.kind)
     timings["faiss"] = time.perf_counter() - t
-    fresh = table.filter(pc.is_in(table["catalog_shard"], pa.array([s.fingerprint.removeprefix("sha256:")[:12] for s in extract], pa.string())))
+    fresh = table.filter(
+        pc.is_in(
+            table["catalog_shard"], pa.array([s.fingerprint.removeprefix("sha256:")[:12] for s in extract], pa.string())
+        )
+    )
     timings["decode_busy"] = float(pc.sum(fresh["t_decode"]).as_py() or 0.0)  # summed over actors
     timings["model_busy"] = float(pc.sum(fresh["t_model"]).as_py() or 0.0)
 
     storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
     storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
     memory = io.BytesIO()
-    torch.save({"table": model.memory.table.detach().cpu(), "counts": model.memory.counts, "num_values": model.memory.num_values}, memory)
+    torch.save(
+        {
+            "table": model.memory.table.detach().cpu(),
+            "counts": model.memory.counts,
+            "num_values": model.memory.num_values,
+        },
+        memory,
+    )
     storage.write_bytes(join(vdir, "memory.pt"), memory.getvalue())
 
     covered = []
     for s in shards:
         rows_of = table.filter(pc.equal(table["catalog_shard"], s.fingerprint.removeprefix("sha256:")[:12]))
         failed = int(pc.sum(pc.is_valid(rows_of["error"])).as_py() or 0)
-        covered.append(CoveredShard(
-            fingerprint=s.fingerprint, catalog_path=s.path, embeddings=_shard_dir(s.fingerprint), rows=rows_of.num_rows,
-            indexed=rows_of.num_rows - failed, rejected=failed, reused_from=reusable.version if s in reuse else None,
-        ))
+        covered.append(
+            CoveredShard(
+                fingerprint=s.fingerprint,
+                catalog_path=s.path,
+                embeddings=_shard_dir(s.fingerprint),
+                rows=rows_of.num_rows,
+                indexed=rows_of.num_rows - failed,
+                rejected=failed,
+                reused_from=reusable.version if s in reuse else None,
+            )
+        )
     bad = table.filter(pc.is_valid(table["error"]))
     manifest = IndexManifest(
-        format=1, fsnet_version=fsnet.__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        version=version, catalog=catalog_url, split=split, splits_fingerprint=catalog.manifest.splits.fingerprint, model=ModelRef(url=model_url, sha256=model_sha),
-        attributes=catalog.schema.attributes, embed_dim=model.cfg.embed_dim, global_dim=int(vectors.shape[1]) if len(vectors) else model.global_dim,
-        image_size=model.cfg.image_size, index_kind=cfg.index.kind, shards=covered, indexed=ok.num_rows,
-        rejected=[RejectedImage(id=i, catalog_shard=c, reason=e) for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())],
+        format=1,
+        fsnet_version=fsnet.__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        version=version,
+        catalog=catalog_url,
+        split=split,
+        splits_fingerprint=catalog.manifest.splits.fingerprint,
+        model=ModelRef(url=model_url, sha256=model_sha),
+        attributes=catalog.schema.attributes,
+        embed_dim=model.cfg.embed_dim,
+        global_dim=int(vectors.shape[1]) if len(vectors) else model.global_dim,
+        image_size=model.cfg.image_size,
+        index_kind=cfg.index.kind,
+        shards=covered,
+        indexed=ok.num_rows,
+        rejected=[
+            RejectedImage(id=i, catalog_shard=c, reason=e)
+            for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())
+        ],
         timings={**timings, "total": time.perf_counter() - start},
         files={"index": "index.faiss", "ids": "ids.parquet", "memory": "memory.pt", "embeddings": EMBEDDINGS},
     )
@@ -166,12 +222,24 @@ def index(cfg: Config, model_url: str, catalog_url: str, out: str, split: Litera
     write_current(storage, out, version)  # last: from here on readers see v<version>
     interrupt.keep(f"{out}: {version_name(version)} published (CURRENT names it)")
     _remove_old(storage, out, version)
-    what = f"{len(extract)} shard(s) extracted, {len(reuse)} reused, {len(dropped)} dropped" if reusable else f"{len(extract)} shard(s) extracted"
-    return IndexResult(manifest, f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})")
+    what = (
+        f"{len(extract)} shard(s) extracted, {len(reuse)} reused, {len(dropped)} dropped"
+        if reusable
+        else f"{len(extract)} shard(s) extracted"
+    )
+    return IndexResult(
+        manifest, f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})"
+    )
 
 
 def embed_rows(
-    cfg: Config, storage: Storage, model_url: str, catalog: Catalog, rows: "ray.data.Dataset", with_shard: bool = False, image_size: int | None = None
+    cfg: Config,
+    storage: Storage,
+    model_url: str,
+    catalog: Catalog,
+    rows: "ray.data.Dataset",
+    with_shard: bool = False,
+    image_size: int | None = None,
 ) -> "ray.data.Dataset":
     """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
     each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them).
@@ -182,7 +250,13 @@ def embed_rows(
     passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
     return rows.map_batches(
         EmbedImages,
-        fn_constructor_kwargs=dict(model_url=model_url, storage=storage, image_size=image_size or cfg.model.image_size, passthrough=passthrough, gpu_decode=cfg.index.gpu_decode),
+        fn_constructor_kwargs=dict(
+            model_url=model_url,
+            storage=storage,
+            image_size=image_size or cfg.model.image_size,
+            passthrough=passthrough,
+            gpu_decode=cfg.index.gpu_decode,
+        ),
         batch_size=cfg.index.batch_size,
         batch_format="numpy",
         compute=actor_pool(actors),
@@ -265,19 +339,31 @@ def print_manifest(m: IndexManifest) -> None:
     t.add_row("model", f"{m.model.url} ({m.model.sha256[:19]}...)")
     t.add_row("indexed", f"{m.indexed:,} rows, faiss {m.index_kind}, dimension {m.global_dim}")
     t.add_row("shards", f"{len(m.shards)} ({sum(s.reused_from is not None for s in m.shards)} reused)")
-    t.add_row("rejected", f"{len(m.rejected)}" + (f": {', '.join(r.id for r in m.rejected[:5])}{' ...' if len(m.rejected) > 5 else ''}" if m.rejected else ""))
+    t.add_row(
+        "rejected",
+        f"{len(m.rejected)}"
+        + (f": {', '.join(r.id for r in m.rejected[:5])}{' ...' if len(m.rejected) > 5 else ''}" if m.rejected else ""),
+    )
     timings = m.timings
     extracted = sum(s.rows for s in m.shards if s.reused_from is None)
     rate = f" ({extracted / timings['extract']:,.0f} images/s)" if timings.get("extract") and extracted else ""
-    t.add_row("time", f"extract {timings.get('extract', 0):.1f} s{rate}: decode busy {timings.get('decode_busy', 0):.1f} s, "
-                      f"model busy {timings.get('model_busy', 0):.1f} s; faiss {timings.get('faiss', 0):.1f} s; total {timings.get('total', 0):.1f} s")
+    t.add_row(
+        "time",
+        f"extract {timings.get('extract', 0):.1f} s{rate}: decode busy {timings.get('decode_busy', 0):.1f} s, "
+        f"model busy {timings.get('model_busy', 0):.1f} s; faiss {timings.get('faiss', 0):.1f} s; total {timings.get('total', 0):.1f} s",
+    )
     console.print(t)
 
 
 def cli(
     model: Annotated[str, typer.Option("--model", callback=absolute_option, help="model.pt URL from fsnet train.")],
     catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL.")],
-    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Index URL (versions under it, CURRENT names the live one).")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", "-o", callback=absolute_option, help="Index URL (versions under it, CURRENT names the live one)."
+        ),
+    ],
     split: Annotated[str, typer.Option("--split", help="gallery (the evaluation's) or all.")] = "gallery",
     config: ConfigOption = None,
     set_: SetOption = None,

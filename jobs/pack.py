@@ -97,7 +97,9 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
         rows_in=len(source),
         writer_seconds=float(pc.sum(collected["seconds"]).as_py()),
         stage_seconds=stage_seconds,
-        shards_kept=0 if previous is None else len({s.path for s in manifest.shards} & {s.path for s in previous.manifest.shards}),
+        shards_kept=0
+        if previous is None
+        else len({s.path for s in manifest.shards} & {s.path for s in previous.manifest.shards}),
     )
 
 
@@ -118,8 +120,14 @@ def _shard_groups(table: pa.Table, shard_rows: int, previous: Catalog | None) ->
 def _collect(stats: "ray.data.Dataset", total: int, show_progress: bool) -> pa.Table:
     batches = []
     with Progress(
-        TextColumn("packing"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(),
-        console=console, disable=not show_progress, transient=False,
+        TextColumn("packing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+        transient=False,
     ) as progress:
         task = progress.add_task("pack", total=total)
         for batch in stats.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -148,15 +156,37 @@ def print_summary(result: PackResult, out: str) -> None:
     m = result.manifest
     summary = Table(title=f"packed {out}", show_header=False)
     summary.add_row("rows in", f"{result.rows_in:,}")
-    summary.add_row("packed", f"{m.rows:,} in {len(m.shards)} shards ({sum(s.bytes for s in m.shards) / 1e6:,.1f} MB)"
-                    + (f"; {result.shards_kept} kept unchanged from the previous pack" if result.shards_kept else ""))
-    summary.add_row("rejected", f"{m.rejected.count:,}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(m.rejected.by_reason.items()))}) -> {m.rejected.path}" if m.rejected.count else ""))
-    summary.add_row("splits", ", ".join(f"{k} {v:,}" for k, v in m.splits.counts.items()) + (f" ({m.splits.source})" if m.splits.source else ""))
+    summary.add_row(
+        "packed",
+        f"{m.rows:,} in {len(m.shards)} shards ({sum(s.bytes for s in m.shards) / 1e6:,.1f} MB)"
+        + (f"; {result.shards_kept} kept unchanged from the previous pack" if result.shards_kept else ""),
+    )
+    summary.add_row(
+        "rejected",
+        f"{m.rejected.count:,}"
+        + (
+            f" ({', '.join(f'{k}: {v}' for k, v in sorted(m.rejected.by_reason.items()))}) -> {m.rejected.path}"
+            if m.rejected.count
+            else ""
+        ),
+    )
+    summary.add_row(
+        "splits",
+        ", ".join(f"{k} {v:,}" for k, v in m.splits.counts.items())
+        + (f" ({m.splits.source})" if m.splits.source else ""),
+    )
     if m.protocol is not None:
-        summary.add_row("query list", f"{m.protocol.rows:,} manipulations of {m.protocol.queries:,} queries"
-                        + (f", {m.protocol.rejected_queries:,} queries rejected" if m.protocol.rejected_queries else "") + f" ({m.protocol.source})")
-    summary.add_row("time", f"{result.seconds:.1f} s ({result.rows_in / result.seconds:,.0f} images/s); "
-                    f"writers busy {result.writer_seconds:.1f} s of {result.stage_seconds:.1f} s")
+        summary.add_row(
+            "query list",
+            f"{m.protocol.rows:,} manipulations of {m.protocol.queries:,} queries"
+            + (f", {m.protocol.rejected_queries:,} queries rejected" if m.protocol.rejected_queries else "")
+            + f" ({m.protocol.source})",
+        )
+    summary.add_row(
+        "time",
+        f"{result.seconds:.1f} s ({result.rows_in / result.seconds:,.0f} images/s); "
+        f"writers busy {result.writer_seconds:.1f} s of {result.stage_seconds:.1f} s",
+    )
     console.print(summary)
     attrs = Table(title="attributes")
     for column in ("attribute", "values", "unknown", "most common"):
@@ -164,14 +194,30 @@ def print_summary(result: PackResult, out: str) -> None:
     for a in m.attributes:
         counts = m.value_counts[a.name]
         top = sorted(zip(counts, a.values), reverse=True)[:3]
-        attrs.add_row(a.name, str(len(a.values)), f"{m.unknown_counts[a.name]:,}", "; ".join(f"{v} ({c:,})" for c, v in top))
+        attrs.add_row(
+            a.name, str(len(a.values)), f"{m.unknown_counts[a.name]:,}", "; ".join(f"{v} ({c:,})" for c, v in top)
+        )
     console.print(attrs)
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Catalog URL to write (path, s3://bucket/prefix, ...).")],
-    source: Annotated[Optional[str], typer.Option("--source", callback=absolute_option, help="Source URL (source.path): a folder with the label table, CelebA's files or ADDE's split files.")] = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="Source kind (source.kind): folder, celeba or adde.")] = None,
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", "-o", callback=absolute_option, help="Catalog URL to write (path, s3://bucket/prefix, ...)."
+        ),
+    ],
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            "--source",
+            callback=absolute_option,
+            help="Source URL (source.path): a folder with the label table, CelebA's files or ADDE's split files.",
+        ),
+    ] = None,
+    kind: Annotated[
+        Optional[str], typer.Option("--kind", help="Source kind (source.kind): folder, celeba or adde.")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -93,9 +93,18 @@ def pipeline(cfg: Config, out: str, catalog: str | None = None, render: bool = F
 
 def cli(
     out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL for every output.")],
-    source: Annotated[Optional[str], typer.Option("--source", callback=absolute_option, help="Source catalog to pack (sets source.path).")] = None,
-    catalog: Annotated[Optional[str], typer.Option("--catalog", callback=absolute_option, help="A packed catalog to use instead of packing.")] = None,
-    synthetic: Annotated[bool, typer.Option("--synthetic", help="Render the synthetic catalog (synthetic.*) into <out>/synth and pack it.")] = False,
+    source: Annotated[
+        Optional[str],
+        typer.Option("--source", callback=absolute_option, help="Source catalog to pack (sets source.path)."),
+    ] = None,
+    catalog: Annotated[
+        Optional[str],
+        typer.Option("--catalog", callback=absolute_option, help="A packed catalog to use instead of packing."),
+    ] = None,
+    synthetic: Annotated[
+        bool,
+        typer.Option("--synthetic", help="Render the synthetic catalog (synthetic.*) into <out>/synth and pack it."),
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -95,8 +95,12 @@ def _check_reachable(address: str) -> None:
 def start_local_ray(num_cpus: int, dashboard: bool) -> None:
     """A local Ray of ``num_cpus`` CPUs for tests and benchmarks, pinned like the jobs' own."""
     quiet_logs()
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, logging_level=logging.ERROR,
-             runtime_env={"worker_process_setup_hook": f"{__name__}.pin_worker"})
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
+        logging_level=logging.ERROR,
+        runtime_env={"worker_process_setup_hook": f"{__name__}.pin_worker"},
+    )
     filter_forwarded_logs()
 
 

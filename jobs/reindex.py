@@ -26,9 +26,16 @@ from jobs.verify import require_intact_catalog
 
 def cli(
     catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL.")],
-    index_url: Annotated[str, typer.Option("--index", callback=absolute_option, help="Index URL with a CURRENT version.")],
-    model: Annotated[Optional[str], typer.Option("--model", callback=absolute_option, help="Another model.pt (means a full re-index).")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Re-hash the catalog's shards first; a changed one is an error.")] = False,
+    index_url: Annotated[
+        str, typer.Option("--index", callback=absolute_option, help="Index URL with a CURRENT version.")
+    ],
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", callback=absolute_option, help="Another model.pt (means a full re-index)."),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-hash the catalog's shards first; a changed one is an error.")
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -45,7 +52,6 @@ def cli(
     if result.manifest is not None:
         print_manifest(result.manifest)
     console.print(result.message)
-
 
 
 if __name__ == "__main__":

@@ -28,9 +28,22 @@ TABLE_K = 20  # the paper's Table 1 reports Top-20
 NDCG_K = 10
 # What the report reads of a results.json and of each of its runs (dotted: nested); a file without one of them is
 # one line naming it and the key, before anything is drawn.
-RESULTS_KEYS = ("runs", "hardware.machine", "hardware.cpus", "hardware.gpu", "dataset.catalog", "dataset.queries",
-                "dataset.gallery", "dataset.manipulations", "dataset.gallery_missing.count", "model.backbone",
-                "model.image_size", "model.variant", "index", "throughput.manipulations_per_s")
+RESULTS_KEYS = (
+    "runs",
+    "hardware.machine",
+    "hardware.cpus",
+    "hardware.gpu",
+    "dataset.catalog",
+    "dataset.queries",
+    "dataset.gallery",
+    "dataset.manipulations",
+    "dataset.gallery_missing.count",
+    "model.backbone",
+    "model.image_size",
+    "model.variant",
+    "index",
+    "throughput.manipulations_per_s",
+)
 RUN_KEYS = ("method", "kind", "k", "groups", "average.top_k", "average.ndcg_full", "average.ndcg_attribute")
 
 
@@ -71,7 +84,9 @@ def collect_runs(storage: Storage, urls: list[str]) -> list[Run]:
 def _checked(url: str, results: Any) -> list[dict[str, Any]]:
     """The runs of a results.json that has every key the report reads; else one FsnetError naming the key."""
     if not isinstance(results, dict):
-        raise FsnetError(f"{url}: not an fsnet results.json (a JSON {type(results).__name__}; fsnet evaluate writes an object with 'runs')")
+        raise FsnetError(
+            f"{url}: not an fsnet results.json (a JSON {type(results).__name__}; fsnet evaluate writes an object with 'runs')"
+        )
     missing = _missing(results, RESULTS_KEYS)
     if missing:
         raise FsnetError(f"{url}: no '{missing}' (not an fsnet results.json, or one this report cannot read)")
@@ -80,7 +95,9 @@ def _checked(url: str, results: Any) -> list[dict[str, Any]]:
     for i, run in enumerate(results["runs"]):
         missing = _missing(run, RUN_KEYS)
         if missing:
-            raise FsnetError(f"{url}: runs[{i}] has no '{missing}' (not an fsnet results.json, or one this report cannot read)")
+            raise FsnetError(
+                f"{url}: runs[{i}] has no '{missing}' (not an fsnet results.json, or one this report cannot read)"
+            )
     return results["runs"]
 
 
@@ -102,7 +119,11 @@ def at(curve: list[float], k: int) -> float:
 def top_table(runs: list[Run], k: int) -> tuple[list[str], list[list[float | None]]]:
     """Groups (attributes) in first-run order + 'average', and per run the Top-k accuracy of each (None: absent)."""
     groups = list(dict.fromkeys(g for r in runs for g in r.run["groups"]))
-    rows = [[at(r.run["groups"][g]["top_k"], k) if g in r.run["groups"] else None for g in groups] + [at(r.run["average"]["top_k"], k)] for r in runs]
+    rows = [
+        [at(r.run["groups"][g]["top_k"], k) if g in r.run["groups"] else None for g in groups]
+        + [at(r.run["average"]["top_k"], k)]
+        for r in runs
+    ]
     return [*groups, "average"], rows
 
 
@@ -128,7 +149,7 @@ def curves_png(runs: list[Run]) -> bytes:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(groups):]:
+    for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
@@ -163,13 +184,35 @@ def metadata_rows(runs: list[Run]) -> list[tuple[str, list[str]]]:
     d = lambda r: r.results["dataset"]  # noqa: E731
     return [
         ("catalog", [f"{d(r)['catalog']}" for r in runs]),
-        ("queries / gallery / manipulations", [f"{d(r)['queries']:,} / {d(r)['gallery']:,} / {d(r)['manipulations']:,}" for r in runs]),
-        ("backbone, image size", [f"{r.results['model']['backbone']}, {r.results['model']['image_size']} px" for r in runs]),
-        ("variant", [r.results["model"]["variant"] if r.run["kind"] == "fsnet" else f"baseline (model of {r.results['model']['variant']})" for r in runs]),
+        (
+            "queries / gallery / manipulations",
+            [f"{d(r)['queries']:,} / {d(r)['gallery']:,} / {d(r)['manipulations']:,}" for r in runs],
+        ),
+        (
+            "backbone, image size",
+            [f"{r.results['model']['backbone']}, {r.results['model']['image_size']} px" for r in runs],
+        ),
+        (
+            "variant",
+            [
+                r.results["model"]["variant"]
+                if r.run["kind"] == "fsnet"
+                else f"baseline (model of {r.results['model']['variant']})"
+                for r in runs
+            ],
+        ),
         ("hardware", [hw(r) for r in runs]),
         ("training time", [seconds(r) if r.run["kind"] == "fsnet" else "–" for r in runs]),
         ("index throughput", [rate(r.results["index"].get("images_per_s"), "images/s") for r in runs]),
-        ("evaluation throughput", [rate(r.results["throughput"]["manipulations_per_s"], "manipulations/s") if r.run["kind"] == "fsnet" else "–" for r in runs]),
+        (
+            "evaluation throughput",
+            [
+                rate(r.results["throughput"]["manipulations_per_s"], "manipulations/s")
+                if r.run["kind"] == "fsnet"
+                else "–"
+                for r in runs
+            ],
+        ),
         ("gallery images not indexed", [f"{d(r)['gallery_missing']['count']}" for r in runs]),
     ]
 
@@ -179,14 +222,21 @@ def render_html(runs: list[Run], curves: bytes) -> str:
     groups, rows = top_table(runs, k)
     e = html.escape
     out = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', "<title>fsnet report</title>",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        "<title>fsnet report</title>",
         "<style>body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}"
         " td,th{border:1px solid #ccc;padding:4px 8px;text-align:right} th:first-child,td:first-child{text-align:left}"
         " img{max-width:100%} .match{color:green}</style>",
-        "</head>", "<body>", "<h1>fsnet benchmark report</h1>",
+        "</head>",
+        "<body>",
+        "<h1>fsnet benchmark report</h1>",
         f"<p>{len(runs)} run(s). Top-K: a hit when one of the K nearest gallery images has exactly the target attributes "
         "(the query's, with the manipulation). Averages count each attribute once.</p>",
-        f"<h2>Top-{k} accuracy per attribute</h2>", '<table id="top-table">',
+        f"<h2>Top-{k} accuracy per attribute</h2>",
+        '<table id="top-table">',
         "<tr><th>method</th>" + "".join(f"<th>{e(g)}</th>" for g in groups) + "</tr>",
     ]
     for r, row in zip(runs, rows):
@@ -195,25 +245,52 @@ def render_html(runs: list[Run], curves: bytes) -> str:
             text = _fmt(x)
             if x is not None and x == _best(rows, c) and len(runs) > 1:
                 text = f"<b>{text}</b>"
-            cells.append(f'<td data-method="{e(r.label)}" data-group="{e(g)}" data-value="{"" if x is None else repr(x)}">{text}</td>')
+            cells.append(
+                f'<td data-method="{e(r.label)}" data-group="{e(g)}" data-value="{"" if x is None else repr(x)}">{text}</td>'
+            )
         out.append(f"<tr><td>{e(r.label)}</td>{''.join(cells)}</tr>")
-    out += ["</table>", "<h2>Top-K curves</h2>", f'<img id="curves" alt="Top-K curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">']
+    out += [
+        "</table>",
+        "<h2>Top-K curves</h2>",
+        f'<img id="curves" alt="Top-K curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">',
+    ]
     nk = min(NDCG_K, k)
-    out += [f"<h2>NDCG@{nk} (average over attributes)</h2>", '<table id="ndcg-table">',
-            "<tr><th>method</th><th>full target</th><th>manipulated attribute</th></tr>"]
+    out += [
+        f"<h2>NDCG@{nk} (average over attributes)</h2>",
+        '<table id="ndcg-table">',
+        "<tr><th>method</th><th>full target</th><th>manipulated attribute</th></tr>",
+    ]
     for r in runs:
         full, attr = at(r.run["average"]["ndcg_full"], nk), at(r.run["average"]["ndcg_attribute"], nk)
-        out.append(f"<tr><td>{e(r.label)}</td><td data-value=\"{full!r}\">{full:.3f}</td><td data-value=\"{attr!r}\">{attr:.3f}</td></tr>")
-    out += ["</table>", "<h2>Runs</h2>", '<table id="meta-table">', "<tr><th></th>" + "".join(f"<th>{e(r.label)}</th>" for r in runs) + "</tr>"]
+        out.append(
+            f'<tr><td>{e(r.label)}</td><td data-value="{full!r}">{full:.3f}</td><td data-value="{attr!r}">{attr:.3f}</td></tr>'
+        )
+    out += [
+        "</table>",
+        "<h2>Runs</h2>",
+        '<table id="meta-table">',
+        "<tr><th></th>" + "".join(f"<th>{e(r.label)}</th>" for r in runs) + "</tr>",
+    ]
     for name, values in metadata_rows(runs):
         out.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>")
     out.append("</table>")
-    examples = [(r, x) for r in runs if r.run["kind"] == "fsnet" for x in r.results.get("examples", []) if x["method"] == r.run["method"]]
+    examples = [
+        (r, x)
+        for r in runs
+        if r.run["kind"] == "fsnet"
+        for x in r.results.get("examples", [])
+        if x["method"] == r.run["method"]
+    ]
     if examples:
         out.append("<h2>Retrieval examples</h2>")
         for r, x in examples:
-            marks = ", ".join(f'<span class="{"match" if y["match"] else ""}">{e(y["id"])}{" ✓" if y["match"] else ""}</span>' for y in x["results"])
-            out.append(f"<h3>{e(r.label)}: query {e(x['query'])}, {e(x['change'])}</h3><p>top {len(x['results'])}: {marks}</p>")
+            marks = ", ".join(
+                f'<span class="{"match" if y["match"] else ""}">{e(y["id"])}{" ✓" if y["match"] else ""}</span>'
+                for y in x["results"]
+            )
+            out.append(
+                f"<h3>{e(r.label)}: query {e(x['query'])}, {e(x['change'])}</h3><p>top {len(x['results'])}: {marks}</p>"
+            )
             out.append(f'<img class="example" alt="query {e(x["query"])}" src="data:image/png;base64,{x["png"]}">')
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
@@ -222,15 +299,35 @@ def render_html(runs: list[Run], curves: bytes) -> str:
 def render_markdown(runs: list[Run], example_files: list[tuple[Run, dict, str]]) -> str:
     k = min(TABLE_K, min(len(r.run["k"]) for r in runs))
     groups, rows = top_table(runs, k)
-    lines = ["# fsnet benchmark report", "", f"## Top-{k} accuracy per attribute", "", "| method | " + " | ".join(groups) + " |",
-             "| --- |" + " --- |" * len(groups)]
+    lines = [
+        "# fsnet benchmark report",
+        "",
+        f"## Top-{k} accuracy per attribute",
+        "",
+        "| method | " + " | ".join(groups) + " |",
+        "| --- |" + " --- |" * len(groups),
+    ]
     for r, row in zip(runs, rows):
-        cells = [(f"**{_fmt(x)}**" if x is not None and x == _best(rows, c) and len(runs) > 1 else _fmt(x)) for c, x in enumerate(row)]
+        cells = [
+            (f"**{_fmt(x)}**" if x is not None and x == _best(rows, c) and len(runs) > 1 else _fmt(x))
+            for c, x in enumerate(row)
+        ]
         lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Top-K curves", "", "![Top-K curves](curves.png)", "", f"## NDCG@{min(NDCG_K, k)} (average)", "",
-              "| method | full target | manipulated attribute |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        "## Top-K curves",
+        "",
+        "![Top-K curves](curves.png)",
+        "",
+        f"## NDCG@{min(NDCG_K, k)} (average)",
+        "",
+        "| method | full target | manipulated attribute |",
+        "| --- | --- | --- |",
+    ]
     for r in runs:
-        lines.append(f"| {r.label} | {at(r.run['average']['ndcg_full'], min(NDCG_K, k)):.3f} | {at(r.run['average']['ndcg_attribute'], min(NDCG_K, k)):.3f} |")
+        lines.append(
+            f"| {r.label} | {at(r.run['average']['ndcg_full'], min(NDCG_K, k)):.3f} | {at(r.run['average']['ndcg_attribute'], min(NDCG_K, k)):.3f} |"
+        )
     lines += ["", "## Runs", "", "| | " + " | ".join(r.label for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
     for name, values in metadata_rows(runs):
         lines.append(f"| {name} | " + " | ".join(values) + " |")
@@ -238,7 +335,12 @@ def render_markdown(runs: list[Run], example_files: list[tuple[Run, dict, str]])
         lines += ["", "## Retrieval examples", ""]
         for r, x, name in example_files:
             marks = ", ".join(f"{y['id']}{' ✓' if y['match'] else ''}" for y in x["results"])
-            lines += [f"**{r.label}**: query {x['query']}, {x['change']} — top {len(x['results'])}: {marks}", "", f"![example]({name})", ""]
+            lines += [
+                f"**{r.label}**: query {x['query']}, {x['change']} — top {len(x['results'])}: {marks}",
+                "",
+                f"![example]({name})",
+                "",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -260,8 +362,16 @@ def report(storage: Storage, results_urls: list[str], out: str) -> str:
 
 
 def cli(
-    results: Annotated[list[str], typer.Argument(callback=absolute_option, help="results.json files (local or s3://) from fsnet evaluate.")],
-    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder for report.html, report.md and their images.")],
+    results: Annotated[
+        list[str],
+        typer.Argument(callback=absolute_option, help="results.json files (local or s3://) from fsnet evaluate."),
+    ],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", "-o", callback=absolute_option, help="Folder for report.html, report.md and their images."
+        ),
+    ],
     config: ConfigOption = None,
 ) -> None:
     """Write report.html and report.md comparing one or more evaluation runs."""

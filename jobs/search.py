@@ -71,7 +71,13 @@ def parse_manipulations(match: SchemaMatch, items: list[str]) -> np.ndarray:
 
 
 def load_query(
-    reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, query_id: str | None, image: bytes | None, want_image: bool
+    reader: IndexReader,
+    model: FashionSearchNet,
+    match: SchemaMatch,
+    storage: Storage,
+    query_id: str | None,
+    image: bytes | None,
+    want_image: bool,
 ) -> Query:
     """``match``: the model against the schema the index's labels are in (its manifest's); ``image``: the bytes of
     --image, checked by read_query_image."""
@@ -88,7 +94,9 @@ def load_query(
     found = catalog.rows([query_id], ["id", "image", *names])
     if not len(found["id"]):
         raise FsnetError(f"--id {query_id}: not in the index {reader.url} nor in its catalog {reader.manifest.catalog}")
-    now = SchemaMatch.of(model.schema, catalog.schema, match.model_url, catalog.url)  # the catalog as it is now may be re-packed
+    now = SchemaMatch.of(
+        model.schema, catalog.schema, match.model_url, catalog.url
+    )  # the catalog as it is now may be re-packed
     labels = now.to_model(np.array([[int(found[a][0]) for a in names]]))[0]
     return _embed_query(model, found["image"][0], reader.manifest.image_size, labels)
 
@@ -125,21 +133,32 @@ def _embed_query(model: FashionSearchNet, blob: bytes, size: int, labels: np.nda
     return Query(reps=emb.reps, values=np.where(labels >= 0, labels, predicted), known=labels >= 0, image=blob)
 
 
-def run_search(reader: IndexReader, match: SchemaMatch, model: FashionSearchNet, query: Query, manipulation: np.ndarray, k: int) -> SearchResult:
+def run_search(
+    reader: IndexReader, match: SchemaMatch, model: FashionSearchNet, query: Query, manipulation: np.ndarray, k: int
+) -> SearchResult:
     names = match.names
     with torch.no_grad():
-        values = torch.from_numpy(query.values).long().unsqueeze(0)  # labels where known, else predictions (ADDE-style memory)
+        values = (
+            torch.from_numpy(query.values).long().unsqueeze(0)
+        )  # labels where known, else predictions (ADDE-style memory)
         vector = model.global_representation(query.reps, torch.from_numpy(manipulation).unsqueeze(0), values).numpy()
     distances, ids = reader.search(vector, k)
     found = [i for i in ids[0].tolist() if i is not None]
     rows = reader.embeddings(found, ["id", *names])
     by_id = {rows["id"][i].as_py(): i for i in range(rows.num_rows)}
-    labels = np.array([[rows[a][by_id[i]].as_py() for a in names] for i in found], dtype=np.int64).reshape(len(found), len(names))
+    labels = np.array([[rows[a][by_id[i]].as_py() for a in names] for i in found], dtype=np.int64).reshape(
+        len(found), len(names)
+    )
     values = match.to_model(labels)  # (k, A) the index holds the catalog's codes
     target = np.where(manipulation >= 0, manipulation, query.values)
     return SearchResult(
-        query=query, manipulation=manipulation, target=target, ids=found, distances=distances[0][: len(found)].tolist(),
-        values=values, matches=[bool((v == target).all()) for v in values],
+        query=query,
+        manipulation=manipulation,
+        target=target,
+        ids=found,
+        distances=distances[0][: len(found)].tolist(),
+        values=values,
+        matches=[bool((v == target).all()) for v in values],
         names=[[match.catalog.value_name(a, int(x)) for a, x in zip(names, row)] for row in labels],
     )
 
@@ -147,39 +166,67 @@ def run_search(reader: IndexReader, match: SchemaMatch, model: FashionSearchNet,
 def print_result(match: SchemaMatch, r: SearchResult) -> None:
     schema, names = match.model, match.names
     changed = {names[a] for a in np.flatnonzero(r.manipulation >= 0)}
-    target = ", ".join(f"{n}={schema.value_name(n, int(v))}" + ("*" if n in changed else "") for n, v in zip(names, r.target))
+    target = ", ".join(
+        f"{n}={schema.value_name(n, int(v))}" + ("*" if n in changed else "") for n, v in zip(names, r.target)
+    )
     table = Table(title=f"target: {target}  (* manipulated)")
     for column in ("rank", "id", "distance", *names, "match"):
         wide = max([len(i) for i in r.ids] + [2]) if column == "id" else None  # ids are never cut short
-        table.add_column(column, justify="right" if column in ("rank", "distance") else "left", min_width=wide, no_wrap=column == "id")
+        table.add_column(
+            column,
+            justify="right" if column in ("rank", "distance") else "left",
+            min_width=wide,
+            no_wrap=column == "id",
+        )
     for rank, (i, d, v, m) in enumerate(zip(r.ids, r.distances, r.names, r.matches), start=1):
         cells = [(f"[bold]{x}[/]" if n in changed else x) if x is not None else "?" for n, x in zip(names, v)]
         table.add_row(str(rank), i, f"{d:.3f}", *cells, "[green]yes[/]" if m else "no")
     console.print(table)
 
 
-def explain(reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, r: SearchResult, path: str) -> None:
+def explain(
+    reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, r: SearchResult, path: str
+) -> None:
     """Query with the manipulated attribute's activation map and box, then the results (matches framed green)."""
     found = Catalog.open(reader.manifest.catalog, storage).rows(r.ids, ["id", "image"])  # by id: a re-pack keeps ids
     images = dict(zip(found["id"].tolist(), found["image"].tolist()))
     gone = [i for i in r.ids if i not in images]
     if gone:
-        raise FsnetError(f"--explain: {len(gone)} result image(s) ({', '.join(gone[:3])}) are no longer in the catalog {reader.manifest.catalog} "
-                         f"the index {reader.url} was built from; re-index it with fsnet reindex")
+        raise FsnetError(
+            f"--explain: {len(gone)} result image(s) ({', '.join(gone[:3])}) are no longer in the catalog {reader.manifest.catalog} "
+            f"the index {reader.url} was built from; re-index it with fsnet reindex"
+        )
     png = explain_png(
-        model, match.model, reader.manifest.image_size, r.query.image, r.manipulation,
-        [images[i] for i in r.ids], r.ids, r.matches,
+        model,
+        match.model,
+        reader.manifest.image_size,
+        r.query.image,
+        r.manipulation,
+        [images[i] for i in r.ids],
+        r.ids,
+        r.matches,
     )
     storage.write_bytes(path, png)
 
 
 def cli(
-    index_url: Annotated[str, typer.Option("--index", callback=absolute_option, help="Index URL (its CURRENT version is searched).")],
+    index_url: Annotated[
+        str, typer.Option("--index", callback=absolute_option, help="Index URL (its CURRENT version is searched).")
+    ],
     query_id: Annotated[Optional[str], typer.Option("--id", help="Query by catalog id.")] = None,
-    image: Annotated[Optional[str], typer.Option("--image", callback=absolute_option, help="Query by an image file (path or URL).")] = None,
-    manipulations: Annotated[Optional[list[str]], typer.Option("--set", help="ATTRIBUTE=VALUE to change; repeatable.")] = None,
+    image: Annotated[
+        Optional[str], typer.Option("--image", callback=absolute_option, help="Query by an image file (path or URL).")
+    ] = None,
+    manipulations: Annotated[
+        Optional[list[str]], typer.Option("--set", help="ATTRIBUTE=VALUE to change; repeatable.")
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Results to show.")] = 10,
-    explain_png: Annotated[Optional[str], typer.Option("--explain", callback=absolute_option, help="Write a PNG: the query's activation map and box, the results.")] = None,
+    explain_png: Annotated[
+        Optional[str],
+        typer.Option(
+            "--explain", callback=absolute_option, help="Write a PNG: the query's activation map and box, the results."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Search an index for a query image with its attributes changed."""
@@ -192,7 +239,9 @@ def cli(
     reader = IndexReader.open(index_url, storage)
     model = load_model(reader.manifest.model.url, storage)
     # the index's labels are in the codes of the catalog it was built from (its manifest); the model's may differ
-    match = SchemaMatch.of(model.schema, reader.manifest.attribute_schema(), reader.manifest.model.url, reader.manifest.catalog)
+    match = SchemaMatch.of(
+        model.schema, reader.manifest.attribute_schema(), reader.manifest.model.url, reader.manifest.catalog
+    )
     if note := match.note():
         console.print(note)
     manipulation = parse_manipulations(match, manipulations or [])

@@ -42,7 +42,9 @@ def synth(cfg: Config, out: str, show_progress: bool = True, first: int = 0) -> 
     s = cfg.synthetic
     # The indices as in-memory blocks (no read tasks competing with the actors for CPUs).
     end = first + s.n
-    blocks = [pa.table({"id": np.arange(a, min(a + IMAGES_PER_BATCH, end))}) for a in range(first, end, IMAGES_PER_BATCH)]
+    blocks = [
+        pa.table({"id": np.arange(a, min(a + IMAGES_PER_BATCH, end))}) for a in range(first, end, IMAGES_PER_BATCH)
+    ]
     rows = one_block_each(blocks).map_batches(
         SyntheticWriter,
         fn_constructor_kwargs=dict(storage=storage, out_url=out, size=s.size, seed=s.seed, quality=s.jpeg_quality),
@@ -51,8 +53,15 @@ def synth(cfg: Config, out: str, show_progress: bool = True, first: int = 0) -> 
         compute=actor_pool(min(len(blocks), cluster_cpus())),
     )
     tables = []
-    with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(),
-                  console=console, disable=not show_progress) as progress:
+    with Progress(
+        TextColumn("rendering"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+    ) as progress:
         task = progress.add_task("synth", total=s.n)
         for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
             tables.append(batch)
@@ -68,19 +77,28 @@ def synth(cfg: Config, out: str, show_progress: bool = True, first: int = 0) -> 
 
 
 def cli(
-    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Folder URL to write images/ and labels.csv to.")],
+    out: Annotated[
+        str,
+        typer.Option("--out", "-o", callback=absolute_option, help="Folder URL to write images/ and labels.csv to."),
+    ],
     n: Annotated[Optional[int], typer.Option("--n", help="Number of images (synthetic.n).")] = None,
     size: Annotated[Optional[int], typer.Option("--size", help="Square image size in pixels (synthetic.size).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (synthetic.seed).")] = None,
-    first: Annotated[int, typer.Option("--first", min=0, help="First index to render; > 0 adds rows to an existing labels.csv.")] = 0,
+    first: Annotated[
+        int, typer.Option("--first", min=0, help="First index to render; > 0 adds rows to an existing labels.csv.")
+    ] = 0,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Render the synthetic garment catalog (images + labels.csv) for `fsnet pack --config synthetic`."""
-    cfg = resolve_config(config, set_, n=("synthetic.n", n), size=("synthetic.size", size), seed=("synthetic.seed", seed))
+    cfg = resolve_config(
+        config, set_, n=("synthetic.n", n), size=("synthetic.size", size), seed=("synthetic.seed", seed)
+    )
     seconds = synth(cfg, out, first=first)
-    console.print(f"wrote {cfg.synthetic.n:,} images of {cfg.synthetic.size} px to {out} in {seconds:.1f} s; "
-                  f"next: fsnet pack --config synthetic --source {out} --out <catalog>")
+    console.print(
+        f"wrote {cfg.synthetic.n:,} images of {cfg.synthetic.size} px to {out} in {seconds:.1f} s; "
+        f"next: fsnet pack --config synthetic --source {out} --out <catalog>"
+    )
 
 
 if __name__ == "__main__":

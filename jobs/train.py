@@ -51,7 +51,16 @@ from fsnet.model.checkpoint import model_from_bytes
 from fsnet.model.memory import value_sums
 from fsnet.sampling import GlobalTripletSampler
 from fsnet.storage import Storage, join
-from fsnet.training import EpochMeter, decode_for_training, epoch_metrics, global_step, local_step, make_optimizer, manipulation_step, trainable
+from fsnet.training import (
+    EpochMeter,
+    decode_for_training,
+    epoch_metrics,
+    global_step,
+    local_step,
+    make_optimizer,
+    manipulation_step,
+    trainable,
+)
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.index import embed_rows
@@ -78,7 +87,9 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     init_ray(cfg.ray)
     _check_resources(cfg)
-    interrupt.keep(f"{out}: finished stages and the running stage's last epoch checkpoint; the same command resumes there")
+    interrupt.keep(
+        f"{out}: finished stages and the running stage's last epoch checkpoint; the same command resumes there"
+    )
     model_url = join(out, "model.pt")
     if storage.exists(model_url):
         console.print(f"{model_url} exists: training is complete; nothing to do")
@@ -147,7 +158,9 @@ def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) ->
     return url
 
 
-def run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: int, start_url: str, timings: dict) -> str:
+def run_stage(
+    cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: int, start_url: str, timings: dict
+) -> str:
     """Run one stage as a Ray Train TorchTrainer unless its model exists; returns the stage model's URL."""
     result_url = join(out, f"stage{stage}.pt")
     if storage.exists(result_url):
@@ -176,7 +189,9 @@ def run_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: 
         stage_loop if on_images(cfg, stage) else global_loop,
         train_loop_config={"cfg": cfg, "stage": stage, "start_url": start_url, "out": out},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu, resources_per_worker={"CPU": cfg.train.cpus_per_worker}
+            num_workers=cfg.train.workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
         ),
         run_config=ray.train.RunConfig(
             name=f"stage{stage}",  # the same name on a re-run: Ray Train restores this stage's checkpoints
@@ -214,20 +229,28 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage2_ur
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
     with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
-        embed_rows(cfg, storage, stage2_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])).write_parquet(path, filesystem=fs)
+        embed_rows(
+            cfg, storage, stage2_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])
+        ).write_parquet(path, filesystem=fs)
 
     model = load_model(stage2_url, storage)
     sums = counts = None
-    for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(columns=["reps", "error", *catalog.schema.names], filter=pads.field("error").is_null()):
+    for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(
+        columns=["reps", "error", *catalog.schema.names], filter=pads.field("error").is_null()
+    ):
         table = pa.Table.from_batches([batch])
         reps = torch.from_numpy(column_array(table, "reps", (len(catalog.schema.names), cfg.model.embed_dim)))
-        labels = torch.from_numpy(np.stack([table[a].to_numpy() for a in catalog.schema.names], axis=1).astype(np.int64))
+        labels = torch.from_numpy(
+            np.stack([table[a].to_numpy() for a in catalog.schema.names], axis=1).astype(np.int64)
+        )
         s, c = value_sums(reps, labels, catalog.schema.num_values)
         sums, counts = (s, c) if sums is None else (sums + s, counts + c)
     model.memory.set_means(sums, counts)
     save_model(model, memory_url, storage)
     timings["memory"] = time.perf_counter() - start
-    console.print(f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {int(counts.sum() // len(catalog.schema.names)):,} training images")
+    console.print(
+        f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {int(counts.sum() // len(catalog.schema.names)):,} training images"
+    )
     return memory_url
 
 
@@ -238,7 +261,9 @@ def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url:
     known = np.zeros(len(names))
     rows = catalog.dataset(["query", "gallery"], ["id", "image", *names])
     with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
-        for batch in embed_rows(cfg, storage, model_url, catalog, rows).iter_batches(batch_size=None, batch_format="pyarrow"):
+        for batch in embed_rows(cfg, storage, model_url, catalog, rows).iter_batches(
+            batch_size=None, batch_format="pyarrow"
+        ):
             batch = batch.filter(pc.is_null(batch["error"]))
             predicted = column_array(batch, "predicted", (len(names),), np.int64)
             labels = np.stack([batch[a].to_numpy() for a in names], axis=1)
@@ -274,7 +299,12 @@ def stage_loop(config: dict) -> None:
     for epoch in range(epoch0, stage_cfg.epochs):
         net.train()
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
-        for batch in shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True, local_shuffle_buffer_size=cfg.train.shuffle_buffer or None, device=device):
+        for batch in shard.iter_torch_batches(
+            batch_size=cfg.train.batch_size,
+            drop_last=True,
+            local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
+            device=device,
+        ):
             _maybe_fail(cfg, storage, config["out"], stage, step, rank, world)
             if manipulating:
                 loss, stats = manipulation_step(net, model, batch["image"], batch["labels"], loss_fn, generator)
@@ -304,7 +334,9 @@ def global_loop(config: dict) -> None:
     model.to(device)
     names, num_values = model.schema.names, model.schema.num_values
     fs, path = storage.arrow_fs(join(config["out"], "features"))
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["reps", *names], filter=pads.field("error").is_null())
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
+        columns=["reps", *names], filter=pads.field("error").is_null()
+    )
     reps = torch.from_numpy(column_array(table, "reps", (len(names), cfg.model.embed_dim))).to(device)  # (N, A, D)
     labels = np.stack([table[a].to_numpy() for a in names], axis=1)
     sampler = GlobalTripletSampler(labels, num_values)
@@ -357,7 +389,12 @@ def _end_epoch(cfg, storage, out, stage, epoch, step, model, optimizer, meter, t
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step}
+            state = {
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "step": step,
+            }
             torch.save(state, os.path.join(directory, "state.pt"))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)  # Ray: metrics, and rank 0's checkpoint kept on storage
@@ -366,7 +403,9 @@ def _end_epoch(cfg, storage, out, stage, epoch, step, model, optimizer, meter, t
         url = join(out, METRICS_FILE)
         previous = storage.read_text(url) if storage.exists(url) else ""
         storage.write_text(url, previous + line + "\n")
-        print(f"stage {stage} epoch {epoch}: loss {metrics['loss']:.4f}, {metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step")
+        print(
+            f"stage {stage} epoch {epoch}: loss {metrics['loss']:.4f}, {metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step"
+        )
 
 
 def _maybe_fail(cfg: Config, storage: Storage, out: str, stage: int, step: int, rank: int, world: int) -> None:
@@ -396,7 +435,9 @@ def _check_run_dir(cfg: Config, storage: Storage, out: str) -> None:
     changed = [k for k in current if saved.get(k) != current[k]]
     if changed:
         shown = ", ".join(f"model.{k}: {saved.get(k)!r} there, {current[k]!r} now" for k in changed)
-        raise ConfigError(f"{out} holds a run of another model ({shown}); resume it with its config or use another --out")
+        raise ConfigError(
+            f"{out} holds a run of another model ({shown}); resume it with its config or use another --out"
+        )
 
 
 def _check_resources(cfg: Config) -> None:
@@ -416,12 +457,23 @@ def _print_stage(storage: Storage, out: str, stage: int) -> None:
         return
     accuracy = sorted(k for k in rows[-1] if k.startswith("acc_"))
     table = Table(title=f"stage {stage}")
-    for column in ("epoch", "loss", *(k for k in rows[-1] if k.startswith("loss_")), "triplets/step", "images/s", *accuracy):
+    for column in (
+        "epoch",
+        "loss",
+        *(k for k in rows[-1] if k.startswith("loss_")),
+        "triplets/step",
+        "images/s",
+        *accuracy,
+    ):
         table.add_column(column.removeprefix("acc_"), justify="right")
     for m in rows:
         table.add_row(
-            str(m["epoch"]), f"{m['loss']:.4f}", *(f"{m[k]:.4f}" for k in rows[-1] if k.startswith("loss_")),
-            f"{m['triplets_per_step']:.1f}", f"{m['images_per_s']:.0f}", *(f"{m.get(k, float('nan')):.3f}" for k in accuracy),
+            str(m["epoch"]),
+            f"{m['loss']:.4f}",
+            *(f"{m[k]:.4f}" for k in rows[-1] if k.startswith("loss_")),
+            f"{m['triplets_per_step']:.1f}",
+            f"{m['images_per_s']:.0f}",
+            *(f"{m.get(k, float('nan')):.3f}" for k in accuracy),
         )
     console.print(table)
 
@@ -436,12 +488,16 @@ def print_summary(result: TrainResult) -> None:
     if s["heldout_accuracy_mean"] is not None:
         table.add_row("mean", f"{s['heldout_accuracy_mean']:.3f}")
     console.print(table)
-    console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()) + f"; model: {result.model_url}")
+    console.print(
+        "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()) + f"; model: {result.model_url}"
+    )
 
 
 def cli(
     catalog: Annotated[str, typer.Option("--catalog", callback=absolute_option, help="Packed catalog URL.")],
-    out: Annotated[str, typer.Option("--out", "-o", callback=absolute_option, help="Run URL: checkpoints, model.pt, metrics.")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", callback=absolute_option, help="Run URL: checkpoints, model.pt, metrics.")
+    ],
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -74,8 +74,11 @@ def verify_catalog(storage: Storage, url: str) -> Verdict:
     catalog = Catalog.open(url, storage)
     m = catalog.manifest
     files = len(m.shards) + 1 + (m.protocol is not None)
-    summary = f"{url}: catalog of {m.rows:,} rows; {files} file(s) ({len(m.shards)} shard(s), the split file" + (
-        ", the query list" if m.protocol is not None else "") + ") re-hashed"
+    summary = (
+        f"{url}: catalog of {m.rows:,} rows; {files} file(s) ({len(m.shards)} shard(s), the split file"
+        + (", the query list" if m.protocol is not None else "")
+        + ") re-hashed"
+    )
     problems = catalog.verify()
     if problems:
         return Verdict(f"{summary}: {len(problems)} bad; {REPAIR_HINT} (fsnet pack)", problems)
@@ -88,7 +91,9 @@ def require_intact_catalog(storage: Storage, url: str) -> str:
     verdict = verify_catalog(storage, url)
     if verdict.problems:
         more = f" (and {len(verdict.problems) - 1} more file(s))" if len(verdict.problems) > 1 else ""
-        raise CatalogError(f"{verdict.problems[0]}{more}: {REPAIR_HINT} before re-indexing (fsnet verify {url} lists every bad file)")
+        raise CatalogError(
+            f"{verdict.problems[0]}{more}: {REPAIR_HINT} before re-indexing (fsnet verify {url} lists every bad file)"
+        )
     return verdict.summary
 
 
@@ -101,7 +106,9 @@ def verify_index(storage: Storage, url: str) -> Verdict:
     try:
         m = read_manifest(storage, url, version)
     except Exception as err:  # noqa: BLE001 - missing, not JSON, not this fsnet's manifest: nothing else can be checked
-        return Verdict(f"{url}: index v{version}", [f"{join(vdir, MANIFEST_FILE)}: cannot be read ({_first_line(err)})"])
+        return Verdict(
+            f"{url}: index v{version}", [f"{join(vdir, MANIFEST_FILE)}: cannot be read ({_first_line(err)})"]
+        )
 
     problems: list[str] = []
 
@@ -121,21 +128,39 @@ def verify_index(storage: Storage, url: str) -> Verdict:
         return None if found == expected else f"{found:,} {what}, {MANIFEST_FILE} says {expected:,}"
 
     files = m.files
-    check(join(vdir, files["index"]), lambda: rows_problem(
-        index_from_bytes(storage.read_bytes(join(vdir, files["index"])), use_gpu=False).ntotal, m.indexed, "vectors"))
-    check(join(vdir, files["ids"]), lambda: rows_problem(
-        pq.read_table(io.BytesIO(storage.read_bytes(join(vdir, files["ids"])))).num_rows, m.indexed, "ids"))
+    check(
+        join(vdir, files["index"]),
+        lambda: rows_problem(
+            index_from_bytes(storage.read_bytes(join(vdir, files["index"])), use_gpu=False).ntotal, m.indexed, "vectors"
+        ),
+    )
+    check(
+        join(vdir, files["ids"]),
+        lambda: rows_problem(
+            pq.read_table(io.BytesIO(storage.read_bytes(join(vdir, files["ids"])))).num_rows, m.indexed, "ids"
+        ),
+    )
     check(join(vdir, files["memory"]), lambda: _memory_problem(storage.read_bytes(join(vdir, files["memory"]))))
     for s in m.shards:
         folder = join(vdir, s.embeddings)
-        check(folder, lambda folder=folder, s=s: rows_problem(_embedding_rows(storage, folder), s.rows, "embedding rows"))
-    check(m.model.url, lambda: None if _sha256(storage.read_bytes(m.model.url)) == m.model.sha256 else
-          f"bytes changed since the index was built (sha256 {_hex12(_sha256(storage.read_bytes(m.model.url)))}..., "
-          f"{MANIFEST_FILE}: {_hex12(m.model.sha256)}...)")
+        check(
+            folder, lambda folder=folder, s=s: rows_problem(_embedding_rows(storage, folder), s.rows, "embedding rows")
+        )
+    check(
+        m.model.url,
+        lambda: (
+            None
+            if _sha256(storage.read_bytes(m.model.url)) == m.model.sha256
+            else f"bytes changed since the index was built (sha256 {_hex12(_sha256(storage.read_bytes(m.model.url)))}..., "
+            f"{MANIFEST_FILE}: {_hex12(m.model.sha256)}...)"
+        ),
+    )
 
-    summary = (f"{url}: index v{version} of {m.indexed:,} rows; faiss index, ids, memory and {len(m.shards)} embedding "
-               f"folder(s) decoded and counted, the model's sha256 checked ({MANIFEST_FILE} holds no hashes of the "
-               f"index's own files); its catalog: fsnet verify {m.catalog}")
+    summary = (
+        f"{url}: index v{version} of {m.indexed:,} rows; faiss index, ids, memory and {len(m.shards)} embedding "
+        f"folder(s) decoded and counted, the model's sha256 checked ({MANIFEST_FILE} holds no hashes of the "
+        f"index's own files); its catalog: fsnet verify {m.catalog}"
+    )
     if problems:
         return Verdict(f"{summary}: {len(problems)} bad; build a fresh index (fsnet index --out <a new URL>)", problems)
     return Verdict(f"{summary}: all well")
@@ -168,7 +193,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def cli(
-    url: Annotated[str, typer.Argument(callback=absolute_option, help="A packed catalog (catalog.json) or an index (CURRENT) URL.")],
+    url: Annotated[
+        str, typer.Argument(callback=absolute_option, help="A packed catalog (catalog.json) or an index (CURRENT) URL.")
+    ],
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -184,4 +211,3 @@ def cli(
 
 if __name__ == "__main__":
     run_app(single_command(cli))
-

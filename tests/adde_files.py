@@ -15,8 +15,17 @@ TRAIN = [[i % 2, (i // 2) % 3, (i // 6) % 2] for i in range(12)]
 TRAIN[5][1] = -1  # unknown values train too
 TRAIN[7][2] = -1
 TEST = [
-    [0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 2, 1], [-1, 0, 0],
-    [1, 1, 0], [0, 2, 1], [1, 0, 1], [0, -1, 1], [0, -1, 0],
+    [0, 0, 0],
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+    [1, 2, 1],
+    [-1, 0, 0],
+    [1, 1, 0],
+    [0, 2, 1],
+    [1, 0, 1],
+    [0, -1, 1],
+    [0, -1, 0],
 ]
 
 
@@ -75,7 +84,9 @@ def write_adde(storage: Storage, url: str, attr_num_text: str | None = None) -> 
     storage.write_text(join(url, "imgs_test.txt"), "".join(f"{n}\n" for n in test))
     storage.write_text(join(url, "labels_train.txt"), lines([onehot(c) for c in TRAIN]))
     storage.write_text(join(url, "labels_test.txt"), lines([onehot(c) for c in TEST]))
-    storage.write_text(join(url, "attr_num.txt"), attr_num_text if attr_num_text is not None else "".join(f"{n}\n" for n in NUM_VALUES))
+    storage.write_text(
+        join(url, "attr_num.txt"), attr_num_text if attr_num_text is not None else "".join(f"{n}\n" for n in NUM_VALUES)
+    )
     storage.write_text(join(url, "ref_test.txt"), "".join(f"{ref}\n" for ref, _, _ in rows))
     storage.write_text(join(url, "indfull_test.txt"), lines([indicator(ref, change) for ref, change, _ in rows]))
     storage.write_text(join(url, "gt_test.txt"), lines([onehot(target) for _, _, target in rows]))

@@ -44,8 +44,9 @@ def s3_endpoint():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
+    ).create_bucket(Bucket=BUCKET)
     yield endpoint
     server.stop()
 
@@ -71,7 +72,12 @@ def location(request, tmp_path) -> Location:
 
 
 def s3_sets(endpoint: str) -> list[str]:
-    return [f"storage.endpoint_url={endpoint}", f"storage.key={S3_KEY}", f"storage.secret={S3_SECRET}", "storage.region=us-east-1"]
+    return [
+        f"storage.endpoint_url={endpoint}",
+        f"storage.key={S3_KEY}",
+        f"storage.secret={S3_SECRET}",
+        "storage.region=us-east-1",
+    ]
 
 
 @pytest.fixture(scope="session")

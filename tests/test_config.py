@@ -110,8 +110,10 @@ def test_config_show_cli_redacts():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("model:\n  backbone: tiny\ntrain:\n  workers: 1\nmodel:\n  kind: fsn\n",
-         r":5:1: key 'model' written twice \(first at line 1\)"),
+        (
+            "model:\n  backbone: tiny\ntrain:\n  workers: 1\nmodel:\n  kind: fsn\n",
+            r":5:1: key 'model' written twice \(first at line 1\)",
+        ),
         ("model:\n  backbone: tiny\n  backbone: resnet18\n", r":3:3: key 'backbone' written twice \(first at line 2\)"),
         ("model:\n  backbone: [tiny\ntrain: {a: 1\n", r":3:6: not valid YAML: expected ',' or ']'"),
         ("model:\n\tbackbone: tiny\n", r":2:1: not valid YAML: found character '\\t'"),
@@ -155,7 +157,14 @@ def test_cli_prints_one_line_with_the_path_as_given(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "bad.yaml").write_text("model:\n  backbone: tiny\n  backbone: resnet18\n")
     fsnet = Path(sys.executable).with_name("fsnet")
-    done = subprocess.run([str(fsnet), "config", "show", "-c", "sub/bad.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [str(fsnet), "config", "show", "-c", "sub/bad.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: sub/bad.yaml:3:3: key 'backbone' written twice"), done.stderr

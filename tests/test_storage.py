@@ -16,7 +16,14 @@ def test_join_and_protocol():
     assert join("/data/cat/", "catalog.json") == "/data/cat/catalog.json"
     assert join("rel", "a") == "rel/a"
     assert join("/data", "s3://other/x") == "s3://other/x"
-    assert [protocol_of(u) for u in ("a/b", "/a", "file:///a", "s3://b", "s3a://b", "memory://x")] == ["file", "file", "file", "s3", "s3", "memory"]
+    assert [protocol_of(u) for u in ("a/b", "/a", "file:///a", "s3://b", "s3a://b", "memory://x")] == [
+        "file",
+        "file",
+        "file",
+        "s3",
+        "s3",
+        "memory",
+    ]
 
 
 def test_bytes_round_trip(location):

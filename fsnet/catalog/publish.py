@@ -46,9 +46,15 @@ def publish_catalog(
     kept = pc.invert(pc.is_in(source.table["id"], rejected_ids))
     packed = source.table.filter(kept)
     if packed.num_rows != sum(s.rows for s in shards):
-        raise CatalogError(f"{out_url}: shards hold {sum(s.rows for s in shards)} rows but {packed.num_rows} were packed; nothing published")
+        raise CatalogError(
+            f"{out_url}: shards hold {sum(s.rows for s in shards)} rows but {packed.num_rows} were packed; nothing published"
+        )
     names = source.schema.names
-    labels = np.stack([packed[a].to_numpy() for a in names], axis=1) if packed.num_rows else np.zeros((0, len(names)), np.int16)
+    labels = (
+        np.stack([packed[a].to_numpy() for a in names], axis=1)
+        if packed.num_rows
+        else np.zeros((0, len(names)), np.int16)
+    )
     ids = packed["id"].to_pylist()
     if source.splits is not None:  # the source's own splits, less the rejected rows
         split = source.splits.split[kept.to_numpy(zero_copy_only=False)]
@@ -70,7 +76,10 @@ def publish_catalog(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         rows=packed.num_rows,
         attributes=source.schema.attributes,
-        value_counts={a.name: np.bincount(labels[:, i][labels[:, i] >= 0], minlength=len(a.values)).tolist() for i, a in enumerate(source.schema.attributes)},
+        value_counts={
+            a.name: np.bincount(labels[:, i][labels[:, i] >= 0], minlength=len(a.values)).tolist()
+            for i, a in enumerate(source.schema.attributes)
+        },
         unknown_counts={a: int((labels[:, i] < 0).sum()) for i, a in enumerate(names)},
         extra_columns=source.extra_columns,
         shards=shards,
@@ -81,7 +90,9 @@ def publish_catalog(
             counts={s: int((split == s).sum()) for s in SPLITS},
             source=None if source.splits is None else source.splits.source,
         ),
-        rejected=RejectedInfo(count=len(rejected), by_reason=dict(Counter(r["reason"] for r in rejected)), path=REJECTED_FILE),
+        rejected=RejectedInfo(
+            count=len(rejected), by_reason=dict(Counter(r["reason"] for r in rejected)), path=REJECTED_FILE
+        ),
         source=source.description,
         protocol=protocol,
     )
@@ -98,18 +109,30 @@ def _write_protocol(storage: Storage, out_url: str, source: SourceTable, packed_
     gallery = set(source.table["id"].filter(pa.array(source.splits.split == "gallery")).to_pylist())
     outside = sorted(set(protocol.query.tolist()) - gallery)
     if outside:
-        raise CatalogError(f"{out_url}: {len(outside)} query id(s) of the source's query list are not gallery images (e.g. {outside[0]!r}); nothing published")
+        raise CatalogError(
+            f"{out_url}: {len(outside)} query id(s) of the source's query list are not gallery images (e.g. {outside[0]!r}); nothing published"
+        )
     a = len(source.schema.names)
-    table = pa.table({
-        "query": pa.array(protocol.query.tolist(), pa.string()),
-        "change": pa.FixedSizeListArray.from_arrays(pa.array(protocol.change.astype(np.int16).reshape(-1)), a),  # (M, A)
-        "target": pa.FixedSizeListArray.from_arrays(pa.array(protocol.target.astype(np.int16).reshape(-1)), a),  # (M, A)
-    })
+    table = pa.table(
+        {
+            "query": pa.array(protocol.query.tolist(), pa.string()),
+            "change": pa.FixedSizeListArray.from_arrays(
+                pa.array(protocol.change.astype(np.int16).reshape(-1)), a
+            ),  # (M, A)
+            "target": pa.FixedSizeListArray.from_arrays(
+                pa.array(protocol.target.astype(np.int16).reshape(-1)), a
+            ),  # (M, A)
+        }
+    )
     path, fingerprint = _write_artifact(storage, out_url, "protocol", table)
     queries = set(protocol.query.tolist())
     return ProtocolInfo(
-        path=path, fingerprint=fingerprint, rows=len(protocol.query), queries=len(queries),
-        rejected_queries=len(queries - packed_ids), source=protocol.source,
+        path=path,
+        fingerprint=fingerprint,
+        rows=len(protocol.query),
+        queries=len(queries),
+        rejected_queries=len(queries - packed_ids),
+        source=protocol.source,
     )
 
 
@@ -134,7 +157,9 @@ def _remove_unnamed(storage: Storage, out_url: str, manifest: CatalogManifest) -
     for name in storage.listdir(out_url):
         unnamed = name.startswith(("splits-", "protocol-")) and name.endswith(".parquet") and name not in named
         base = name.split(".tmp-")[0]
-        unfinished = ".tmp-" in name and (base in {CATALOG_FILE, REJECTED_FILE, "config.yaml"} or base.startswith(("splits-", "protocol-")))
+        unfinished = ".tmp-" in name and (
+            base in {CATALOG_FILE, REJECTED_FILE, "config.yaml"} or base.startswith(("splits-", "protocol-"))
+        )
         if unnamed or unfinished:
             storage.remove(join(out_url, name))
 

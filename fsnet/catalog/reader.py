@@ -44,11 +44,15 @@ class Catalog:
     def open(cls, url: str, storage: Storage) -> "Catalog":
         manifest_url = join(url, CATALOG_FILE)
         if not storage.exists(manifest_url):
-            raise CatalogError(f"{manifest_url} not found: not a packed catalog (or a pack to it is running); make one with `fsnet pack`")
+            raise CatalogError(
+                f"{manifest_url} not found: not a packed catalog (or a pack to it is running); make one with `fsnet pack`"
+            )
         try:
             manifest = CatalogManifest.model_validate_json(storage.read_bytes(manifest_url))
         except ValidationError as err:
-            raise CatalogError(f"{manifest_url}: not a catalog this fsnet reads: {err.errors()[0]['msg']} at {err.errors()[0]['loc']}") from None
+            raise CatalogError(
+                f"{manifest_url}: not a catalog this fsnet reads: {err.errors()[0]['msg']} at {err.errors()[0]['loc']}"
+            ) from None
         return cls(url, storage, manifest)
 
     @property
@@ -98,7 +102,11 @@ class Catalog:
             column = table[name].combine_chunks()
             return column.values.to_numpy(zero_copy_only=False).astype(np.int16).reshape(len(column), a)
 
-        return {"query": table["query"].to_numpy(zero_copy_only=False).astype(str), "change": matrix("change"), "target": matrix("target")}
+        return {
+            "query": table["query"].to_numpy(zero_copy_only=False).astype(str),
+            "change": matrix("change"),
+            "target": matrix("target"),
+        }
 
     def _check_columns(self, columns: Sequence[str] | None) -> list[str]:
         if columns is None:
@@ -126,10 +134,16 @@ class Catalog:
         from ray.data.expressions import col
 
         if not ray.is_initialized():
-            raise CatalogError("Catalog.dataset needs a running Ray cluster (jobs call ray.init; fsnet never starts Ray)")
+            raise CatalogError(
+                "Catalog.dataset needs a running Ray cluster (jobs call ray.init; fsnet never starts Ray)"
+            )
         fs, _ = self.storage.arrow_fs(self.url)
         wanted = self._check_columns(columns)
-        infos = self.manifest.shards if shards is None else [s for s in self.manifest.shards if s.fingerprint in set(shards)]
+        infos = (
+            self.manifest.shards
+            if shards is None
+            else [s for s in self.manifest.shards if s.fingerprint in set(shards)]
+        )
         paths = [self.storage.arrow_fs(join(self.url, s.path))[1] for s in infos]
         read_args = {"num_cpus": read_cpus} if read_cpus is not None else {}
         with self.reading():  # Ray may read footers here; the rows are read where the caller consumes them
@@ -186,7 +200,9 @@ class Catalog:
     def verify(self) -> list[str]:
         """One line per file of the catalog (shards, split file, stored query list) that is missing or whose bytes
         no longer match its fingerprint in catalog.json; empty when all is well. Reads every byte."""
-        files = [(s.path, s.fingerprint) for s in self.manifest.shards] + [(self.manifest.splits.path, self.manifest.splits.fingerprint)]
+        files = [(s.path, s.fingerprint) for s in self.manifest.shards] + [
+            (self.manifest.splits.path, self.manifest.splits.fingerprint)
+        ]
         if self.manifest.protocol is not None:
             files.append((self.manifest.protocol.path, self.manifest.protocol.fingerprint))
         problems = []
@@ -197,7 +213,9 @@ class Catalog:
                 continue
             digest = "sha256:" + hashlib.sha256(self.storage.read_bytes(url)).hexdigest()
             if digest != fingerprint:
-                problems.append(f"{url}: bytes changed since the pack (sha256 {_hex12(digest)}..., catalog.json: {_hex12(fingerprint)}...)")
+                problems.append(
+                    f"{url}: bytes changed since the pack (sha256 {_hex12(digest)}..., catalog.json: {_hex12(fingerprint)}...)"
+                )
         return problems
 
     @contextmanager
@@ -230,7 +248,9 @@ class Catalog:
         chain = list(exception_chain(err))
         if any(isinstance(e, FsnetError) for e in chain):
             return err
-        failed = [e for e in chain if isinstance(e, (OSError, pa.ArrowException)) and not type(e).__module__.startswith("ray")]
+        failed = [
+            e for e in chain if isinstance(e, (OSError, pa.ArrowException)) and not type(e).__module__.startswith("ray")
+        ]
         if not failed:
             return err
         try:
@@ -239,7 +259,9 @@ class Catalog:
             return err
         if not problems:
             return err
-        printable = "".join(c if c.isprintable() or c == "\n" else " " for c in str(failed[-1]))  # thrift quotes raw bytes
+        printable = "".join(
+            c if c.isprintable() or c == "\n" else " " for c in str(failed[-1])
+        )  # thrift quotes raw bytes
         lines = [line.strip() for line in printable.splitlines() if line.strip()] or [type(failed[-1]).__name__]
         reason = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # Ray appends its retry advice below
         more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""

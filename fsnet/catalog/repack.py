@@ -53,12 +53,16 @@ def keep_codes(source: SourceTable, previous: AttributeSchema, catalog_url: str)
     old, new = previous.names, source.schema.names
     for name in new:
         if name not in old:
-            raise CatalogError(f"{join(catalog_url, CATALOG_FILE)}: the source has attribute '{name}', the catalog does not; "
-                               "a re-pack keeps the catalog's attributes (pack to a new URL to change them)")
+            raise CatalogError(
+                f"{join(catalog_url, CATALOG_FILE)}: the source has attribute '{name}', the catalog does not; "
+                "a re-pack keeps the catalog's attributes (pack to a new URL to change them)"
+            )
     for name in old:
         if name not in new:
-            raise CatalogError(f"{join(catalog_url, CATALOG_FILE)}: attribute '{name}' is in the catalog but not in the source; "
-                               "a re-pack keeps the catalog's attributes (pack to a new URL to change them)")
+            raise CatalogError(
+                f"{join(catalog_url, CATALOG_FILE)}: attribute '{name}' is in the catalog but not in the source; "
+                "a re-pack keeps the catalog's attributes (pack to a new URL to change them)"
+            )
     attributes, columns, mappings = [], {}, {}
     for attr in previous.attributes:  # the catalog's attribute order
         values = list(attr.values)
@@ -66,11 +70,15 @@ def keep_codes(source: SourceTable, previous: AttributeSchema, catalog_url: str)
         source_values = source.schema.attributes[source.schema.index(attr.name)].values
         values += [v for v in source_values if v not in known]
         if len(values) > MAX_VALUES:
-            raise CatalogError(f"{catalog_url}: attribute '{attr.name}' would have {len(values)} values with the catalog's (at most {MAX_VALUES})")
+            raise CatalogError(
+                f"{catalog_url}: attribute '{attr.name}' would have {len(values)} values with the catalog's (at most {MAX_VALUES})"
+            )
         position = {v: i for i, v in enumerate(values)}
         mapping = np.array([position[v] for v in source_values], dtype=np.int16)  # source code -> catalog code
         codes = source.table[attr.name].to_numpy()
-        columns[attr.name] = pa.array(np.where(codes >= 0, mapping[np.maximum(codes, 0)], UNKNOWN).astype(np.int16), pa.int16())
+        columns[attr.name] = pa.array(
+            np.where(codes >= 0, mapping[np.maximum(codes, 0)], UNKNOWN).astype(np.int16), pa.int16()
+        )
         mappings[attr.name] = mapping
         attributes.append(Attribute(name=attr.name, values=values))
 
@@ -88,7 +96,9 @@ def keep_codes(source: SourceTable, previous: AttributeSchema, catalog_url: str)
                 out[:, a] = np.where(column >= 0, mappings[name][np.maximum(column, 0)], UNKNOWN)
             return out
 
-        protocol = SourceProtocol(query=protocol.query, change=remap(protocol.change), target=remap(protocol.target), source=protocol.source)
+        protocol = SourceProtocol(
+            query=protocol.query, change=remap(protocol.change), target=remap(protocol.target), source=protocol.source
+        )
     return replace(source, schema=AttributeSchema(attributes=attributes), table=table, protocol=protocol)
 
 
@@ -100,7 +110,9 @@ def previous_shards(catalog: Catalog) -> list[PreviousShard]:
     for info in catalog.manifest.shards:
         match = _SHARD_INDEX.search(info.path)
         if match is None:
-            raise CatalogError(f"{catalog.url}: shard {info.path} is not named part-NNNNN-<fingerprint>.parquet; pack to a new URL")
+            raise CatalogError(
+                f"{catalog.url}: shard {info.path} is not named part-NNNNN-<fingerprint>.parquet; pack to a new URL"
+            )
         url = join(catalog.url, info.path)
         if not catalog.storage.exists(url):
             continue
@@ -127,5 +139,7 @@ def assign_shards(ids: list[str], shard_rows: int, previous: list[PreviousShard]
     for n, offset in enumerate(range(0, len(fresh), shard_rows)):
         groups.append((first + n, fresh[offset : offset + shard_rows]))
     if sum(len(rows) for _, rows in groups) != len(ids):  # an id in two previous shards: not a catalog fsnet wrote
-        raise CatalogError(f"shard assignment: {sum(len(r) for _, r in groups)} rows placed for {len(ids)}; pack to a new URL")
+        raise CatalogError(
+            f"shard assignment: {sum(len(r) for _, r in groups)} rows placed for {len(ids)}; pack to a new URL"
+        )
     return groups

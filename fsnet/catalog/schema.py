@@ -42,7 +42,9 @@ class AttributeSchema(BaseModel):
         try:
             return values.index(value)
         except ValueError:
-            raise CatalogError(f"unknown value '{value}' of attribute '{attribute}' (values: {', '.join(values)})") from None
+            raise CatalogError(
+                f"unknown value '{value}' of attribute '{attribute}' (values: {', '.join(values)})"
+            ) from None
 
     def value_name(self, attribute: str, index: int) -> str | None:
         """The value's name, or None for unknown (-1)."""

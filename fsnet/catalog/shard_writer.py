@@ -26,7 +26,9 @@ from fsnet.storage import Storage, join, protocol_of
 SHARD_DIR = "shards"
 IO_THREADS = 32  # concurrent object-store GETs per writer: S3 latency, not bandwidth, bounds small images
 
-REJECTED_TYPE = pa.struct([("id", pa.string()), ("image", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+REJECTED_TYPE = pa.struct(
+    [("id", pa.string()), ("image", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
+)
 STATS_SCHEMA = pa.schema(
     [
         ("shard", pa.int32()),
@@ -64,7 +66,10 @@ class ShardWriter:
         self.pool = ThreadPoolExecutor(IO_THREADS)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        stats = [self.write_shard(int(s), batch.filter(pc.equal(batch["shard"], s))) for s in pc.unique(batch["shard"]).to_pylist()]
+        stats = [
+            self.write_shard(int(s), batch.filter(pc.equal(batch["shard"], s)))
+            for s in pc.unique(batch["shard"]).to_pylist()
+        ]
         return pa.Table.from_pylist(stats, schema=STATS_SCHEMA)
 
     def write_shard(self, index: int, rows: pa.Table) -> dict:

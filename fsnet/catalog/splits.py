@@ -27,7 +27,10 @@ def resolve_count(value: int | float, eligible: int) -> int:
 
 def hash_order(ids: Sequence[str], seed: int) -> np.ndarray:
     """Indices of ``ids`` ordered by blake2b(seed:id), ties broken by id."""
-    keys = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "big") for i in ids], dtype=np.uint64)
+    keys = np.array(
+        [int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "big") for i in ids],
+        dtype=np.uint64,
+    )
     return np.lexsort((np.asarray(ids, dtype=object).astype(str), keys))
 
 
@@ -42,7 +45,9 @@ def assign_splits(ids: Sequence[str], labels: np.ndarray, cfg: SplitConfig) -> n
             "every attribute known; use fractions for small catalogs (e.g. --set split.n_query=0.1 --set split.n_gallery=0.4)"
         )
     if n_query + n_gallery >= len(ids):
-        raise CatalogError(f"split.n_query + split.n_gallery = {n_query + n_gallery} leaves no training images of {len(ids)}")
+        raise CatalogError(
+            f"split.n_query + split.n_gallery = {n_query + n_gallery} leaves no training images of {len(ids)}"
+        )
     order = eligible[hash_order([ids[i] for i in eligible], cfg.seed)]
     split = np.full(len(ids), "train", dtype=object)
     split[order[:n_query]] = "query"

@@ -1,11 +1,11 @@
 """MANIFEST.json of an index version, and the CURRENT pointer.
 
-    <index>/CURRENT                  "v<N>": the live version; written last, after everything it names exists
-    <index>/v<N>/MANIFEST.json       what v<N> holds (below)
-    <index>/v<N>/embeddings/catalog_shard=<fp12>/*.parquet   one folder per catalog shard covered
-    <index>/v<N>/index.faiss         global representations of the indexed rows (positions = rows of ids.parquet)
-    <index>/v<N>/ids.parquet         position -> id
-    <index>/v<N>/memory.pt           the memory block (rows per attribute value) the manipulations use
+<index>/CURRENT                  "v<N>": the live version; written last, after everything it names exists
+<index>/v<N>/MANIFEST.json       what v<N> holds (below)
+<index>/v<N>/embeddings/catalog_shard=<fp12>/*.parquet   one folder per catalog shard covered
+<index>/v<N>/index.faiss         global representations of the indexed rows (positions = rows of ids.parquet)
+<index>/v<N>/ids.parquet         position -> id
+<index>/v<N>/memory.pt           the memory block (rows per attribute value) the manipulations use
 """
 
 from __future__ import annotations
@@ -82,21 +82,27 @@ class IndexManifest(_Model):
         by fingerprint; the URL may differ: a copied catalog is the same catalog); empty when it is the same."""
         out = []
         if catalog.splits.fingerprint != self.splits_fingerprint:
-            out.append(f"split differs: catalog {_short('splits', catalog.splits.fingerprint)} vs index built on "
-                       f"{_short('splits', self.splits_fingerprint)}")
+            out.append(
+                f"split differs: catalog {_short('splits', catalog.splits.fingerprint)} vs index built on "
+                f"{_short('splits', self.splits_fingerprint)}"
+            )
         packed = {s.fingerprint for s in catalog.shards}
         new = [s for s in catalog.shards if s.fingerprint not in self.covered]
         gone = [s for s in self.shards if s.fingerprint not in packed]
         if new:
-            out.append(f"{len(new)} of the catalog's {len(catalog.shards)} shard(s) not in the index ({new[0].path}"
-                       f"{', ...' if len(new) > 1 else ''})")
+            out.append(
+                f"{len(new)} of the catalog's {len(catalog.shards)} shard(s) not in the index ({new[0].path}"
+                f"{', ...' if len(new) > 1 else ''})"
+            )
         if gone:
-            out.append(f"{len(gone)} indexed shard(s) no longer in the catalog ({gone[0].catalog_path}{', ...' if len(gone) > 1 else ''})")
+            out.append(
+                f"{len(gone)} indexed shard(s) no longer in the catalog ({gone[0].catalog_path}{', ...' if len(gone) > 1 else ''})"
+            )
         return out
 
 
 def _short(kind: str, fingerprint: str) -> str:
-    """"sha256:<hex>" -> "<kind>-<first 12 hex digits>", as messages name a file's version."""
+    """ "sha256:<hex>" -> "<kind>-<first 12 hex digits>", as messages name a file's version."""
     return f"{kind}-{fingerprint.removeprefix('sha256:')[:12]}"
 
 

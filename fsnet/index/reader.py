@@ -36,7 +36,9 @@ class IndexReader:
             raise CatalogError(f"{url}: no CURRENT index (build one with fsnet index)")
         return cls(url, storage, read_manifest(storage, url, version))
 
-    def check_catalog(self, catalog_url: str, catalog: CatalogManifest, allow: bool = False, flag: str = "--allow-catalog-mismatch") -> str | None:
+    def check_catalog(
+        self, catalog_url: str, catalog: CatalogManifest, allow: bool = False, flag: str = "--allow-catalog-mismatch"
+    ) -> str | None:
         """None when ``catalog`` is the catalog this version was built from; else one line saying how it differs,
         raised as CatalogMismatch unless ``allow`` (the caller then prints it and goes on)."""
         differences = self.manifest.catalog_differences(catalog)
@@ -63,7 +65,10 @@ class IndexReader:
 
     @cached_property
     def memory(self) -> dict:
-        return torch.load(io.BytesIO(self.storage.read_bytes(join(self.version_url, self.manifest.files["memory"]))), weights_only=True)
+        return torch.load(
+            io.BytesIO(self.storage.read_bytes(join(self.version_url, self.manifest.files["memory"]))),
+            weights_only=True,
+        )
 
     def embeddings(self, ids: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Embedding rows (all, or of ``ids``) of this version, failed rows excluded."""

@@ -7,4 +7,11 @@ from fsnet.losses.region_triplet import region_triplet_loss
 from fsnet.losses.soft_triplet import soft_triplet_loss
 from fsnet.losses.stage_loss import StageLoss
 
-__all__ = ["StageLoss", "attribute_cross_entropy", "memory_consistency_loss", "off_diagonal_penalty", "region_triplet_loss", "soft_triplet_loss"]
+__all__ = [
+    "StageLoss",
+    "attribute_cross_entropy",
+    "memory_consistency_loss",
+    "off_diagonal_penalty",
+    "region_triplet_loss",
+    "soft_triplet_loss",
+]

@@ -15,7 +15,9 @@ def region_triplet_loss(reps: torch.Tensor, triplets: RegionTriplets) -> torch.T
     total = reps.new_zeros(())
     for a in torch.unique(triplets.attribute).tolist():
         pick = triplets.attribute == a
-        total = total + soft_triplet_loss(reps[triplets.anchor[pick], a], reps[triplets.positive[pick], a], reps[triplets.negative[pick], a])
+        total = total + soft_triplet_loss(
+            reps[triplets.anchor[pick], a], reps[triplets.positive[pick], a], reps[triplets.negative[pick], a]
+        )
     if triplets.attribute.numel() == 0:
         total = total + reps.sum() * 0.0  # no triplet: zero, still in the graph
     return total

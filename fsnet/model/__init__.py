@@ -4,4 +4,13 @@ from fsnet.model.checkpoint import load_model, save_model
 from fsnet.model.fsnet import Embedding, FashionSearchNet, TrainOutputs, build_model
 from fsnet.model.variants import VARIANTS, Variant
 
-__all__ = ["Embedding", "FashionSearchNet", "TrainOutputs", "VARIANTS", "Variant", "build_model", "load_model", "save_model"]
+__all__ = [
+    "Embedding",
+    "FashionSearchNet",
+    "TrainOutputs",
+    "VARIANTS",
+    "Variant",
+    "build_model",
+    "load_model",
+    "save_model",
+]

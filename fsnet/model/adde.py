@@ -70,9 +70,17 @@ class AttributeDrivenNet(nn.Module):
         logits = self.chunk_logits(reps)
         probabilities = torch.cat([lg.float().softmax(dim=1) for lg in logits], dim=1)
         predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
-        return Embedding(reps=reps, predicted=predicted, probabilities=probabilities, boxes=whole_boxes(len(reps), len(logits), h, w, reps.device), map_size=(h, w))
+        return Embedding(
+            reps=reps,
+            predicted=predicted,
+            probabilities=probabilities,
+            boxes=whole_boxes(len(reps), len(logits), h, w, reps.device),
+            map_size=(h, w),
+        )
 
-    def global_representation(self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None) -> torch.Tensor:
+    def global_representation(
+        self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The concatenated chunks (B, A * D), plus M i when ``manipulation`` (B, A; new value or -1) changes values
         from ``values`` (B, A; the query's current values, -1 unknown)."""
         features = reps.flatten(1)

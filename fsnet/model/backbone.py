@@ -93,8 +93,12 @@ class Backbone(nn.Module):
 def build_backbone(name: str, weights: str, conv5_channels: int, conv67_channels: int) -> Backbone:
     if name == "tiny":
         if weights != "none":
-            raise ModelError(f"model.weights={weights}: the tiny backbone has no pretrained weights; use model.weights=none")
-        trunk = nn.Sequential(*(conv_relu(i, o, 2, batch_norm=True) for i, o in [(3, 16), (16, 32), (32, 48), (48, 64)]))
+            raise ModelError(
+                f"model.weights={weights}: the tiny backbone has no pretrained weights; use model.weights=none"
+            )
+        trunk = nn.Sequential(
+            *(conv_relu(i, o, 2, batch_norm=True) for i, o in [(3, 16), (16, 32), (32, 48), (48, 64)])
+        )
         return Backbone(name, trunk, 64, conv5_channels, conv67_channels)
     if name not in TORCHVISION:
         raise ModelError(f"model.backbone={name}: unknown (backbones: {', '.join(BACKBONES)})")
@@ -106,7 +110,9 @@ def build_backbone(name: str, weights: str, conv5_channels: int, conv67_channels
         try:
             net.load_state_dict(_state_dict_from(weights, name))
         except RuntimeError as err:  # missing / unexpected keys, shape mismatches
-            raise ModelError(f"model.weights={weights}: not a torchvision {name} state dict: {str(err).splitlines()[0]}") from None
+            raise ModelError(
+                f"model.weights={weights}: not a torchvision {name} state dict: {str(err).splitlines()[0]}"
+            ) from None
 
     if name == "alexnet":
         trunk = nn.Sequential(*list(net.features.children())[:10])  # conv1 .. conv4 + ReLU, stride 16
@@ -155,4 +161,6 @@ def _state_dict_from(location: str, name: str) -> dict:
             return torch.hub.load_state_dict_from_url(location, progress=False, map_location="cpu", weights_only=True)
         return torch.load(location.removeprefix("file://"), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelError(f"model.weights={location}: cannot load a {name} state dict ({type(err).__name__}: {err})") from None
+        raise ModelError(
+            f"model.weights={location}: cannot load a {name} state dict ({type(err).__name__}: {err})"
+        ) from None

@@ -33,9 +33,13 @@ class DisentangledMemory(nn.Module):
         self.num_values, self.embed_dim = list(num_values), embed_dim
         attributes, total = len(num_values), sum(num_values)
         self.weight = nn.Parameter(torch.zeros(attributes * embed_dim, total))  # M: (A * D, C)
-        self.owner = torch.repeat_interleave(torch.arange(attributes), torch.tensor(num_values)).tolist()  # (C,) attribute of each column
+        self.owner = torch.repeat_interleave(
+            torch.arange(attributes), torch.tensor(num_values)
+        ).tolist()  # (C,) attribute of each column
         chunk = torch.arange(attributes).repeat_interleave(embed_dim)  # (A * D,) attribute of each row
-        self.register_buffer("off_mask", (chunk[:, None] != torch.tensor(self.owner)[None, :]).float(), persistent=False)  # (A * D, C)
+        self.register_buffer(
+            "off_mask", (chunk[:, None] != torch.tensor(self.owner)[None, :]).float(), persistent=False
+        )  # (A * D, C)
         self.register_buffer("counts", torch.zeros(total, dtype=torch.long))  # training images per value
 
     @property

@@ -22,6 +22,7 @@ from fsnet.model.localization import attribute_maps, boxes_from_maps, whole_boxe
 from fsnet.model.memory import MemoryBlock
 from fsnet.model.variants import VARIANTS
 
+
 @dataclass
 class TrainOutputs:
     """One training pass."""
@@ -54,10 +55,20 @@ class FashionSearchNet(nn.Module):
         attributes = len(num_values)
         self.backbone = backbone
         self.classifiers = nn.ModuleList(nn.Linear(backbone.conv7_channels, v) for v in num_values)
-        self.heads = AttributeHeads(attributes, backbone.conv5_channels, cfg.roi_size, cfg.fc_dim, cfg.embed_dim, cfg.dropout, self.variant.fusion)
+        self.heads = AttributeHeads(
+            attributes,
+            backbone.conv5_channels,
+            cfg.roi_size,
+            cfg.fc_dim,
+            cfg.embed_dim,
+            cfg.dropout,
+            self.variant.fusion,
+        )
         self.rep_classifiers = nn.ModuleList(nn.Linear(cfg.embed_dim, v) for v in num_values)
         self.memory = MemoryBlock(num_values, cfg.embed_dim, updatable=self.variant.memory_updatable)
-        self.global_rep = GlobalRepresentation(attributes, cfg.embed_dim, cfg.global_dim, learned=self.variant.global_learning)
+        self.global_rep = GlobalRepresentation(
+            attributes, cfg.embed_dim, cfg.global_dim, learned=self.variant.global_learning
+        )
         self.normalize = ImageNetNormalize()
 
     @property
@@ -115,9 +126,17 @@ class FashionSearchNet(nn.Module):
         reps = self.local_representations(conv5, boxes)
         probabilities = torch.cat([lg.float().softmax(dim=1) for lg in logits], dim=1)
         predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
-        return Embedding(reps=reps, predicted=predicted, probabilities=probabilities, boxes=boxes, map_size=(conv5.shape[2], conv5.shape[3]))
+        return Embedding(
+            reps=reps,
+            predicted=predicted,
+            probabilities=probabilities,
+            boxes=boxes,
+            map_size=(conv5.shape[2], conv5.shape[3]),
+        )
 
-    def global_representation(self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None) -> torch.Tensor:
+    def global_representation(
+        self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """F (B, r) of attribute representations (B, A, D), after replacing the slots that ``manipulation``
         (B, A; target value or -1 to keep) changes by their memory rows. ``values`` (the query's current values)
         do not matter here: a replacement does not depend on what it replaces."""
@@ -151,10 +170,14 @@ class FashionSearchNet(nn.Module):
         return [p for m in modules for p in m.parameters()]
 
 
-def build_model(cfg: ModelConfig, schema: AttributeSchema, pretrained: bool = True) -> "FashionSearchNet | AttributeDrivenNet":
+def build_model(
+    cfg: ModelConfig, schema: AttributeSchema, pretrained: bool = True
+) -> "FashionSearchNet | AttributeDrivenNet":
     """The one constructor jobs use: ``model.kind`` picks the network. ``pretrained=False`` skips backbone weights
     (a checkpoint follows)."""
-    backbone = build_backbone(cfg.backbone, cfg.weights if pretrained else "none", cfg.conv5_channels, cfg.conv67_channels)
+    backbone = build_backbone(
+        cfg.backbone, cfg.weights if pretrained else "none", cfg.conv5_channels, cfg.conv67_channels
+    )
     if cfg.kind == "adde":
         from fsnet.model.adde import AttributeDrivenNet  # it builds on this module's output types
 

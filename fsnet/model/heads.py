@@ -27,7 +27,16 @@ class GroupedLinear(nn.Module):
 
 
 class AttributeHeads(nn.Module):
-    def __init__(self, attributes: int, conv5_channels: int, roi_size: int, fc_dim: int, embed_dim: int, dropout: float, fusion: bool):
+    def __init__(
+        self,
+        attributes: int,
+        conv5_channels: int,
+        roi_size: int,
+        fc_dim: int,
+        embed_dim: int,
+        dropout: float,
+        fusion: bool,
+    ):
         super().__init__()
         self.roi_size = roi_size
         self.fusion = fusion
@@ -39,8 +48,16 @@ class AttributeHeads(nn.Module):
     def forward(self, conv5: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """conv5 (B, C, H, W), boxes (B, A, 4) in conv5 cells -> attribute representations (B, A, D)."""
         b, a = boxes.shape[:2]
-        rois = torch.cat([torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(a).unsqueeze(1), boxes.reshape(b * a, 4)], dim=1)
-        pooled = roi_align(conv5, rois.to(conv5.dtype), output_size=self.roi_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        rois = torch.cat(
+            [
+                torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(a).unsqueeze(1),
+                boxes.reshape(b * a, 4),
+            ],
+            dim=1,
+        )
+        pooled = roi_align(
+            conv5, rois.to(conv5.dtype), output_size=self.roi_size, spatial_scale=1.0, sampling_ratio=2, aligned=True
+        )
         x = pooled.reshape(b, a, -1)  # (B, A, C * r * r)
         if self.fusion:
             whole = F.adaptive_avg_pool2d(conv5, 1).flatten(1)  # (B, C)

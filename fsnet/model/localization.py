@@ -23,7 +23,9 @@ def attribute_maps(conv7: torch.Tensor, class_weights: torch.Tensor) -> torch.Te
     return torch.einsum("bac,bchw->bahw", class_weights, conv7)
 
 
-def whole_boxes(batch: int, attributes: int, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+def whole_boxes(
+    batch: int, attributes: int, height: int, width: int, device: torch.device | None = None
+) -> torch.Tensor:
     """(B, A, 4) boxes covering the whole map."""
     box = torch.tensor([0.0, 0.0, float(width), float(height)], device=device)
     return box.expand(batch, attributes, 4).clone()
@@ -56,7 +58,9 @@ def boxes_from_maps(maps: torch.Tensor, threshold: float) -> torch.Tensor:
     mask = (safe > threshold * peak.view(-1, 1, 1)) & valid.view(-1, 1, 1)  # (N, H, W)
 
     labels = connected_labels(mask).flatten(1)  # (N, H*W), 0 = background
-    sizes = torch.zeros(b * a, h * w + 1, device=maps.device).scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float32))
+    sizes = torch.zeros(b * a, h * w + 1, device=maps.device).scatter_add_(
+        1, labels, torch.ones_like(labels, dtype=torch.float32)
+    )
     sizes[:, 0] = 0
     largest = sizes.flip(1).argmax(dim=1)  # ties: the highest label (flip makes argmax's first hit the last one)
     largest = h * w - largest  # undo the flip: label value

@@ -60,10 +60,30 @@ def test_grouping(tmp_path):
     def names(i):
         return {a: s.value_name(a, t[a][i].as_py()) for a in s.names}
 
-    assert names(0) == {"hair_color": "blond", "beard": "none", "hair_type": "wavy", "smiling": "yes", "eyeglasses": "yes", "gender": "female", "hat": "yes", "age": "young"}
-    assert names(1) == {"hair_color": "black", "beard": "goatee", "hair_type": "straight", "smiling": "no", "eyeglasses": "no", "gender": "male", "hat": "no", "age": "old"}
+    assert names(0) == {
+        "hair_color": "blond",
+        "beard": "none",
+        "hair_type": "wavy",
+        "smiling": "yes",
+        "eyeglasses": "yes",
+        "gender": "female",
+        "hat": "yes",
+        "age": "young",
+    }
+    assert names(1) == {
+        "hair_color": "black",
+        "beard": "goatee",
+        "hair_type": "straight",
+        "smiling": "no",
+        "eyeglasses": "no",
+        "gender": "male",
+        "hat": "no",
+        "age": "old",
+    }
     third = names(2)
-    assert third["hair_color"] is None and third["beard"] is None and third["hair_type"] is None  # conflict, conflict, none
+    assert (
+        third["hair_color"] is None and third["beard"] is None and third["hair_type"] is None
+    )  # conflict, conflict, none
     assert names(3)["hair_type"] == "bald" and names(3)["beard"] == "sideburns" and names(3)["hair_color"] == "gray"
     groups = src.description["groups"]
     assert groups["hair_color"] == {"none": 0, "conflict": 1}
@@ -83,7 +103,10 @@ def test_partition_file_is_optional(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda p: p.write_text(p.read_text().replace("000002.jpg -1", "000002.jpg  0", 1)), r"line 4: values must be 1 or -1"),
+        (
+            lambda p: p.write_text(p.read_text().replace("000002.jpg -1", "000002.jpg  0", 1)),
+            r"line 4: values must be 1 or -1",
+        ),
         (lambda p: p.write_text(p.read_text().replace("Young", "")), r"line 3 has 40 values, the header names 39"),
         (lambda p: p.write_text("7\n" + p.read_text().split("\n", 1)[1]), r"declares 7 images but 4 rows follow"),
     ],

@@ -36,7 +36,9 @@ def write_table(tmp_path, text: str):
 
 
 def test_unknown_values_become_minus_one(tmp_path):
-    url = write_table(tmp_path, "image,color,size\na.jpg,red,S\nb.jpg,NA,M\nc.jpg,,L\nd.jpg,Unknown,undefined\ne.jpg,blue,S\n")
+    url = write_table(
+        tmp_path, "image,color,size\na.jpg,red,S\nb.jpg,NA,M\nc.jpg,,L\nd.jpg,Unknown,undefined\ne.jpg,blue,S\n"
+    )
     src = read_source(load_config(sets=[f"source.path={url}"]).source, Storage(load_config().storage))
     assert src.schema.attributes[0].values == ["blue", "red"]
     assert src.table["color"].to_pylist() == [1, -1, -1, -1, 0]
@@ -45,9 +47,14 @@ def test_unknown_values_become_minus_one(tmp_path):
 
 
 def test_attribute_selection_ignore_and_globs(tmp_path):
-    url = write_table(tmp_path, "file,uid,a,b,note,box_a,box_b\nx.png,u1,1,p,hi,0 0 1 1,0 0 2 2\ny.png,u2,2,q,yo,1 1 2 2,0 0 3 3\n")
+    url = write_table(
+        tmp_path, "file,uid,a,b,note,box_a,box_b\nx.png,u1,1,p,hi,0 0 1 1,0 0 2 2\ny.png,u2,2,q,yo,1 1 2 2,0 0 3 3\n"
+    )
     base = [f"source.path={url}", "source.image_column=file", "source.id_column=uid"]
-    src = read_source(load_config(sets=[*base, "source.ignore=[note]", "source.extra=['box_*']"]).source, Storage(load_config().storage))
+    src = read_source(
+        load_config(sets=[*base, "source.ignore=[note]", "source.extra=['box_*']"]).source,
+        Storage(load_config().storage),
+    )
     assert src.schema.names == ["a", "b"] and src.extra_columns == ["box_a", "box_b"]
     assert src.table["id"].to_pylist() == ["u1", "u2"]
     src = read_source(load_config(sets=[*base, "source.attributes=[b]"]).source, Storage(load_config().storage))
@@ -82,7 +89,9 @@ def test_missing_table_and_path(tmp_path):
 
 
 def test_parquet_table_with_nulls(tmp_path):
-    pd.DataFrame({"image": ["a.jpg", "b.jpg"], "color": ["red", None], "n": [3, 4]}).to_parquet(tmp_path / "labels.parquet")
+    pd.DataFrame({"image": ["a.jpg", "b.jpg"], "color": ["red", None], "n": [3, 4]}).to_parquet(
+        tmp_path / "labels.parquet"
+    )
     cfg = load_config(sets=[f"source.path={tmp_path}", "source.table=labels.parquet", "source.extra=[n]"])
     src = read_source(cfg.source, Storage(cfg.storage))
     assert src.table["color"].to_pylist() == [0, -1]

@@ -59,8 +59,14 @@ def test_a_jpeg_cut_anywhere_is_truncated_not_undecodable(where):
     data = _photo_like_jpeg()
     scan = data.find(b"\xff\xda")  # start of scan: everything before it is header
     assert scan > 5000
-    cut = {"2 bytes": 2, "inside EXIF": 1000, "inside ICC": 4000, "before the scan": scan - 10,
-           "half": len(data) // 2, "last byte": len(data) - 1}[where]
+    cut = {
+        "2 bytes": 2,
+        "inside EXIF": 1000,
+        "inside ICC": 4000,
+        "before the scan": scan - 10,
+        "half": len(data) // 2,
+        "last byte": len(data) - 1,
+    }[where]
     with pytest.raises(ImageRejected) as err:
         check_image(data[:cut], FORMATS)
     assert err.value.reason == "truncated", err.value.detail

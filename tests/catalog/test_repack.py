@@ -35,7 +35,10 @@ def source(schema_values: dict[str, list[str]], labels: dict[str, list[int]], pr
     n = len(next(iter(labels.values())))
     ids = [f"i{k}" for k in range(n)]
     table = build_source_table(
-        origin="labels.csv", ids=ids, images=[f"{i}.jpg" for i in ids], image_urls=[f"/x/{i}.jpg" for i in ids],
+        origin="labels.csv",
+        ids=ids,
+        images=[f"{i}.jpg" for i in ids],
+        image_urls=[f"/x/{i}.jpg" for i in ids],
         labels={a: np.array(v) for a, v in labels.items()},
         schema=AttributeSchema(attributes=[Attribute(name=a, values=v) for a, v in schema_values.items()]),
     )
@@ -44,23 +47,35 @@ def source(schema_values: dict[str, list[str]], labels: dict[str, list[int]], pr
 
 
 def test_codes_are_kept_new_values_appended_and_attributes_in_the_catalogs_order():
-    previous = AttributeSchema(attributes=[
-        Attribute(name="color", values=["black", "red", "white"]),
-        Attribute(name="size", values=["S", "M"]),
-    ])
-    protocol = SourceProtocol(query=np.array(["i0"]), change=np.array([[-1, 0]], np.int16), target=np.array([[0, 1]], np.int16), source="t")
+    previous = AttributeSchema(
+        attributes=[
+            Attribute(name="color", values=["black", "red", "white"]),
+            Attribute(name="size", values=["S", "M"]),
+        ]
+    )
+    protocol = SourceProtocol(
+        query=np.array(["i0"]), change=np.array([[-1, 0]], np.int16), target=np.array([[0, 1]], np.int16), source="t"
+    )
     # The source lists size first and sorts its own colours, with "blue" new and "white" gone.
-    src = source({"size": ["M", "S"], "color": ["black", "blue", "red"]}, {"size": [0, 1, -1], "color": [2, 1, 0]}, protocol)
+    src = source(
+        {"size": ["M", "S"], "color": ["black", "blue", "red"]}, {"size": [0, 1, -1], "color": [2, 1, 0]}, protocol
+    )
     kept = keep_codes(src, previous, "s3://b/cat")
     assert kept.schema.names == ["color", "size"]
     assert kept.schema.attributes[0].values == ["black", "red", "white", "blue"]
     assert kept.schema.attributes[1].values == ["S", "M"]
     assert kept.table["color"].to_pylist() == [1, 3, 0]  # red, blue, black
     assert kept.table["size"].to_pylist() == [1, 0, -1] and kept.table["size"].type == pa.int16()
-    assert kept.protocol.change.tolist() == [[0, -1]] and kept.protocol.target.tolist() == [[3, 1]]  # columns reordered too
+    assert kept.protocol.change.tolist() == [[0, -1]] and kept.protocol.target.tolist() == [
+        [3, 1]
+    ]  # columns reordered too
 
 
 def test_an_attribute_on_one_side_only_names_it_and_the_catalog():
-    previous = AttributeSchema(attributes=[Attribute(name="color", values=["red"]), Attribute(name="size", values=["S"])])
-    with pytest.raises(CatalogError, match=r"^s3://b/cat/catalog.json: attribute 'size' is in the catalog but not in the source"):
+    previous = AttributeSchema(
+        attributes=[Attribute(name="color", values=["red"]), Attribute(name="size", values=["S"])]
+    )
+    with pytest.raises(
+        CatalogError, match=r"^s3://b/cat/catalog.json: attribute 'size' is in the catalog but not in the source"
+    ):
         keep_codes(source({"color": ["red"]}, {"color": [0]}), previous, "s3://b/cat")

@@ -2,8 +2,8 @@
 the fields KubeRay and Kubernetes require."""
 
 import json
-import re
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -52,7 +52,9 @@ def test_raycluster_has_head_cpu_and_gpu_groups():
     spec = rc["spec"]
     assert spec["rayVersion"] == ray.__version__  # the image's Ray must be the one fsnet pins
     head = spec["headGroupSpec"]
-    assert "rayStartParams" in head and any(p["containerPort"] == 8265 for p in containers(head["template"])[0]["ports"])
+    assert "rayStartParams" in head and any(
+        p["containerPort"] == 8265 for p in containers(head["template"])[0]["ports"]
+    )
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu"}
     for g in groups.values():
@@ -82,4 +84,4 @@ def test_cronjob_submits_reindex_nightly():
     assert pod["spec"]["restartPolicy"] in ("Never", "OnFailure")
     command = containers(pod)[0]["command"]
     assert command[:3] == ["fsnet", "submit", "reindex"] and "reindex" in JOBS and "--wait" in command
-    assert "--catalog" in command[command.index("--"):] and "--index" in command[command.index("--"):]
+    assert "--catalog" in command[command.index("--") :] and "--index" in command[command.index("--") :]

@@ -52,14 +52,35 @@ def ray_head():
     gcs, dashboard, client, agent, metrics, runtime_env = free_ports(6)
     # Ray 2.60 turns token authentication on for a new head; this one listens on loopback only, for a test process
     # whose Ray client has read its auth mode at import, so it runs without (clusters: see README, RAY_AUTH_MODE).
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+    )
     env.pop("RAY_ADDRESS", None)
     subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-         f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
-        check=True, env=env, capture_output=True, timeout=180,
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--num-cpus=2",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={client}",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={runtime_env}",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=180,
     )
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + 60
@@ -87,7 +108,14 @@ def submit(address, *args):
 
 
 def test_pipeline_then_reindex_twice_then_a_failure(ray_head, s3_endpoint):
-    sets = [*s3_sets(s3_endpoint), "synthetic.n=200", "train.stage1.epochs=1", "train.stage2.epochs=1", "train.stage3.epochs=1", "report.examples=1"]
+    sets = [
+        *s3_sets(s3_endpoint),
+        "synthetic.n=200",
+        "train.stage1.epochs=1",
+        "train.stage2.epochs=1",
+        "train.stage3.epochs=1",
+        "report.examples=1",
+    ]
     setargs = [x for s in sets for x in ("--set", s)]
     out = f"s3://{BUCKET}/submitted"
     storage = Storage(load_config([], s3_sets(s3_endpoint)).storage)
@@ -103,19 +131,57 @@ def test_pipeline_then_reindex_twice_then_a_failure(ray_head, s3_endpoint):
     assert storage.read_text(f"{out}/index/CURRENT").strip() == "v1"
 
     # another model means a full re-index (v2); the next re-index has nothing to do
-    first = submit(ray_head, "reindex", *setargs, "--config", "tiny", "--wait", "--", "--catalog", f"{out}/catalog", "--index", f"{out}/index",
-                   "--model", f"{out}/run/stage2.pt")
+    first = submit(
+        ray_head,
+        "reindex",
+        *setargs,
+        "--config",
+        "tiny",
+        "--wait",
+        "--",
+        "--catalog",
+        f"{out}/catalog",
+        "--index",
+        f"{out}/index",
+        "--model",
+        f"{out}/run/stage2.pt",
+    )
     assert first.exit_code == 0, first.output
     assert storage.read_text(f"{out}/index/CURRENT").strip() == "v2"
-    second = submit(ray_head, "reindex", *setargs, "--config", "tiny", "--follow", "--", "--catalog", f"{out}/catalog", "--index", f"{out}/index")
+    second = submit(
+        ray_head,
+        "reindex",
+        *setargs,
+        "--config",
+        "tiny",
+        "--follow",
+        "--",
+        "--catalog",
+        f"{out}/catalog",
+        "--index",
+        f"{out}/index",
+    )
     assert second.exit_code == 0, second.output
     assert "nothing to do" in second.output and storage.read_text(f"{out}/index/CURRENT").strip() == "v2"
     job_id = second.output.split("submitted reindex: ")[1].split()[0]
     status = CliRunner().invoke(app, ["jobs", "status", job_id, "--address", ray_head])
     assert status.exit_code == 0 and "SUCCEEDED" in status.output
 
-    failed = submit(ray_head, "index", *setargs, "--config", "tiny", "--wait", "--", "--model", f"s3://{BUCKET}/no/model.pt",
-                    "--catalog", f"{out}/catalog", "--out", f"{out}/index-b")
+    failed = submit(
+        ray_head,
+        "index",
+        *setargs,
+        "--config",
+        "tiny",
+        "--wait",
+        "--",
+        "--model",
+        f"s3://{BUCKET}/no/model.pt",
+        "--catalog",
+        f"{out}/catalog",
+        "--out",
+        f"{out}/index-b",
+    )
     assert failed.exit_code != 0
     said = failed.output + str(failed.exception)
     assert "FAILED" in said and "no/model.pt" in said  # the job's last log lines say why

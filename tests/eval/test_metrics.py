@@ -35,8 +35,11 @@ def test_against_a_plain_loop():
 def test_summary_groups_and_average():
     gallery = np.array([[0, 0], [1, 0], [1, 1], [0, 1]])
     m = Manipulations(
-        query=np.array([0, 0, 1]), change=np.array([[1, -1], [-1, 1], [1, -1]]), target=np.array([[1, 0], [0, 1], [1, 1]]),
-        group=np.array([0, 1, 0]), groups=["x", "y"],
+        query=np.array([0, 0, 1]),
+        change=np.array([[1, -1], [-1, 1], [1, -1]]),
+        target=np.array([[1, 0], [0, 1], [1, 1]]),
+        group=np.array([0, 1, 0]),
+        groups=["x", "y"],
     )
     positions = np.array([[1, 0, 2], [2, 3, 0], [0, 1, 2]])  # hits at rank 1, 2 and 3
     s = summarize(m, positions, gallery, k_max=3)
@@ -50,8 +53,13 @@ def test_summary_groups_and_average():
 def test_unknown_target_values_match_only_unknown_gallery_values():
     """ADDE compares one-hot vectors: an all-zero block (unknown, -1 here) equals only an all-zero block."""
     gallery = np.array([[0, 0], [0, 1], [0, -1], [1, -1]])
-    m = Manipulations(query=np.array([0, 0]), change=np.array([[-1, 1], [1, -1]]), target=np.array([[0, -1], [1, -1]]),
-                      group=np.array([0, 1]), groups=["y", "x"])
+    m = Manipulations(
+        query=np.array([0, 0]),
+        change=np.array([[-1, 1], [1, -1]]),
+        target=np.array([[0, -1], [1, -1]]),
+        group=np.array([0, 1]),
+        groups=["y", "x"],
+    )
     positions = np.array([[0, 1, 2, 3], [1, 0, 3, 2]])
     # target (0, unknown): rows 0 and 1 have a value there, row 2 is unknown there too -> hit at rank 3
     # target (1, unknown): row 3 at rank 3

@@ -48,7 +48,9 @@ def test_matches_a_plain_loop(at_once):
     queries = np.stack([rng.integers(0, v, 30) for v in NUM_VALUES], 1)
     gallery = np.stack([rng.integers(-1, v, 40) for v in NUM_VALUES], 1)
     m = build_manipulations(queries, gallery, NAMES, NUM_VALUES, at_once)
-    got = [(int(q), tuple(np.flatnonzero(c >= 0).tolist()), tuple(c[c >= 0].tolist())) for q, c in zip(m.query, m.change)]
+    got = [
+        (int(q), tuple(np.flatnonzero(c >= 0).tolist()), tuple(c[c >= 0].tolist())) for q, c in zip(m.query, m.change)
+    ]
     assert sorted(got) == sorted(plain_loop(queries, gallery, at_once))
     assert len(m) > 0
     for g, name in enumerate(m.groups):

@@ -60,11 +60,17 @@ def test_several_attributes_at_once():
 
 def test_known_answers():
     """A = 2 attributes, D = 1, F = [s_1, s_2]: the manipulated query and its distances are known by hand."""
-    model = LinearGlobal(lambdas=np.ones(2), blocks=None, memory=np.array([[0.0], [10.0], [0.0], [5.0]]), num_values=[2, 2])
+    model = LinearGlobal(
+        lambdas=np.ones(2), blocks=None, memory=np.array([[0.0], [10.0], [0.0], [5.0]]), num_values=[2, 2]
+    )
     reps = np.zeros((1, 2, 1))  # the query: F = (0, 0)
     gallery = np.array([[10, 0], [10, 1], [0, 0], [9, 0], [10, 0], [10, 5]], dtype=np.float32)
     m = Manipulations(
-        query=np.array([0, 0]), change=np.array([[1, -1], [1, 1]]), target=np.array([[1, 0], [1, 1]]), group=np.array([0, 1]), groups=["x", "x+y"]
+        query=np.array([0, 0]),
+        change=np.array([[1, -1], [1, 1]]),
+        target=np.array([[1, 0], [1, 1]]),
+        group=np.array([0, 1]),
+        groups=["x", "x+y"],
     )
     for top in (factorized_topk(model, reps, gallery, m, 4), brute_force_topk(model, reps, gallery, m, 4)):
         # a -> 1: F' = (10, 0): distances 0, 1, 100, 1, 0, 25 -> 0 and 4 tie (position order), then 1 and 3 tie
@@ -99,9 +105,19 @@ def test_additive_memory_factorized_equals_brute_force_and_the_model(k):
     slow = brute_force_topk(model, reps, gallery, m, k, values=queries)
     np.testing.assert_array_equal(fast.positions, slow.positions)
     with torch.no_grad():
-        torch_f = memory.manipulate(torch.from_numpy(reps[m.query].reshape(len(m), -1)), memory.indicator(torch.from_numpy(queries[m.query]), torch.from_numpy(m.change.astype(np.int64))))
-    np.testing.assert_allclose(model.long_way(reps[m.query], queries[m.query], m.change), torch_f.numpy(), rtol=1e-12, atol=1e-12)
+        torch_f = memory.manipulate(
+            torch.from_numpy(reps[m.query].reshape(len(m), -1)),
+            memory.indicator(torch.from_numpy(queries[m.query]), torch.from_numpy(m.change.astype(np.int64))),
+        )
+    np.testing.assert_allclose(
+        model.long_way(reps[m.query], queries[m.query], m.change), torch_f.numpy(), rtol=1e-12, atol=1e-12
+    )
     slots = model.slots(reps, queries)
-    np.testing.assert_allclose(model.manipulated(model.global_of(reps[m.query]), slots[m.query], m.change), torch_f.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        model.manipulated(model.global_of(reps[m.query]), slots[m.query], m.change),
+        torch_f.numpy(),
+        rtol=1e-10,
+        atol=1e-10,
+    )
     with pytest.raises(ValueError, match="current values"):
         factorized_topk(model, reps, gallery, m, k)

@@ -40,7 +40,9 @@ def test_pack_fixed_splits_and_query_list(location):
     catalog = Catalog.open(out, storage)
     assert m.splits.rule is None and m.splits.source == "adde: imgs_train.txt -> train, imgs_test.txt -> gallery"
     assert m.splits.counts == {"train": len(TRAIN), "query": 0, "gallery": len(TEST)}
-    assert catalog.split_ids("train").tolist() == files.ids("train") and catalog.split_ids("gallery").tolist() == files.ids("test")
+    assert catalog.split_ids("train").tolist() == files.ids("train") and catalog.split_ids(
+        "gallery"
+    ).tolist() == files.ids("test")
     rows = next(catalog.batches(columns=["id", "attr0", "attr1", "attr2"], batch_size=100))
     by_id = dict(zip(rows["id"], np.stack([rows[a] for a in ("attr0", "attr1", "attr2")], axis=1).tolist()))
     assert [by_id[i] for i in files.ids("train") + files.ids("test")] == TRAIN + TEST
@@ -68,7 +70,9 @@ def test_catalogs_written_before_still_open(adde_index, tmp_path):
     """catalog.json of earlier packs: a split rule, no split source, no protocol."""
     shutil.copytree(adde_index["catalog"].url, tmp_path / "catalog")
     saved = json.loads((tmp_path / "catalog" / CATALOG_FILE).read_text())
-    saved["splits"] = {k: v for k, v in saved["splits"].items() if k != "source"} | {"rule": {"n_query": 0.1, "n_gallery": 0.4, "seed": 0}}
+    saved["splits"] = {k: v for k, v in saved["splits"].items() if k != "source"} | {
+        "rule": {"n_query": 0.1, "n_gallery": 0.4, "seed": 0}
+    }
     del saved["protocol"]
     (tmp_path / "catalog" / CATALOG_FILE).write_text(json.dumps(saved))
     catalog = Catalog.open(str(tmp_path / "catalog"), adde_index["storage"])
@@ -99,7 +103,9 @@ def test_evaluate_uses_exactly_the_stored_list(adde_index):
     assert catalog.manifest.protocol.rejected_queries == 1
     cfg = load_config(["tiny"], ["eval.protocol=catalog"])
     reader = IndexReader.open(str(root / "index"), adde_index["storage"])
-    data = load_data(cfg, adde_index["storage"], reader, catalog, load_model(reader.manifest.model.url, adde_index["storage"]))
+    data = load_data(
+        cfg, adde_index["storage"], reader, catalog, load_model(reader.manifest.model.url, adde_index["storage"])
+    )
     m = eval_manipulations(cfg, catalog, data)
 
     broken = files.ids("test")[BROKEN]
@@ -110,19 +116,35 @@ def test_evaluate_uses_exactly_the_stored_list(adde_index):
     change, target = expected_change_target(kept)
     np.testing.assert_array_equal(m.change, change)
     np.testing.assert_array_equal(m.target, target)
-    np.testing.assert_array_equal(data.query_labels, np.array([TEST[files.ids("test").index(i)] for i in data.query_ids]))
+    np.testing.assert_array_equal(
+        data.query_labels, np.array([TEST[files.ids("test").index(i)] for i in data.query_ids])
+    )
     assert m.groups == ["attr0", "attr1", "attr2", "attr0+attr2"]
 
     results = evaluate(cfg, str(root / "index"), catalog.url, str(root / "eval"))
     dataset = results["dataset"]
-    assert dataset["protocol"] == "catalog" and dataset["manipulations"] == len(kept) and dataset["counts"] == m.counts()
+    assert (
+        dataset["protocol"] == "catalog" and dataset["manipulations"] == len(kept) and dataset["counts"] == m.counts()
+    )
     assert dataset["queries_rejected"] == {"count": 1, "ids": [broken]}
     assert dataset["gallery_missing"]["count"] == 0  # the pack left it out of the gallery split already
     assert dataset["gallery"] == len(TEST) - 1 and dataset["queries"] == len(data.query_ids)
     for run in results["runs"]:
         assert set(run["groups"]) == set(m.groups) and run["average"]["count"] == len(kept)
 
-    auto = evaluate(load_config(["tiny"], ["report.examples=0", "eval.baselines=[]"]), str(root / "index"), catalog.url, str(root / "auto"))
+    auto = evaluate(
+        load_config(["tiny"], ["report.examples=0", "eval.baselines=[]"]),
+        str(root / "index"),
+        catalog.url,
+        str(root / "auto"),
+    )
     assert auto["dataset"]["protocol"] == "catalog" and auto["runs"][0]["average"] == results["runs"][0]["average"]
-    with pytest.raises(CatalogError, match=r"no query split \(adde: imgs_train.txt -> train, imgs_test.txt -> gallery\)"):
-        evaluate(load_config(["tiny"], ["eval.protocol=generated"]), str(root / "index"), catalog.url, str(root / "generated"))
+    with pytest.raises(
+        CatalogError, match=r"no query split \(adde: imgs_train.txt -> train, imgs_test.txt -> gallery\)"
+    ):
+        evaluate(
+            load_config(["tiny"], ["eval.protocol=generated"]),
+            str(root / "index"),
+            catalog.url,
+            str(root / "generated"),
+        )

@@ -38,19 +38,28 @@ def test_search_image_that_is_not_an_image(tmp_path, name, data, reason):
     """Checked before the index is opened: the index named here does not even exist."""
     (tmp_path / name).write_bytes(data)
     line = one_error_line(run_fsnet("search", "--index", "no-index-here", "--image", name, cwd=tmp_path))
-    assert line.startswith("error: --image ") and f"{name}: {reason}" in line, line  # the path as given or made absolute
+    assert line.startswith("error: --image ") and f"{name}: {reason}" in line, (
+        line
+    )  # the path as given or made absolute
 
 
 def results_file() -> dict:
     """The keys fsnet report reads, as fsnet evaluate writes them (values shortened)."""
-    run = {"method": "full", "kind": "fsnet", "k": [1, 2], "groups": {"color": {"top_k": [0.1, 0.2]}},
-           "average": {"top_k": [0.1, 0.2], "ndcg_full": [0.3, 0.4], "ndcg_attribute": [0.5, 0.6], "count": 4}}
+    run = {
+        "method": "full",
+        "kind": "fsnet",
+        "k": [1, 2],
+        "groups": {"color": {"top_k": [0.1, 0.2]}},
+        "average": {"top_k": [0.1, 0.2], "ndcg_full": [0.3, 0.4], "ndcg_attribute": [0.5, 0.6], "count": 4},
+    }
     return {
         "runs": [run, {**run, "method": "attribute_only", "kind": "baseline"}],
         "hardware": {"machine": "test", "cpus": 2, "gpu": None},
         "dataset": {"catalog": "c", "queries": 2, "gallery": 3, "manipulations": 4, "gallery_missing": {"count": 0}},
         "model": {"backbone": "tiny", "image_size": 64, "variant": "full"},
-        "index": {}, "throughput": {"manipulations_per_s": 10.0}, "examples": [],
+        "index": {},
+        "throughput": {"manipulations_per_s": 10.0},
+        "examples": [],
     }
 
 

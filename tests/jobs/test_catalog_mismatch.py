@@ -47,9 +47,16 @@ def short(fingerprint: str) -> str:
 def test_another_split_is_refused_in_one_line(repacked, tmp_path):
     storage, index_url = repacked["storage"], str(repacked["root"] / "index")
     other = Catalog.open(repacked["other"], storage).manifest
-    assert [s.fingerprint for s in other.shards] == [s.fingerprint for s in Catalog.open(repacked["catalog"], storage).manifest.shards]
-    run = subprocess.run([*FSNET, "evaluate", "--index", index_url, "--catalog", repacked["other"], "--out", str(tmp_path / "eval")],
-                         capture_output=True, text=True, timeout=300, check=False)
+    assert [s.fingerprint for s in other.shards] == [
+        s.fingerprint for s in Catalog.open(repacked["catalog"], storage).manifest.shards
+    ]
+    run = subprocess.run(
+        [*FSNET, "evaluate", "--index", index_url, "--catalog", repacked["other"], "--out", str(tmp_path / "eval")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     built_on = read_manifest(storage, index_url, 1).splits_fingerprint
@@ -65,12 +72,29 @@ def test_with_the_flag_the_missing_gallery_images_are_named(repacked, tmp_path):
     gallery = set(Catalog.open(repacked["other"], storage).split_ids("gallery").tolist())
     missing = sorted(gallery - set(IndexReader.open(index_url, storage).ids.tolist()))
     assert 0 < len(missing) < len(gallery)
-    out = CliRunner().invoke(app, ["evaluate", "--index", index_url, "--catalog", repacked["other"], "--out", str(tmp_path),
-                                   "--allow-catalog-mismatch", "--set", "report.examples=0"], terminal_width=200)
+    out = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--index",
+            index_url,
+            "--catalog",
+            repacked["other"],
+            "--out",
+            str(tmp_path),
+            "--allow-catalog-mismatch",
+            "--set",
+            "report.examples=0",
+        ],
+        terminal_width=200,
+    )
     assert out.exit_code == 0, out.output
     text = flat(out.output)
     assert "split differs" in text
-    assert f"gallery: {len(missing)} of the {len(gallery)} gallery images of {repacked['other']} are not in the index {index_url}" in text
+    assert (
+        f"gallery: {len(missing)} of the {len(gallery)} gallery images of {repacked['other']} are not in the index {index_url}"
+        in text
+    )
     assert f"0 rejected by it, {len(missing)} never indexed" in text
     assert all(i in text for i in missing[:5])
     dataset = json.loads((tmp_path / "results.json").read_text())["dataset"]

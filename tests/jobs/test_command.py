@@ -96,8 +96,11 @@ def test_ray_train_worker_error_unwrapped(ray_cluster, tmp_path):
     def loop(config: dict) -> None:
         raise StorageError("fsnet-demo/run/init.pt: no such file")
 
-    trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
-                           run_config=RunConfig(storage_path=str(tmp_path), name="fails"))
+    trainer = TorchTrainer(
+        loop,
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(storage_path=str(tmp_path), name="fails"),
+    )
     with pytest.raises(Exception) as caught:
         trainer.fit()
     found = user_error_of(caught.value)
@@ -118,8 +121,14 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
 
     fsnet = os.path.join(os.path.dirname(sys.executable), "fsnet")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    result = subprocess.run([fsnet, "synth", "--n", "10", "--out", "synth", "--set", "ray.address=127.0.0.1:9"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [fsnet, "synth", "--n", "10", "--out", "synth", "--set", "ray.address=127.0.0.1:9"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ray.address=127.0.0.1:9: nothing answers"), result.stderr

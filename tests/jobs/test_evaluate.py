@@ -49,7 +49,12 @@ def test_evaluate_counts_checks_and_writes_results(indexed, location):
     names = catalog.schema.names
     q = catalog.rows(catalog.split_ids("query").tolist(), ["id", *names])
     g = catalog.rows(catalog.split_ids("gallery").tolist(), ["id", *names])
-    expected = build_manipulations(np.stack([q[n] for n in names], 1).astype(int), np.stack([g[n] for n in names], 1).astype(int), names, catalog.schema.num_values)
+    expected = build_manipulations(
+        np.stack([q[n] for n in names], 1).astype(int),
+        np.stack([g[n] for n in names], 1).astype(int),
+        names,
+        catalog.schema.num_values,
+    )
     assert saved["dataset"]["manipulations"] == len(expected) > 0
     assert saved["dataset"]["counts"] == expected.counts()
     assert saved["dataset"]["queries"] == len(q["id"]) and saved["dataset"]["gallery"] == len(g["id"])
@@ -89,7 +94,9 @@ def test_check_fails_loudly_on_a_disagreement(indexed, tmp_path, monkeypatch):
 
     monkeypatch.setattr(job, "brute_force_topk", shifted)
     with pytest.raises(EvaluationMismatch, match="differ for 1 of"):
-        evaluate(load_config(["tiny"]), str(indexed["root"] / "all-index"), indexed["catalog"], str(tmp_path), check=True)
+        evaluate(
+            load_config(["tiny"]), str(indexed["root"] / "all-index"), indexed["catalog"], str(tmp_path), check=True
+        )
 
 
 class Collect(HTMLParser):
@@ -117,10 +124,14 @@ def test_report_html_markdown_and_chromium(indexed, tmp_path):
     evaluate(cfg, str(indexed["root"] / "all-index"), indexed["catalog"], str(tmp_path / "eval"))
     results_url = str(tmp_path / "eval" / "results.json")
     second = json.loads(open(results_url).read())
-    second["runs"] = [dict(second["runs"][0], method="rank_lg")] + second["runs"][1:]  # a second run, as an ablation has
+    second["runs"] = [dict(second["runs"][0], method="rank_lg")] + second["runs"][
+        1:
+    ]  # a second run, as an ablation has
     (tmp_path / "eval2").mkdir()
     (tmp_path / "eval2" / "results.json").write_text(json.dumps(second))
-    page = report(Storage(cfg.storage), [results_url, str(tmp_path / "eval2" / "results.json")], str(tmp_path / "report"))
+    page = report(
+        Storage(cfg.storage), [results_url, str(tmp_path / "eval2" / "results.json")], str(tmp_path / "report")
+    )
 
     text = open(page).read()
     parser = Collect()
@@ -130,11 +141,18 @@ def test_report_html_markdown_and_chromium(indexed, tmp_path):
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)  # self-contained
     results = json.loads(open(results_url).read())
     k = min(20, cfg.eval.k_max)
-    by_method = {"full": results["runs"][0], "rank_lg": results["runs"][0], "attribute_only": results["runs"][1], "attr_logp": results["runs"][2]}
+    by_method = {
+        "full": results["runs"][0],
+        "rank_lg": results["runs"][0],
+        "attribute_only": results["runs"][1],
+        "attr_logp": results["runs"][2],
+    }
     assert {c["data-method"] for c in parser.cells} == set(by_method)  # each baseline once, though both files hold them
     for cell in parser.cells:
         run = by_method[cell["data-method"]]
-        curve = run["average"]["top_k"] if cell["data-group"] == "average" else run["groups"][cell["data-group"]]["top_k"]
+        curve = (
+            run["average"]["top_k"] if cell["data-group"] == "average" else run["groups"][cell["data-group"]]["top_k"]
+        )
         assert float(cell["data-value"]) == curve[k - 1]
     md = (tmp_path / "report" / "report.md").read_text()
     assert "![Top-K curves](curves.png)" in md and (tmp_path / "report" / "curves.png").exists()
@@ -146,8 +164,19 @@ def test_report_html_markdown_and_chromium(indexed, tmp_path):
         pytest.skip("headless Chromium is not installed (apt-get install chromium); the report's HTML was checked")
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,1600", f"file://{page}"],
-        check=True, capture_output=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            f"file://{page}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text and plots drawn, not a blank page
@@ -158,12 +187,34 @@ def test_ablation_shares_stages_and_reports(indexed, s3_endpoint):
     """The comparison command: two FSN variants (sharing stages), the ADDE-style model and one baseline, one report."""
     from tests.conftest import BUCKET, s3_sets
 
-    sets = [*s3_sets(s3_endpoint), "train.stage1.epochs=1", "train.stage2.epochs=1", "train.stage3.epochs=1", "train.adde.epochs=1", "report.examples=1"]
+    sets = [
+        *s3_sets(s3_endpoint),
+        "train.stage1.epochs=1",
+        "train.stage2.epochs=1",
+        "train.stage3.epochs=1",
+        "train.adde.epochs=1",
+        "report.examples=1",
+    ]
     out = f"s3://{BUCKET}/ablation"
-    result = CliRunner().invoke(app, ["ablation", "--config", "tiny", "--catalog", indexed["catalog"], "--variants", "rank_lg,full,attr_logp,adde", "--out", out,
-                                      *[x for s in sets for x in ("--set", s)]])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ablation",
+            "--config",
+            "tiny",
+            "--catalog",
+            indexed["catalog"],
+            "--variants",
+            "rank_lg,full,attr_logp,adde",
+            "--out",
+            out,
+            *[x for s in sets for x in ("--set", s)],
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "stage1 shared from" in result.output and "memory shared from" in result.output  # rank_lg trains stage 3 only
+    assert (
+        "stage1 shared from" in result.output and "memory shared from" in result.output
+    )  # rank_lg trains stage 3 only
     assert "adde/run: stage1 shared" not in result.output  # another network: nothing shared
     storage = Storage(load_config([], s3_sets(s3_endpoint)).storage)
     html = storage.read_text(f"{out}/report/report.html")
@@ -173,7 +224,11 @@ def test_ablation_shares_stages_and_reports(indexed, s3_endpoint):
     rank_lg = json.loads(storage.read_text(f"{out}/rank_lg/eval/results.json"))
     assert rank_lg["model"]["variant"] == "rank_lg" and rank_lg["training"]["variant"] == "rank_lg"
     adde = json.loads(storage.read_text(f"{out}/adde/eval/results.json"))
-    assert adde["runs"][0]["method"] == "adde" and adde["training"]["kind"] == "adde" and [r["method"] for r in adde["runs"]] == ["adde", "attr_logp"]
+    assert (
+        adde["runs"][0]["method"] == "adde"
+        and adde["training"]["kind"] == "adde"
+        and [r["method"] for r in adde["runs"]] == ["adde", "attr_logp"]
+    )
     assert adde["model"]["global_dim"] == 5 * load_config(["tiny"]).model.embed_dim  # the concatenated chunks
     # its factorized Top-K (additive memory, the queries' labels as old values) equals faiss on explicit F + M i
     cfg = load_config(["tiny"], [*s3_sets(s3_endpoint), "report.examples=0"])

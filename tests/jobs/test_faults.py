@@ -68,7 +68,9 @@ def check_index_readable(tiny, out: str, tmp_path, name: str | None) -> int:
     assert found.exit_code == 0, found.output
     if name is None:
         return live
-    evaluated = runner.invoke(app, ["evaluate", "--index", out, "--catalog", tiny["catalog"], "--out", str(tmp_path / name)])
+    evaluated = runner.invoke(
+        app, ["evaluate", "--index", out, "--catalog", tiny["catalog"], "--out", str(tmp_path / name)]
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads((tmp_path / name / "results.json").read_text())["dataset"]["gallery"] > 0
     return live
@@ -94,17 +96,45 @@ def test_index_and_reindex_killed_keep_current_and_the_next_run_completes(tiny, 
     landed = []
 
     # fsnet index of every split into the same URL: a full new version v2, killed while it is written
-    job = start(["index", "--config", "tiny", *SLOW_INDEX, "--model", tiny["model"], "--catalog", tiny["catalog"],
-                 "--out", out, "--split", "all"], tmp_path / "index.log")
+    job = start(
+        [
+            "index",
+            "--config",
+            "tiny",
+            *SLOW_INDEX,
+            "--model",
+            tiny["model"],
+            "--catalog",
+            tiny["catalog"],
+            "--out",
+            out,
+            "--split",
+            "all",
+        ],
+        tmp_path / "index.log",
+    )
     landed.append(kill_when(job, lambda: (tmp_path / "index" / "v2").exists(), rng, window_s=3.0))
     live = check_index_readable(tiny, out, tmp_path, "eval-1")
     assert live == (1 if landed[-1] else 2)
 
     # fsnet reindex with another model (a full re-index): it first removes the partial v2, then writes its own
-    leftover = (tmp_path / "index" / f"v{live + 1}")
+    leftover = tmp_path / "index" / f"v{live + 1}"
     was_there = leftover.exists()
-    job = start(["reindex", "--config", "tiny", *SLOW_INDEX, "--catalog", tiny["catalog"], "--index", out,
-                 "--model", str(tiny["root"] / "model2.pt")], tmp_path / "reindex.log")
+    job = start(
+        [
+            "reindex",
+            "--config",
+            "tiny",
+            *SLOW_INDEX,
+            "--catalog",
+            tiny["catalog"],
+            "--index",
+            out,
+            "--model",
+            str(tiny["root"] / "model2.pt"),
+        ],
+        tmp_path / "reindex.log",
+    )
     if was_there:  # the interrupted run's folder goes before the new one is written
         assert wait_until(job, lambda: not leftover.exists(), JOB_TIMEOUT_S), job.output()
     landed.append(kill_when(job, leftover.exists, rng, window_s=3.0))
@@ -115,7 +145,9 @@ def test_index_and_reindex_killed_keep_current_and_the_next_run_completes(tiny, 
     done = index(load_config(["tiny"]), str(tiny["root"] / "model2.pt"), tiny["catalog"], out).manifest
     assert done is not None and done.version == live + 1 and read_current(storage, out) == live + 1
     assert versions(storage, out) == [live, live + 1]
-    assert done.model.url == str(tiny["root"] / "model2.pt") and done.indexed == len(Catalog.open(tiny["catalog"], storage).split_ids("gallery"))
+    assert done.model.url == str(tiny["root"] / "model2.pt") and done.indexed == len(
+        Catalog.open(tiny["catalog"], storage).split_ids("gallery")
+    )
     check_index_readable(tiny, out, tmp_path, None)
 
 
@@ -138,9 +170,23 @@ def test_pack_killed_keeps_the_old_catalog_and_the_next_pack_completes(tiny, tmp
 
     labels.to_csv(source / "labels.csv", index=False)  # 192 more rows
     more = ["--set", "catalog.shard_rows=16", "--set", "catalog.pack_actors=1"]
-    job = start(["pack", "--config", "tiny", *more, *[a for s in sets for a in ("--set", s)], "--source", str(source),
-                 "--out", out], tmp_path / "pack.log")
-    landed = kill_when(job, lambda: bool(set(storage.listdir(join(out, SHARD_DIR))) - before), random.Random(SEED), window_s=0.5)
+    job = start(
+        [
+            "pack",
+            "--config",
+            "tiny",
+            *more,
+            *[a for s in sets for a in ("--set", s)],
+            "--source",
+            str(source),
+            "--out",
+            out,
+        ],
+        tmp_path / "pack.log",
+    )
+    landed = kill_when(
+        job, lambda: bool(set(storage.listdir(join(out, SHARD_DIR))) - before), random.Random(SEED), window_s=0.5
+    )
     assert landed, "the pack finished before its kill moment: the window no longer falls inside the run"
 
     catalog = Catalog.open(out, storage)  # the old catalog.json, as it was, and every file it names intact
@@ -148,7 +194,9 @@ def test_pack_killed_keeps_the_old_catalog_and_the_next_pack_completes(tiny, tmp
     assert len(next(catalog.batches(None, ["id", "image"], batch_size=1000))["id"]) == catalog.manifest.rows
 
     # the next pack completes and removes what the killed one left
-    new = pack(load_config(["tiny"], [*sets, f"source.path={source}", "catalog.shard_rows=16"]), out, show_progress=False).manifest
+    new = pack(
+        load_config(["tiny"], [*sets, f"source.path={source}", "catalog.shard_rows=16"]), out, show_progress=False
+    ).manifest
     assert new.rows == 256 and len(new.shards) == 13 and Catalog.open(out, storage).verify() == []
     assert set(storage.listdir(join(out, SHARD_DIR))) == {s.path.removeprefix(f"{SHARD_DIR}/") for s in new.shards}
     assert not [n for n in storage.listdir(out) if ".tmp-" in n]
@@ -169,8 +217,12 @@ def test_a_pack_and_an_index_remove_the_temporary_files_of_killed_writes(tiny, t
     catalog = tmp_path / "catalog"
     fs, _ = storage.fs(str(catalog))
     fs.copy(tiny["catalog"], str(catalog), recursive=True)
-    half = [catalog / SHARD_DIR / "part-00009-0123456789ab.parquet.tmp-0badf00d", catalog / "catalog.json.tmp-0badf00d",
-            catalog / "splits-0123456789ab.parquet.tmp-0badf00d", catalog / "config.yaml.tmp-0badf00d"]
+    half = [
+        catalog / SHARD_DIR / "part-00009-0123456789ab.parquet.tmp-0badf00d",
+        catalog / "catalog.json.tmp-0badf00d",
+        catalog / "splits-0123456789ab.parquet.tmp-0badf00d",
+        catalog / "config.yaml.tmp-0badf00d",
+    ]
     for path in half:
         path.write_bytes(b"half")
     (catalog / "notes.tmp-keep.txt").write_text("a user's file")  # not ours: stays
@@ -182,8 +234,23 @@ def test_a_pack_and_an_index_remove_the_temporary_files_of_killed_writes(tiny, t
 def test_ctrl_c_stops_fsnet_index_at_once_and_the_next_run_completes(tiny, tmp_path):
     storage, out = tiny["storage"], str(tmp_path / "index")
     index(load_config(["tiny"]), tiny["model"], tiny["catalog"], out)  # v1, the live version
-    job = start(["index", "--config", "tiny", *SLOW_INDEX, "--model", tiny["model"], "--catalog", tiny["catalog"],
-                 "--out", out, "--split", "all"], tmp_path / "index.log")
+    job = start(
+        [
+            "index",
+            "--config",
+            "tiny",
+            *SLOW_INDEX,
+            "--model",
+            tiny["model"],
+            "--catalog",
+            tiny["catalog"],
+            "--out",
+            out,
+            "--split",
+            "all",
+        ],
+        tmp_path / "index.log",
+    )
     try:
         assert wait_until(job, (tmp_path / "index" / "v2").exists, JOB_TIMEOUT_S), job.output()  # writing v2 now
         wait_until(job, lambda: False, random.Random(SEED).uniform(0, 1.0))
@@ -196,7 +263,9 @@ def test_ctrl_c_stops_fsnet_index_at_once_and_the_next_run_completes(tiny, tmp_p
         print(f"fsnet index stopped {time.monotonic() - sent:.1f} s after Ctrl-C")
         lines = [line for line in job.output().splitlines() if line.strip()]
         assert status == 130, job.output()
-        assert lines[-1] == f"interrupted: {out}: CURRENT still v1; the partial v2 is removed by the next run", job.output()
+        assert lines[-1] == f"interrupted: {out}: CURRENT still v1; the partial v2 is removed by the next run", (
+            job.output()
+        )
         deadline = time.monotonic() + 15  # the local Ray's processes (its workers have process groups of their own)
         while session_pids(job) and time.monotonic() < deadline:
             time.sleep(0.2)

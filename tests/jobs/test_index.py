@@ -128,7 +128,9 @@ def test_reindex_extracts_only_the_new_shard_and_equals_a_full_index(tiny, tmp_p
     a, b = IndexReader.open(out, storage), IndexReader.open(str(tmp_path / "fresh"), storage)
     assert sorted(a.ids.tolist()) == sorted(b.ids.tolist()) and fresh.indexed == second.indexed == 256
     ea, eb = a.embeddings(columns=["id", "global"]).sort_by("id"), b.embeddings(columns=["id", "global"]).sort_by("id")
-    np.testing.assert_allclose(column_array(ea, "global", (-1,)), column_array(eb, "global", (-1,)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        column_array(ea, "global", (-1,)), column_array(eb, "global", (-1,)), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +145,21 @@ def easy(tmp_path_factory, ray_cluster):
     (root / "src" / "images").mkdir(parents=True)
     query = sample_garment(7, 0)
     shape = [query.labels[a] for a in ("category", "sleeve", "neckline")]
-    garments = [g for g in (sample_garment(1, i) for i in range(900)) if [g.labels[a] for a in ("category", "sleeve", "neckline")] != shape][:600]
+    garments = [
+        g
+        for g in (sample_garment(1, i) for i in range(900))
+        if [g.labels[a] for a in ("category", "sleeve", "neckline")] != shape
+    ][:600]
     target = dataclasses.replace(query, labels={**query.labels, "color": "black"}, color=PALETTE["black"])
     rows = []
-    for name, g, noise in [*((f"g{i:04d}", g, 0) for i, g in enumerate(garments)), ("query-copy", query, 5), ("target", target, 0)]:
-        (root / "src" / "images" / f"{name}.jpg").write_bytes(encode_jpeg(render_garment(g, 64, np.random.default_rng(noise)).image, 90))
+    for name, g, noise in [
+        *((f"g{i:04d}", g, 0) for i, g in enumerate(garments)),
+        ("query-copy", query, 5),
+        ("target", target, 0),
+    ]:
+        (root / "src" / "images" / f"{name}.jpg").write_bytes(
+            encode_jpeg(render_garment(g, 64, np.random.default_rng(noise)).image, 90)
+        )
         rows.append({"image": f"{name}.jpg", **g.labels})
     pd.DataFrame(rows).to_csv(root / "src" / "labels.csv", index=False)
     (root / "query.jpg").write_bytes(encode_jpeg(render_garment(query, 64, np.random.default_rng(0)).image, 90))
@@ -176,7 +188,13 @@ def easy(tmp_path_factory, ray_cluster):
     with torch.no_grad():
         model.memory.set_means(*value_sums(model.embed(images).reps, labels, catalog.schema.num_values))
     save_model(model, str(root / "model.pt"), storage)
-    index(load_config(["tiny"], ["model.variant=rank_l"]), str(root / "model.pt"), str(root / "catalog"), str(root / "index"), split="all")
+    index(
+        load_config(["tiny"], ["model.variant=rank_l"]),
+        str(root / "model.pt"),
+        str(root / "catalog"),
+        str(root / "index"),
+        split="all",
+    )
     return root
 
 
@@ -190,7 +208,9 @@ def test_search_cli_returns_the_manipulated_target_first(easy):
     plain = runner.invoke(app, base, terminal_width=200)
     assert plain.exit_code == 0, plain.output
     assert first_id(plain.output) == "query-copy"  # unchanged: the query's own copy
-    out = runner.invoke(app, [*base, "--set", "color=black", "--explain", str(easy / "explain.png")], terminal_width=200)
+    out = runner.invoke(
+        app, [*base, "--set", "color=black", "--explain", str(easy / "explain.png")], terminal_width=200
+    )
     assert out.exit_code == 0, out.output
     assert first_id(out.output) == "target", out.output  # color -> black: the query in black
     assert "color=black*" in out.output
@@ -198,13 +218,22 @@ def test_search_cli_returns_the_manipulated_target_first(easy):
 
 
 def test_search_by_id_and_unknown_values(easy):
-    out = CliRunner().invoke(app, ["search", "--index", str(easy / "index"), "--id", "query-copy", "--set", "color=black", "-k", "3"], terminal_width=200)
+    out = CliRunner().invoke(
+        app,
+        ["search", "--index", str(easy / "index"), "--id", "query-copy", "--set", "color=black", "-k", "3"],
+        terminal_width=200,
+    )
     assert out.exit_code == 0, out.output
     assert first_id(out.output) == "target"
     run = subprocess.run(
         [sys.executable, "-m", "jobs.search", "--index", str(easy / "index"), "--id", "target", "--set", "color=navy"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2 and len(lines) == 1
-    assert "unknown value 'navy' of attribute 'color' (values: black, blue, green, orange, purple, red, white, yellow)" in lines[0]
+    assert (
+        "unknown value 'navy' of attribute 'color' (values: black, blue, green, orange, purple, red, white, yellow)"
+        in lines[0]
+    )

@@ -42,6 +42,8 @@ def test_sigint_says_what_was_kept_stops_children_and_exits_130(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert time.monotonic() - sent < 5 and proc.returncode == 130
-    assert err.strip().splitlines()[-1] == "interrupted: idx: CURRENT still v1; the partial v2 is removed by the next run"
+    assert (
+        err.strip().splitlines()[-1] == "interrupted: idx: CURRENT still v1; the partial v2 is removed by the next run"
+    )
     state = subprocess.run(["ps", "-o", "stat=", "-p", str(child)], check=False, capture_output=True, text=True)
     assert state.stdout.strip() in ("", "Z")  # gone (or a zombie of the exited parent, about to be reaped)

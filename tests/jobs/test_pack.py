@@ -86,7 +86,9 @@ def test_bad_images_are_skipped_counted_and_listed(location):
     for name, (_, data) in broken.items():
         storage.write_bytes(join(images, name), data)
     storage.remove(join(images, frame["image"][39]))
-    expected = {n.removesuffix(".jpg"): r for n, (r, _) in broken.items()} | {frame["image"][39].removesuffix(".jpg"): "missing"}
+    expected = {n.removesuffix(".jpg"): r for n, (r, _) in broken.items()} | {
+        frame["image"][39].removesuffix(".jpg"): "missing"
+    }
 
     out = location.url("catalog")
     pack(cfg, out, show_progress=False)
@@ -131,7 +133,9 @@ def test_repack_replaces_the_catalog(location):
     catalog = Catalog.open(out, storage)
     assert catalog.verify() == [] and catalog.manifest.rows == 35
     # files no catalog.json names are gone
-    assert sorted(f"shards/{n}" for n in storage.listdir(join(out, "shards"))) == sorted(s.path for s in manifest.shards)
+    assert sorted(f"shards/{n}" for n in storage.listdir(join(out, "shards"))) == sorted(
+        s.path for s in manifest.shards
+    )
     assert [n for n in storage.listdir(out) if n.startswith("splits-")] == [manifest.splits.path]
 
 
@@ -148,7 +152,9 @@ def test_cli_errors_are_one_line(tmp_path):
     (tmp_path / "labels.csv").write_text("image,color\na.jpg,red\na.jpg,blue\n")
     run = subprocess.run(
         [sys.executable, "-m", "jobs.pack", "--source", str(tmp_path), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 2
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]

@@ -26,7 +26,15 @@ def test_fashion_product_small(location):
     labels = pd.read_csv(DATA / "labels.csv", dtype=str, keep_default_na=False)
     m = Catalog.open(out, Storage(cfg.storage)).manifest
     assert m.rows == len(labels) == 37735 and m.rejected.count == 0
-    assert [a.name for a in m.attributes] == ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
+    assert [a.name for a in m.attributes] == [
+        "gender",
+        "masterCategory",
+        "subCategory",
+        "articleType",
+        "baseColour",
+        "season",
+        "usage",
+    ]
     for a in m.attributes:
         assert dict(zip(a.values, m.value_counts[a.name])) == labels[a.name].value_counts().to_dict()
     assert m.splits.counts == {"train": 17735, "query": 2000, "gallery": 18000}

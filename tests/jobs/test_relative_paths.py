@@ -40,8 +40,12 @@ def user_env() -> dict[str, str]:
 
 
 def fsnet(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(FSNET), *args], cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"fsnet {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = subprocess.run(
+        [str(FSNET), *args], cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, (
+        f"fsnet {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -49,7 +53,9 @@ def fsnet(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPr
 def test_readme_main_command_as_written(tmp_path):
     command = readme_main_command()
     first = subprocess.run(command, cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=1500)
-    assert first.returncode == 0, f"{' '.join(command)} -> {first.returncode}\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
+    assert first.returncode == 0, (
+        f"{' '.join(command)} -> {first.returncode}\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
+    )
     report = tmp_path / "fsnet-demo" / "report" / "report.html"
     results = tmp_path / "fsnet-demo" / "eval" / "results.json"
     assert report.is_file() and results.is_file()
@@ -72,10 +78,22 @@ def test_jobs_with_relative_paths_and_two_at_once(tmp_path):
     # Two fsnet commands at once, each with the local Ray it starts: a training and an index.
     env = user_env()
     started = time.monotonic()
-    training = subprocess.Popen([str(FSNET), "train", "--config", "tiny", "--catalog", "cat", "--out", "run2", *TINY_TRAIN],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    indexing = subprocess.Popen([str(FSNET), "index", "--config", "tiny", "--model", "run/model.pt", "--catalog", "cat", "--out", "idx"],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    training = subprocess.Popen(
+        [str(FSNET), "train", "--config", "tiny", "--catalog", "cat", "--out", "run2", *TINY_TRAIN],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    indexing = subprocess.Popen(
+        [str(FSNET), "index", "--config", "tiny", "--model", "run/model.pt", "--catalog", "cat", "--out", "idx"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     outputs = {}
     for name, proc in (("index", indexing), ("train", training)):
         out, err = proc.communicate(timeout=1200)

@@ -37,17 +37,23 @@ def test_adding_one_percent_adds_one_shard_and_keeps_every_old_one(location):
     first = pack(cfg, out, show_progress=False)
     old = first.manifest
     assert len(old.shards) == 13 and first.shards_kept == 0
-    assert all(a.values == sorted(ATTRIBUTE_VALUES[a.name]) for a in old.attributes)  # a fresh pack: as the source gives them
+    assert all(
+        a.values == sorted(ATTRIBUTE_VALUES[a.name]) for a in old.attributes
+    )  # a fresh pack: as the source gives them
 
     # 1% more: two new products inserted in the middle of the label table, one in a colour never seen before
     # ("Beige" sorts before every old colour: sorted codes would move all of them).
-    new = pd.DataFrame([
-        {**frame.iloc[0].to_dict(), "image": "20001.jpg", "baseColour": "Beige"},
-        {**frame.iloc[1].to_dict(), "image": "20002.jpg"},
-    ])
+    new = pd.DataFrame(
+        [
+            {**frame.iloc[0].to_dict(), "image": "20001.jpg", "baseColour": "Beige"},
+            {**frame.iloc[1].to_dict(), "image": "20002.jpg"},
+        ]
+    )
     for k, name in enumerate(new["image"]):
         storage.write_bytes(join(src, "images", name), image_bytes(60, 80, "JPEG", seed=1000 + k))
-    grown = pd.concat([frame.iloc[:50], new.iloc[:1], frame.iloc[50:120], new.iloc[1:], frame.iloc[120:]], ignore_index=True)
+    grown = pd.concat(
+        [frame.iloc[:50], new.iloc[:1], frame.iloc[50:120], new.iloc[1:], frame.iloc[120:]], ignore_index=True
+    )
     storage.write_text(join(src, "labels.csv"), grown.to_csv(index=False))
 
     again = pack(cfg, out, show_progress=False)
@@ -66,7 +72,9 @@ def test_adding_one_percent_adds_one_shard_and_keeps_every_old_one(location):
     catalog = Catalog.open(out, storage)
     assert catalog.verify() == []
     assert sorted(f"shards/{n}" for n in storage.listdir(join(out, "shards"))) == sorted(s.path for s in m.shards)
-    expected = grown.assign(id=grown["image"].str.removesuffix(".jpg")).set_index("id").sort_index()[list(ATTRIBUTE_VALUES)]
+    expected = (
+        grown.assign(id=grown["image"].str.removesuffix(".jpg")).set_index("id").sort_index()[list(ATTRIBUTE_VALUES)]
+    )
     pd.testing.assert_frame_equal(decoded(catalog), expected, check_names=False)  # every label reads back by name
 
 
@@ -106,8 +114,14 @@ def test_an_attribute_added_or_missing_is_one_line_and_changes_nothing(tmp_path,
 
     changed = frame.drop(columns=["usage"]) if change == "drop" else frame.assign(fit=["Slim", "Regular"] * 20)
     (tmp_path / "src" / "labels.csv").write_text(changed.to_csv(index=False))
-    what = "attribute 'usage' is in the catalog but not in the source" if change == "drop" else "the source has attribute 'fit', the catalog does not"
-    with pytest.raises(CatalogError, match=rf"^{tmp_path / 'catalog' / 'catalog.json'}: {what}; .*pack to a new URL") as err:
+    what = (
+        "attribute 'usage' is in the catalog but not in the source"
+        if change == "drop"
+        else "the source has attribute 'fit', the catalog does not"
+    )
+    with pytest.raises(
+        CatalogError, match=rf"^{tmp_path / 'catalog' / 'catalog.json'}: {what}; .*pack to a new URL"
+    ) as err:
         pack(cfg, out, show_progress=False)
     assert "\n" not in str(err.value)
     assert (tmp_path / "catalog" / "catalog.json").read_text() == before and Catalog.open(out, storage).verify() == []

@@ -74,7 +74,12 @@ def reordered_model(source_url: str, target_url: str, storage: Storage, attribut
     perm = torch.tensor([old.index(v) for v in order])  # new code -> old code
     attributes = [Attribute(name=x.name, values=order if i == a else x.values) for i, x in enumerate(schema.attributes)]
     state = model.state_dict()
-    for key in (f"classifiers.{a}.weight", f"classifiers.{a}.bias", f"rep_classifiers.{a}.weight", f"rep_classifiers.{a}.bias"):
+    for key in (
+        f"classifiers.{a}.weight",
+        f"classifiers.{a}.bias",
+        f"rep_classifiers.{a}.weight",
+        f"rep_classifiers.{a}.bias",
+    ):
         state[key] = state[key][perm]
     offset = sum(schema.num_values[:a])
     rows = torch.arange(sum(schema.num_values))
@@ -93,8 +98,12 @@ def drift(tmp_path_factory, ray_cluster):
     made["mid"] = relabelled(made, "catalog-mid", new_colour("indigo"))
     made["end"] = relabelled(made, "catalog-end", new_colour("zinc"))
     made["reversed"] = reordered_model(made["model"], str(root / "model-reversed.pt"), made["storage"], "color")
-    for name, model, catalog in [("index", made["model"], made["catalog"]), ("index-mid", made["model"], made["mid"]),
-                                 ("index-end", made["model"], made["end"]), ("index-reversed", str(root / "model-reversed.pt"), made["catalog"])]:
+    for name, model, catalog in [
+        ("index", made["model"], made["catalog"]),
+        ("index-mid", made["model"], made["mid"]),
+        ("index-end", made["model"], made["end"]),
+        ("index-reversed", str(root / "model-reversed.pt"), made["catalog"]),
+    ]:
         index(cfg, model, catalog, str(root / name), split="all")
     return made
 
@@ -107,7 +116,9 @@ def test_the_drifted_catalogs_are_what_the_tests_need(drift):
     assert "indigo" not in colours and "zinc" not in colours
     assert mid.attributes[mid.index("color")].values == sorted([*colours, "indigo"])  # codes after indigo shifted
     assert end.attributes[end.index("color")].values == [*colours, "zinc"]  # codes kept
-    assert SchemaMatch.of(model, mid, "m", "c").recoded == ["color"] and SchemaMatch.of(model, end, "m", "c").recoded == []
+    assert (
+        SchemaMatch.of(model, mid, "m", "c").recoded == ["color"] and SchemaMatch.of(model, end, "m", "c").recoded == []
+    )
 
 
 def expected_manipulations(catalog: Catalog, model: AttributeSchema) -> tuple[dict, int]:
@@ -132,8 +143,11 @@ def expected_manipulations(catalog: Catalog, model: AttributeSchema) -> tuple[di
 @pytest.mark.parametrize("which", ["mid", "end"])
 def test_evaluate_maps_a_new_value_by_name_and_never_targets_it(drift, which, tmp_path):
     storage, root = drift["storage"], drift["root"]
-    out = CliRunner().invoke(app, ["evaluate", "--index", str(root / f"index-{which}"), "--catalog", drift[which], "--out", str(tmp_path)],
-                             terminal_width=200)
+    out = CliRunner().invoke(
+        app,
+        ["evaluate", "--index", str(root / f"index-{which}"), "--catalog", drift[which], "--out", str(tmp_path)],
+        terminal_width=200,
+    )
     assert out.exit_code == 0, out.output
     new = {"mid": "indigo", "end": "zinc"}[which]
     assert flat(out.output).count(new) == 1, out.output  # named once
@@ -142,7 +156,9 @@ def test_evaluate_maps_a_new_value_by_name_and_never_targets_it(drift, which, tm
     assert dataset["not_in_model"] == {"color": [new]}
     assert new not in dataset["attributes"]["color"]  # the results' codes are the model's
 
-    counts, left_out = expected_manipulations(Catalog.open(drift[which], storage), load_model(drift["model"], storage).schema)
+    counts, left_out = expected_manipulations(
+        Catalog.open(drift[which], storage), load_model(drift["model"], storage).schema
+    )
     assert left_out > 0 and dataset["queries_unpredictable"]["count"] == left_out
     assert f"queries: {left_out} left out" in flat(out.output)
     assert dataset["counts"] == counts and dataset["manipulations"] == sum(counts.values())
@@ -186,9 +202,17 @@ def test_search_matches_by_name_and_refuses_a_value_the_model_never_saw(drift):
 
     reader = IndexReader.open(str(root / "index-mid"), storage)
     model = load_model(reader.manifest.model.url, storage)
-    match = SchemaMatch.of(model.schema, reader.manifest.attribute_schema(), reader.manifest.model.url, reader.manifest.catalog)
-    result = run_search(reader, match, model, load_query(reader, model, match, storage, query_id, None, False),
-                        parse_manipulations(match, ["color=black"]), 30)
+    match = SchemaMatch.of(
+        model.schema, reader.manifest.attribute_schema(), reader.manifest.model.url, reader.manifest.catalog
+    )
+    result = run_search(
+        reader,
+        match,
+        model,
+        load_query(reader, model, match, storage, query_id, None, False),
+        parse_manipulations(match, ["color=black"]),
+        30,
+    )
     target = {n: text[n][query] for n in names} | {"color": "black"}
     by_id = {str(i): r for r, i in enumerate(rows["id"])}
     assert len(result.ids) == 30
@@ -196,12 +220,20 @@ def test_search_matches_by_name_and_refuses_a_value_the_model_never_saw(drift):
         assert shown == [text[n][by_id[i]] for n in names]
         assert matched == all(text[n][by_id[i]] == target[n] for n in names), i
 
-    ok = CliRunner().invoke(app, ["search", "--index", str(root / "index-mid"), "--id", query_id, "--set", "color=black", "-k", "3"],
-                            terminal_width=200)
+    ok = CliRunner().invoke(
+        app,
+        ["search", "--index", str(root / "index-mid"), "--id", query_id, "--set", "color=black", "-k", "3"],
+        terminal_width=200,
+    )
     assert ok.exit_code == 0, ok.output
     assert flat(ok.output).count("new since the model was trained") == 1, ok.output
-    run = subprocess.run([*FSNET, "search", "--index", str(root / "index-mid"), "--id", query_id, "--set", "color=indigo"],
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [*FSNET, "search", "--index", str(root / "index-mid"), "--id", query_id, "--set", "color=indigo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert "color=indigo" in lines[0] and "trained before 'indigo' existed" in lines[0] and drift["model"] in lines[0]
@@ -213,10 +245,17 @@ def test_an_attribute_on_one_side_only_is_one_line(drift, side, tmp_path):
         url = relabelled(drift, "catalog-nosleeve", lambda t: t.drop(columns=["sleeve"]))
         wanted = "attribute 'sleeve' is in the model, not in the catalog"
     else:  # the catalog has one more
-        url = relabelled(drift, "catalog-season", lambda t: t.assign(season=np.where(t.index % 2 == 0, "summer", "winter")))
+        url = relabelled(
+            drift, "catalog-season", lambda t: t.assign(season=np.where(t.index % 2 == 0, "summer", "winter"))
+        )
         wanted = "attribute 'season' is in the catalog, not in the model"
-    run = subprocess.run([*FSNET, "index", "--model", drift["model"], "--catalog", url, "--out", str(tmp_path / "index")],
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [*FSNET, "index", "--model", drift["model"], "--catalog", url, "--out", str(tmp_path / "index")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert wanted in lines[0] and drift["model"] in lines[0] and url in lines[0]
@@ -239,8 +278,13 @@ def test_reindex_after_a_repack_with_a_new_value(drift, tmp_path):
 
     new_colour("zinc")(table).to_csv(source / "labels.csv", index=False)
     pack(load_config(["tiny"], sets), url, show_progress=False)
-    stale = subprocess.run([*FSNET, "evaluate", "--index", index_url, "--catalog", url, "--out", str(tmp_path / "stale")],
-                           capture_output=True, text=True, timeout=300, check=False)
+    stale = subprocess.run(
+        [*FSNET, "evaluate", "--index", index_url, "--catalog", url, "--out", str(tmp_path / "stale")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [ln for ln in stale.stderr.splitlines() if ln.strip()]
     assert stale.returncode == 2 and len(lines) == 1 and "not in the index" in lines[0], stale.stderr
 
@@ -249,6 +293,9 @@ def test_reindex_after_a_repack_with_a_new_value(drift, tmp_path):
     assert flat(out.output).count("zinc") == 1, out.output
     after = evaluate(cfg, index_url, url, str(tmp_path / "eval"))
     fresh = evaluate(cfg, str(root / "index-end"), drift["end"], str(tmp_path / "fresh"))
-    assert after["dataset"]["not_in_model"] == {"color": ["zinc"]} and after["dataset"]["counts"] == fresh["dataset"]["counts"]
+    assert (
+        after["dataset"]["not_in_model"] == {"color": ["zinc"]}
+        and after["dataset"]["counts"] == fresh["dataset"]["counts"]
+    )
     for a, b in zip(after["runs"], fresh["runs"]):
         np.testing.assert_allclose(a["average"]["top_k"], b["average"]["top_k"], err_msg=a["method"])

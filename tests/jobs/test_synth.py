@@ -44,6 +44,7 @@ def test_synth_then_pack(location):
 
 def test_synth_first_grows_the_folder_as_one_render_would(tmp_path):
     """--first F renders indices F.. and merges their rows: the same labels.csv and images as one render of all."""
+
     def cfg(n):
         return load_config(["tiny"], ["synthetic.size=32", f"synthetic.n={n}"])
 
@@ -53,4 +54,6 @@ def test_synth_first_grows_the_folder_as_one_render_would(tmp_path):
     synth(cfg(10), str(tmp_path / "grown"), show_progress=False, first=20)
     assert (tmp_path / "grown" / "labels.csv").read_text() == (tmp_path / "all" / "labels.csv").read_text()
     assert sorted(p.name for p in (tmp_path / "grown" / "images").iterdir()) == [f"{i:06d}.jpg" for i in range(30)]
-    assert (tmp_path / "grown" / "images" / "000025.jpg").read_bytes() == storage.read_bytes(str(tmp_path / "all" / "images" / "000025.jpg"))
+    assert (tmp_path / "grown" / "images" / "000025.jpg").read_bytes() == storage.read_bytes(
+        str(tmp_path / "all" / "images" / "000025.jpg")
+    )

@@ -21,7 +21,13 @@ from jobs.train import train
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 # 240 images -> 120 training images -> 60 per worker -> 3 steps of 16 per epoch
-RUN = ["synthetic.n=240", "train.batch_size=16", "train.stage1.epochs=4", "train.stage2.epochs=2", "train.stage3.epochs=2"]
+RUN = [
+    "synthetic.n=240",
+    "train.batch_size=16",
+    "train.stage1.epochs=4",
+    "train.stage2.epochs=2",
+    "train.stage3.epochs=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +91,9 @@ def test_train_adde_in_its_three_stages(catalog_url, tmp_path):
     metrics = metrics_of(storage, out)
     assert [(m["stage"], m["epoch"]) for m in metrics] == [(1, 0), (3, 0), (3, 1)]  # no stage 2 epochs
     stage3 = [m for m in metrics if m["stage"] == 3]
-    assert {"loss_c", "loss_t", "loss_m", "loss_l1", "loss_off"} <= set(stage3[0]) and all(m["triplets_per_step"] > 5 for m in stage3)
+    assert {"loss_c", "loss_t", "loss_m", "loss_l1", "loss_off"} <= set(stage3[0]) and all(
+        m["triplets_per_step"] > 5 for m in stage3
+    )
     for name in ("stage1.pt", "memory.pt", "stage3.pt", "model.pt"):
         assert storage.exists(join(out, name)), name
     assert not storage.exists(join(out, "stage2.pt"))
@@ -102,7 +110,17 @@ def test_train_adde_in_its_three_stages(catalog_url, tmp_path):
 def test_train_to_s3(catalog_url, s3_endpoint):
     from tests.conftest import BUCKET, s3_sets
 
-    cfg = load_config(["tiny"], [*RUN, "model.variant=rank_lg", "train.stage1.epochs=1", "train.stage2.epochs=1", "train.stage3.epochs=1", *s3_sets(s3_endpoint)])
+    cfg = load_config(
+        ["tiny"],
+        [
+            *RUN,
+            "model.variant=rank_lg",
+            "train.stage1.epochs=1",
+            "train.stage2.epochs=1",
+            "train.stage3.epochs=1",
+            *s3_sets(s3_endpoint),
+        ],
+    )
     storage = Storage(cfg.storage)
     out = f"s3://{BUCKET}/runs/tiny"
     result = train(cfg, catalog_url, out)
@@ -133,7 +151,7 @@ def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
     result = train(resumed, catalog_url, out)
     after = metrics_of(storage, out)
     assert after[: len(before)] == before
-    assert [(m["stage"], m["epoch"]) for m in after[len(before):]] == [(2, 1), (3, 0)]
+    assert [(m["stage"], m["epoch"]) for m in after[len(before) :]] == [(2, 1), (3, 0)]
     assert storage.read_bytes(join(out, "stage1.pt")) == stage1_bytes
     assert storage.exists(join(out, ".fault-injected-stage2")) and storage.exists(join(out, ".fault-injected-stage3"))
     assert load_model(result.model_url, storage).memory.table.shape[0] == 23
@@ -141,16 +159,34 @@ def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
 
 def test_bad_config_values(catalog_url, tmp_path):
     cfg = load_config(["tiny"], ["train.cpus_per_worker=1"])  # 2 workers x 1 CPU on a 2-CPU machine
-    with pytest.raises(ConfigError, match=r"train.workers x train.cpus_per_worker = 2 x 1.0 leaves less than 1 of the cluster's 2 CPUs"):
+    with pytest.raises(
+        ConfigError, match=r"train.workers x train.cpus_per_worker = 2 x 1.0 leaves less than 1 of the cluster's 2 CPUs"
+    ):
         train(cfg, catalog_url, str(tmp_path / "a"))
     cfg = load_config(["tiny"], ["model.backbone=alexnet"])
     train_dir = str(tmp_path / "b")
     Storage(cfg.storage).write_text(join(train_dir, "config.yaml"), saved_config_text(load_config(["tiny"])))
-    with pytest.raises(ConfigError, match=r"holds a run of another model \(model.backbone: 'tiny' there, 'alexnet' now\)"):
+    with pytest.raises(
+        ConfigError, match=r"holds a run of another model \(model.backbone: 'tiny' there, 'alexnet' now\)"
+    ):
         train(cfg, catalog_url, train_dir)
     run = subprocess.run(
-        [sys.executable, "-m", "jobs.train", "--catalog", catalog_url, "--out", str(tmp_path / "c"), "--set", "train.workers=0"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            "--catalog",
+            catalog_url,
+            "--out",
+            str(tmp_path / "c"),
+            "--set",
+            "train.workers=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
-    assert run.returncode == 2 and len(lines) == 1 and "train.workers: Input should be greater than 0" in lines[0], run.stderr
+    assert run.returncode == 2 and len(lines) == 1 and "train.workers: Input should be greater than 0" in lines[0], (
+        run.stderr
+    )

@@ -96,7 +96,11 @@ def test_verify_catalog_names_each_bad_shard(tiny, location, tmp_path):
 def test_verify_a_url_that_is_neither(tmp_path):
     done = fsnet("verify", "nothing-here", cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and "nothing-here: neither a catalog (catalog.json) nor an index (CURRENT)" in lines[0]
+    assert (
+        done.returncode == 2
+        and len(lines) == 1
+        and "nothing-here: neither a catalog (catalog.json) nor an index (CURRENT)" in lines[0]
+    )
 
 
 def test_verify_index_checks_what_it_honestly_can(tiny, tiny_index, tmp_path):
@@ -175,7 +179,10 @@ def test_reindex_verify_refuses_a_damaged_catalog(tiny, tiny_index, tmp_path):
     assert len(list(Catalog.open(url, tiny["storage"]).batches(None, ["id"]))) > 0  # the ids still read
     plain = index(load_config(["tiny"]), tiny["model"], url, tiny_index)
     assert plain.manifest is None and "nothing to do" in plain.message
-    with pytest.raises(CatalogError, match=rf"^{victim}: bytes changed .*: re-pack the catalog from its source to the same URL before re-indexing"):
+    with pytest.raises(
+        CatalogError,
+        match=rf"^{victim}: bytes changed .*: re-pack the catalog from its source to the same URL before re-indexing",
+    ):
         reindex.cli(catalog=url, index_url=tiny_index, model=None, verify=True, config=["tiny"], set_=None)
 
 

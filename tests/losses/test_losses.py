@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fsnet.losses import StageLoss, attribute_cross_entropy, memory_consistency_loss, off_diagonal_penalty, region_triplet_loss, soft_triplet_loss
 from fsnet.config import load_config
+from fsnet.losses import (
+    StageLoss,
+    attribute_cross_entropy,
+    memory_consistency_loss,
+    off_diagonal_penalty,
+    region_triplet_loss,
+    soft_triplet_loss,
+)
 from fsnet.model import VARIANTS
 from fsnet.sampling import region_triplets
 
@@ -25,7 +32,15 @@ def loop_soft_triplet(anchor, positive, negative):
     return total / len(anchor)
 
 
-EMBEDDINGS = [[0.0, 1.0, 0.5], [0.2, 0.9, 0.4], [1.5, -0.3, 0.0], [-1.0, 0.0, 2.0], [0.3, 0.3, 0.3], [2.0, 2.0, -1.0], [0.0, 0.0, 0.0]]
+EMBEDDINGS = [
+    [0.0, 1.0, 0.5],
+    [0.2, 0.9, 0.4],
+    [1.5, -0.3, 0.0],
+    [-1.0, 0.0, 2.0],
+    [0.3, 0.3, 0.3],
+    [2.0, 2.0, -1.0],
+    [0.0, 0.0, 0.0],
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -54,12 +69,20 @@ def test_soft_triplet_no_triplet_is_zero_in_graph(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_region_triplet_matches_loop(dtype):
-    reps = torch.tensor([EMBEDDINGS[:5], EMBEDDINGS[1:6], EMBEDDINGS[2:7]], dtype=dtype).transpose(0, 1)  # (B=5, A=3, D=3)
+    reps = torch.tensor([EMBEDDINGS[:5], EMBEDDINGS[1:6], EMBEDDINGS[2:7]], dtype=dtype).transpose(
+        0, 1
+    )  # (B=5, A=3, D=3)
     labels = torch.tensor([[0, 1, 0], [0, 2, 1], [1, 1, -1], [1, -1, 1], [0, 2, 0]])
     triplets = region_triplets(labels, torch.Generator().manual_seed(3))
     expected = 0.0
     for a in range(3):
-        rows = [(i, p, n) for t_a, i, p, n in zip(*(x.tolist() for x in (triplets.attribute, triplets.anchor, triplets.positive, triplets.negative))) if t_a == a]
+        rows = [
+            (i, p, n)
+            for t_a, i, p, n in zip(
+                *(x.tolist() for x in (triplets.attribute, triplets.anchor, triplets.positive, triplets.negative))
+            )
+            if t_a == a
+        ]
         for i, p, n in rows:  # the sampled triplets obey the rules
             assert labels[i, a] == labels[p, a] >= 0 and labels[n, a] >= 0 and labels[n, a] != labels[i, a] and i != p
         if rows:

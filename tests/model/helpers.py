@@ -9,7 +9,9 @@ from fsnet.config import load_config
 
 
 def schema_of(num_values: list[int]) -> AttributeSchema:
-    return AttributeSchema(attributes=[Attribute(name=f"attr{i}", values=[f"v{j}" for j in range(n)]) for i, n in enumerate(num_values)])
+    return AttributeSchema(
+        attributes=[Attribute(name=f"attr{i}", values=[f"v{j}" for j in range(n)]) for i, n in enumerate(num_values)]
+    )
 
 
 SCHEMA_3 = schema_of([3, 5, 2])

@@ -94,7 +94,9 @@ def test_manipulation_matches_a_plain_loop(dtype):
     with torch.no_grad():
         memory.weight.copy_(torch.randn(memory.weight.shape, generator=torch.Generator().manual_seed(0), dtype=dtype))
     values = torch.tensor([[0, 1, 2], [2, 0, -1], [1, 1, 3], [0, 0, 0]])
-    manipulation = torch.tensor([[2, -1, -1], [0, 1, 0], [-1, -1, 1], [-1, -1, -1]])  # one; three (old c unknown); one; none
+    manipulation = torch.tensor(
+        [[2, -1, -1], [0, 1, 0], [-1, -1, 1], [-1, -1, -1]]
+    )  # one; three (old c unknown); one; none
     indicator = memory.indicator(values, manipulation)
     # row 1: a 2 -> 0, b 0 -> 1, c unknown -> 0: +1 on the new values, -1 on the known old ones only
     assert indicator[1].tolist() == [1, 0, -1, -1, 1, 1, 0, 0, 0]
@@ -114,16 +116,20 @@ def test_manipulation_matches_a_plain_loop(dtype):
 
 
 def test_manipulation_triplets():
-    labels = torch.tensor([
-        [0, 0, 0],
-        [0, 0, 1],  # differs from row 0 in one attribute
-        [1, 1, 1],  # from row 1 in two
-        [0, -1, 0],  # incomplete: never an anchor, positive or negative
-        [2, 1, 1],  # from row 2 in one
-    ])
+    labels = torch.tensor(
+        [
+            [0, 0, 0],
+            [0, 0, 1],  # differs from row 0 in one attribute
+            [1, 1, 1],  # from row 1 in two
+            [0, -1, 0],  # incomplete: never an anchor, positive or negative
+            [2, 1, 1],  # from row 2 in one
+        ]
+    )
     found = manipulation_triplets(labels, torch.Generator().manual_seed(0))
     assert sorted(found.anchor.tolist()) == [0, 1, 2, 4]
-    for anchor, change, positive, negative in zip(found.anchor.tolist(), found.manipulation.tolist(), found.positive.tolist(), found.negative.tolist()):
+    for anchor, change, positive, negative in zip(
+        found.anchor.tolist(), found.manipulation.tolist(), found.positive.tolist(), found.negative.tolist()
+    ):
         target = [c if c >= 0 else x for c, x in zip(change, labels[anchor].tolist())]
         assert labels[positive].tolist() == target and positive != anchor
         changed = sum(c >= 0 for c in change)

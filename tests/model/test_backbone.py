@@ -32,7 +32,9 @@ def test_alexnet_is_the_papers_layout():
     assert conv5.shape == (1, 384, 13, 13)
 
 
-@pytest.mark.skipif(not os.path.exists(MOBILENET_FILE), reason=f"{MOBILENET_FILE} is absent (copy ../shared/weights there)")
+@pytest.mark.skipif(
+    not os.path.exists(MOBILENET_FILE), reason=f"{MOBILENET_FILE} is absent (copy ../shared/weights there)"
+)
 def test_mobilenet_imagenet_weights_load_offline():
     backbone = build_backbone("mobilenet_v2", "imagenet", 32, 32)
     reference = torchvision.models.mobilenet_v2(weights=None)

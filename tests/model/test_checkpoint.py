@@ -13,7 +13,9 @@ from tests.model.helpers import SCHEMA_5, model_config
 def test_round_trip_on_storage(location):
     torch.manual_seed(0)
     model = build_model(model_config("model.variant=full_ff"), SCHEMA_5).eval()
-    model.memory.set_means(*value_sums(torch.randn(30, 5, model.cfg.embed_dim), torch.randint(0, 2, (30, 5)), SCHEMA_5.num_values))
+    model.memory.set_means(
+        *value_sums(torch.randn(30, 5, model.cfg.embed_dim), torch.randint(0, 2, (30, 5)), SCHEMA_5.num_values)
+    )
     storage = Storage(load_config(sets=location.sets).storage)
     url = location.url("run/model.pt")
     save_model(model, url, storage)
@@ -25,7 +27,9 @@ def test_round_trip_on_storage(location):
         torch.testing.assert_close(a.reps, b.reps)
         torch.testing.assert_close(a.boxes, b.boxes)
         manipulation = torch.tensor([[1, -1, -1, -1, -1]] * 3)
-        torch.testing.assert_close(model.global_representation(a.reps, manipulation), loaded.global_representation(b.reps, manipulation))
+        torch.testing.assert_close(
+            model.global_representation(a.reps, manipulation), loaded.global_representation(b.reps, manipulation)
+        )
 
 
 def test_loads_with_weights_only_and_rejects_other_files():

@@ -9,8 +9,8 @@ from fsnet.config import load_config
 from fsnet.losses import StageLoss, attribute_cross_entropy, region_triplet_loss, soft_triplet_loss
 from fsnet.model import VARIANTS, build_model
 from fsnet.model.backbone import BACKBONES
-from fsnet.sampling import GlobalTripletSampler, region_triplets
 from fsnet.model.memory import value_sums
+from fsnet.sampling import GlobalTripletSampler, region_triplets
 from tests.model.helpers import SCHEMA_3, SCHEMA_5, labels_with_manipulations, labels_with_pairs, model_config
 
 BATCH, SIZE = 6, 64
@@ -68,7 +68,14 @@ def test_model_contract(backbone, variant, schema, device):
     assert emb.probabilities.shape == (BATCH, sum(num_values))
     assert torch.allclose(emb.probabilities.sum(1), torch.full((BATCH,), float(attrs), device=device), atol=1e-4)
     x0, y0, x1, y1 = emb.boxes.unbind(-1)
-    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= w).all() and (y1 <= h).all() and (x1 > x0).all() and (y1 > y0).all()
+    assert (
+        (x0 >= 0).all()
+        and (y0 >= 0).all()
+        and (x1 <= w).all()
+        and (y1 <= h).all()
+        and (x1 > x0).all()
+        and (y1 > y0).all()
+    )
     if not model.variant.localization:
         assert (emb.boxes == torch.tensor([0, 0, w, h], device=device, dtype=emb.boxes.dtype)).all()
 
@@ -86,7 +93,13 @@ def test_model_contract(backbone, variant, schema, device):
     assert len(g) > 0
     manipulation = torch.as_tensor(g.manipulation, device=device)
     f_q = model.global_representation(reps[g.query], manipulation)
-    loss3 = StageLoss(train.stage3, model.variant)({"g": soft_triplet_loss(f_q, model.global_representation(reps[g.positive]), model.global_representation(reps[g.negative]))})
+    loss3 = StageLoss(train.stage3, model.variant)(
+        {
+            "g": soft_triplet_loss(
+                f_q, model.global_representation(reps[g.positive]), model.global_representation(reps[g.negative])
+            )
+        }
+    )
     model.zero_grad()
     loss3.backward()
     assert_trained(model.stage_parameters(3), 3)

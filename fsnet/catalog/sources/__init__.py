@@ -11,7 +11,9 @@ from fsnet.storage import Storage
 
 def read_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
     if cfg.path is None:
-        raise SourceError("source.path is not set: pass --source URL (a folder with a label table, CelebA's or ADDE's files)")
+        raise SourceError(
+            "source.path is not set: pass --source URL (a folder with a label table, CelebA's or ADDE's files)"
+        )
     if cfg.kind == "folder":
         from fsnet.catalog.sources.folder import read_folder_source
 

@@ -38,7 +38,9 @@ def read_adde_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
     files = cfg.adde
     protocol_keys = [k for k in ("ref", "indfull", "gt") if getattr(files, k) is not None]
     if protocol_keys and len(protocol_keys) != 3:
-        raise SourceError(f"source.adde.ref, indfull and gt go together: set all three or none (set: {', '.join(protocol_keys)})")
+        raise SourceError(
+            f"source.adde.ref, indfull and gt go together: set all three or none (set: {', '.join(protocol_keys)})"
+        )
 
     def read(key: str) -> tuple[str, str]:
         name = getattr(files, key)
@@ -50,7 +52,9 @@ def read_adde_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
     attr_url, attr_text = read("attr_num")
     num_values = _attr_num(attr_text, attr_url)
     names = _attribute_names(files.attribute_names, len(num_values), attr_url)
-    schema = AttributeSchema(attributes=[Attribute(name=n, values=[str(v) for v in range(k)]) for n, k in zip(names, num_values)])
+    schema = AttributeSchema(
+        attributes=[Attribute(name=n, values=[str(v) for v in range(k)]) for n, k in zip(names, num_values)]
+    )
     width = sum(num_values)
 
     images: list[str] = []
@@ -65,15 +69,19 @@ def read_adde_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
         labels_url, labels_text = read(labels_key)
         onehot = _int_rows(labels_text, labels_url, width, f"sum(attr_num) = {width} one-hot columns")
         if len(onehot) != len(names_here):
-            raise SourceError(f"{labels_url}: {len(onehot)} label lines, but {imgs_url} lists {len(names_here)} images; line i of one labels line i of the other")
+            raise SourceError(
+                f"{labels_url}: {len(onehot)} label lines, but {imgs_url} lists {len(names_here)} images; line i of one labels line i of the other"
+            )
         _check_values(onehot, (0, 1), labels_url, "labels are one-hot: 0 or 1")
         codes.append(_decode_onehot(onehot, num_values, names, labels_url))
         ids_here = [posixpath.splitext(name)[0] for name in names_here]
         for number, (name, image_id) in enumerate(zip(names_here, ids_here), start=1):
             if image_id in where:
                 first_url, first_line = where[image_id]
-                raise SourceError(f"{imgs_url}: line {number}: {name!r} (id {image_id!r}) is also {first_url} line {first_line}; "
-                                  "each image is listed once, in train or in test")
+                raise SourceError(
+                    f"{imgs_url}: line {number}: {name!r} (id {image_id!r}) is also {first_url} line {first_line}; "
+                    "each image is listed once, in train or in test"
+                )
             where[image_id] = (imgs_url, number)
         images += names_here
         ids += ids_here
@@ -85,17 +93,35 @@ def read_adde_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
     root = cfg.images if is_absolute(cfg.images) else join(cfg.path, cfg.images)
     split_source = f"adde: {files.imgs_train} -> train, {files.imgs_test} -> gallery"
     description = {
-        "kind": "adde", "path": cfg.path, "images": cfg.images, "rows": len(images),
-        "files": {k: getattr(files, k) for k in ("imgs_train", "imgs_test", "labels_train", "labels_test", "attr_num", "ref", "indfull", "gt")},
-        "train": splits.count("train"), "test": splits.count("gallery"),
+        "kind": "adde",
+        "path": cfg.path,
+        "images": cfg.images,
+        "rows": len(images),
+        "files": {
+            k: getattr(files, k)
+            for k in ("imgs_train", "imgs_test", "labels_train", "labels_test", "attr_num", "ref", "indfull", "gt")
+        },
+        "train": splits.count("train"),
+        "test": splits.count("gallery"),
     }
     protocol = None
     if protocol_keys:
         ref_url, ref_text = read("ref")
         ind_url, ind_text = read("indfull")
         gt_url, gt_text = read("gt")
-        protocol = _read_protocol(ref_url, ref_text, ind_url, ind_text, gt_url, gt_text, test_onehot, test_ids, num_values, names,
-                                  source=f"adde: {files.ref} (queries), {files.indfull} (changes), {files.gt} (targets)")
+        protocol = _read_protocol(
+            ref_url,
+            ref_text,
+            ind_url,
+            ind_text,
+            gt_url,
+            gt_text,
+            test_onehot,
+            test_ids,
+            num_values,
+            names,
+            source=f"adde: {files.ref} (queries), {files.indfull} (changes), {files.gt} (targets)",
+        )
         description["protocol_rows"] = len(protocol.query)
     table = build_source_table(
         origin=join(cfg.path, files.imgs_train),
@@ -117,7 +143,9 @@ def _attr_num(text: str, origin: str) -> list[int]:
     try:
         counts = [int(p) for p in parts]
     except ValueError:
-        raise SourceError(f"{origin}: expected the number of values of each attribute as integers, got {text[:60]!r}") from None
+        raise SourceError(
+            f"{origin}: expected the number of values of each attribute as integers, got {text[:60]!r}"
+        ) from None
     if not counts:
         raise SourceError(f"{origin}: no attribute value counts")
     bad = [c for c in counts if not 1 <= c <= MAX_VALUES]
@@ -130,8 +158,10 @@ def _attribute_names(given: list[str] | None, count: int, origin: str) -> list[s
     if given is None:
         return [f"attr{a}" for a in range(count)]
     if len(given) != count or len(set(given)) != count or not all(given):
-        raise SourceError(f"source.adde.attribute_names: {len(given)} name(s) {given}, but {origin} gives {count} attributes; "
-                          "one distinct, non-empty name per attribute, in file order")
+        raise SourceError(
+            f"source.adde.attribute_names: {len(given)} name(s) {given}, but {origin} gives {count} attributes; "
+            "one distinct, non-empty name per attribute, in file order"
+        )
     return list(given)
 
 
@@ -201,28 +231,45 @@ def _decode_onehot(onehot: np.ndarray, num_values: list[int], names: list[str], 
         several = np.flatnonzero(count > 1)
         if len(several):
             r = several[0]
-            raise SourceError(f"{origin}: line {r + 1}: attribute {names[a]} (columns {block.start + 1}-{block.stop}) has {count[r]} ones; "
-                              "at most one value per attribute")
+            raise SourceError(
+                f"{origin}: line {r + 1}: attribute {names[a]} (columns {block.start + 1}-{block.stop}) has {count[r]} ones; "
+                "at most one value per attribute"
+            )
         codes[:, a] = np.where(count == 1, part.argmax(axis=1), UNKNOWN)
     return codes
 
 
 def _read_protocol(
-    ref_url: str, ref_text: str, ind_url: str, ind_text: str, gt_url: str, gt_text: str,
-    test_onehot: np.ndarray, test_ids: list[str], num_values: list[int], names: list[str], source: str,
+    ref_url: str,
+    ref_text: str,
+    ind_url: str,
+    ind_text: str,
+    gt_url: str,
+    gt_text: str,
+    test_onehot: np.ndarray,
+    test_ids: list[str],
+    num_values: list[int],
+    names: list[str],
+    source: str,
 ) -> SourceProtocol:
     width = sum(num_values)
     ref = _int_rows(ref_text, ref_url, 1, "the query's 0-based line in imgs_test")[:, 0]
     ind = _int_rows(ind_text, ind_url, width, f"sum(attr_num) = {width} indicator columns")
     gt = _int_rows(gt_text, gt_url, width, f"sum(attr_num) = {width} one-hot columns")
     if not len(ref) == len(ind) == len(gt):
-        raise SourceError(f"{ref_url}, {ind_url}, {gt_url}: {len(ref)}, {len(ind)} and {len(gt)} lines; line i of each describes manipulation i")
+        raise SourceError(
+            f"{ref_url}, {ind_url}, {gt_url}: {len(ref)}, {len(ind)} and {len(gt)} lines; line i of each describes manipulation i"
+        )
     if not len(ref):
-        raise SourceError(f"{ref_url}: no queries (set source.adde.ref, indfull and gt to null to pack without a query list)")
+        raise SourceError(
+            f"{ref_url}: no queries (set source.adde.ref, indfull and gt to null to pack without a query list)"
+        )
     outside = np.flatnonzero((ref < 0) | (ref >= len(test_ids)))
     if len(outside):
         r = outside[0]
-        raise SourceError(f"{ref_url}: line {r + 1}: query index {ref[r]} is outside imgs_test's {len(test_ids)} lines (0-based)")
+        raise SourceError(
+            f"{ref_url}: line {r + 1}: query index {ref[r]} is outside imgs_test's {len(test_ids)} lines (0-based)"
+        )
     _check_values(ind, (-1, 0, 1), ind_url, "indicators are -1 (the old value), 0 or 1 (the new value)")
     _check_values(gt, (0, 1), gt_url, "target labels are one-hot: 0 or 1")
     target = _decode_onehot(gt, num_values, names, gt_url)
@@ -237,7 +284,10 @@ def _read_protocol(
         plus, minus = (d == 1).sum(axis=1), (d == -1).sum(axis=1)
         checks = [  # (M,) bad rows, why; the first that fails is reported
             ((plus > 1) | (minus > 1), "{plus} ones and {minus} minus ones; at most one new and one old value"),
-            ((minus == 1) & (plus == 0), "a -1 without a 1: a manipulation gives a new value, it does not only remove one"),
+            (
+                (minus == 1) & (plus == 0),
+                "a -1 without a 1: a manipulation gives a new value, it does not only remove one",
+            ),
             (((q + d) < 0).any(axis=1), "the -1 is not on the query's value"),
             (((q + d) > 1).any(axis=1), "the 1 is on the value the query already has"),
             ((q + d).sum(axis=1) > 1, "a new value without a -1 on the query's old one"),
@@ -246,15 +296,23 @@ def _read_protocol(
             if bad.any():
                 r = int(np.flatnonzero(bad)[0])
                 old = f"value {q[r].argmax()}" if q[r].any() else "no value"
-                raise SourceError(f"{ind_url}: line {r + 1}: attribute {names[a]}: {why.format(plus=plus[r], minus=minus[r])} "
-                                  f"(the query, imgs_test line {ref[r] + 1}, has {old})")
+                raise SourceError(
+                    f"{ind_url}: line {r + 1}: attribute {names[a]}: {why.format(plus=plus[r], minus=minus[r])} "
+                    f"(the query, imgs_test line {ref[r] + 1}, has {old})"
+                )
         change[:, a] = np.where(plus == 1, d.argmax(axis=1), UNKNOWN)
 
     differ = np.flatnonzero((query + ind != gt).any(axis=1))
     if len(differ):
         r = differ[0]
-        a = next(a for a, block in enumerate(_blocks(num_values)) if (query[r, block] + ind[r, block] != gt[r, block]).any())
+        a = next(
+            a for a, block in enumerate(_blocks(num_values)) if (query[r, block] + ind[r, block] != gt[r, block]).any()
+        )
         expected = _decode_onehot((query[r] + ind[r])[None], num_values, names, ind_url)[0, a]
-        raise SourceError(f"{gt_url}: line {r + 1}: the target is not the query (imgs_test line {ref[r] + 1}) changed as {ind_url} line {r + 1} says: "
-                          f"attribute {names[a]} should be {'unknown' if expected < 0 else expected}, the line has {'unknown' if target[r, a] < 0 else target[r, a]}")
-    return SourceProtocol(query=np.asarray(test_ids, dtype=object)[ref].astype(str), change=change, target=target, source=source)
+        raise SourceError(
+            f"{gt_url}: line {r + 1}: the target is not the query (imgs_test line {ref[r] + 1}) changed as {ind_url} line {r + 1} says: "
+            f"attribute {names[a]} should be {'unknown' if expected < 0 else expected}, the line has {'unknown' if target[r, a] < 0 else target[r, a]}"
+        )
+    return SourceProtocol(
+        query=np.asarray(test_ids, dtype=object)[ref].astype(str), change=change, target=target, source=source
+    )

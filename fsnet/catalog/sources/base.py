@@ -69,7 +69,9 @@ def build_source_table(
         raise SourceError(f"{origin}: no rows")
     clash = [c for c in [*labels, *extras] if c in RESERVED_COLUMNS or c == "image_url"]
     if clash:
-        raise SourceError(f"{origin}: column(s) {', '.join(clash)} would shadow the shard columns {', '.join(RESERVED_COLUMNS)}; rename them or list them in source.ignore")
+        raise SourceError(
+            f"{origin}: column(s) {', '.join(clash)} would shadow the shard columns {', '.join(RESERVED_COLUMNS)}; rename them or list them in source.ignore"
+        )
     empty = [i + 1 for i, v in enumerate(ids) if not v]
     if empty:
         raise SourceError(f"{origin}: {len(empty)} row(s) with an empty id or image name (data rows {empty[:5]})")
@@ -79,7 +81,9 @@ def build_source_table(
     duplicates = counts.field("values").filter(dup_mask).to_pylist()
     if duplicates:
         shown = ", ".join(repr(d) for d in sorted(duplicates)[:5])
-        raise SourceError(f"{origin}: {len(duplicates)} duplicate id(s): {shown}{' ...' if len(duplicates) > 5 else ''}; ids must be unique, nothing was written")
+        raise SourceError(
+            f"{origin}: {len(duplicates)} duplicate id(s): {shown}{' ...' if len(duplicates) > 5 else ''}; ids must be unique, nothing was written"
+        )
     columns: dict[str, pa.Array] = {
         "id": id_array,
         "image": pa.array(images, pa.string()),
@@ -88,4 +92,6 @@ def build_source_table(
     for name in schema.names:
         columns[name] = pa.array(labels[name].astype(np.int16), pa.int16())
     columns.update(extras)
-    return SourceTable(schema=schema, table=pa.table(columns), extra_columns=list(extras), description=description or {})
+    return SourceTable(
+        schema=schema, table=pa.table(columns), extra_columns=list(extras), description=description or {}
+    )

@@ -78,7 +78,13 @@ def read_celeba_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
     labels, notes = group_celeba(binary, names)
 
     extras: dict[str, pa.Array] = {}
-    description = {"kind": "celeba", "path": cfg.path, "attr_file": cfg.celeba.attr_file, "rows": len(images), "groups": notes}
+    description = {
+        "kind": "celeba",
+        "path": cfg.path,
+        "attr_file": cfg.celeba.attr_file,
+        "rows": len(images),
+        "groups": notes,
+    }
     if cfg.celeba.partition_file is not None:
         part_url = join(cfg.path, cfg.celeba.partition_file)
         if storage.exists(part_url):
