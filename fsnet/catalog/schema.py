@@ -31,6 +31,12 @@ class AttributeSchema(BaseModel):
         """Values per attribute, in attribute order."""
         return [len(a.values) for a in self.attributes]
 
+    @property
+    def offsets(self) -> list[int]:
+        """Where each attribute's values start when all values are laid out in one row (memory rows, concatenated
+        probabilities, one-hot indicators): [0, V_1, V_1 + V_2, ...]."""
+        return value_offsets(self.num_values)
+
     def index(self, name: str) -> int:
         for i, a in enumerate(self.attributes):
             if a.name == name:
@@ -51,3 +57,8 @@ class AttributeSchema(BaseModel):
         if index == UNKNOWN:
             return None
         return self.attributes[self.index(attribute)].values[index]
+
+
+def value_offsets(num_values: list[int]) -> list[int]:
+    """[0, V_1, V_1 + V_2, ...]: the first position of each attribute's values in the C = sum V_a concatenated ones."""
+    return [sum(num_values[:a]) for a in range(len(num_values))]
