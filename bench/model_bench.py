@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "
+        "threads"
     )
     print(
         "model: default.yaml sizes (conv5 384, conv6/7 512, fc9 512, fc10 256, roi 6), variant full_ff, 7 attributes\n"

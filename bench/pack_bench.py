@@ -62,7 +62,8 @@ def main() -> None:
     parser.add_argument("--synth-n", type=int, default=2000)
     args = parser.parse_args()
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, ray {ray.__version__}"
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, ray "
+        f"{ray.__version__}"
     )
 
     if (args.data / "labels.csv").exists():
@@ -81,7 +82,8 @@ def main() -> None:
         print(f"  plain one-process loop   {baseline:6.2f} s  {n / baseline:8,.0f} images/s")
         print(f"  ratio pack / plain       {baseline / result.seconds:6.2f}x")
         print(
-            f"  inside the pack: Ray Data stage {result.stage_seconds:.2f} s wall, ShardWriters busy {result.writer_seconds:.2f} s "
+            f"  inside the pack: Ray Data stage {result.stage_seconds:.2f} s wall, ShardWriters busy "
+            f"{result.writer_seconds:.2f} s "
             f"({n / result.writer_seconds:,.0f} images/s per busy writer); the rest is actor start-up and the"
             f" driver's table, split and publish work"
         )
@@ -95,7 +97,8 @@ def main() -> None:
         encode_jpeg(render_garment(g, size, np.random.default_rng([0, i, 1])).image, 90)
     seconds = time.perf_counter() - start
     print(
-        f"\nsynthetic rendering at {size} px, one core: {args.synth_n:,} images in {seconds:.2f} s = {args.synth_n / seconds:,.0f} images/s per core"
+        f"\nsynthetic rendering at {size} px, one core: {args.synth_n:,} images in {seconds:.2f} s = "
+        f"{args.synth_n / seconds:,.0f} images/s per core"
     )
 
 

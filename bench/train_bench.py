@@ -97,7 +97,9 @@ def main() -> None:
         f"train.stage2.epochs={args.epochs}",
     ]
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {'GPU ' + torch.cuda.get_device_name(0) if gpu else 'no GPU'}, torch {torch.__version__}, ray {ray.__version__}"
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{'GPU ' + torch.cuda.get_device_name(0) if gpu else 'no GPU'}, "
+        f"torch {torch.__version__}, ray {ray.__version__}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=True, logging_level="ERROR")
@@ -111,7 +113,8 @@ def main() -> None:
         save_model(init, f"{tmp}/run/init.pt", storage)
         n_train = len(catalog.split_ids("train"))
         print(
-            f"stage 2 of {args.backbone} at {args.size} px, batch {args.batch}, {n_train:,} training images, {args.epochs} epochs\n"
+            f"stage 2 of {args.backbone} at {args.size} px, batch {args.batch}, {n_train:,} training images, "
+            f"{args.epochs} epochs\n"
         )
 
         start = time.perf_counter()

@@ -289,7 +289,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             mark = key_node.start_mark
             if isinstance(key, Hashable) and key in seen:
                 raise _DuplicateKey(
-                    f":{mark.line + 1}:{mark.column + 1}: key '{key}' written twice (first at line {seen[key]}); keep one"
+                    f":{mark.line + 1}:{mark.column + 1}: key '{key}' written twice (first at line {seen[key]}); "
+                    "keep one"
                 )
             if isinstance(key, Hashable):
                 seen[key] = mark.line + 1

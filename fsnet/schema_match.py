@@ -136,7 +136,8 @@ class SchemaMatch:
         if value in self.catalog.attributes[self.catalog.index(attribute)].values:
             raise ValueNotInModel(
                 f"{attribute}={value}: the model {self.model_url} was trained before '{value}' existed in the catalog "
-                f"{self.catalog_url} (its {attribute} values: {', '.join(values)}); train on the current catalog to use it"
+                f"{self.catalog_url} (its {attribute} values: {', '.join(values)}); train on the current catalog to "
+                "use it"
             )
         return self.model.value_index(attribute, value)  # neither knows it: the error lists the values
 

@@ -3,8 +3,8 @@
 Every job is safe to kill at any moment (tests/jobs/test_faults.py kills them with SIGKILL): an index version
 becomes live only when CURRENT is written, a catalog only when catalog.json is, a training stage resumes from its
 last checkpoint, and the next run removes what an interrupted one left. So Ctrl-C has nothing to tidy and need
-not wait for anything. Letting a KeyboardInterrupt unwind instead took 8-14 s for ``fsnet index`` on a loaded 2-core machine
-(Ray Data's executor joins its scheduling thread, ray.shutdown() stops the Ray processes one by one, the
+not wait for anything. Letting a KeyboardInterrupt unwind instead took 8-14 s for ``fsnet index`` on a loaded
+2-core machine (Ray Data's executor joins its scheduling thread, ray.shutdown() stops the Ray processes one by one, the
 interpreter's final garbage collection walks the ~500k objects of torch, Ray and pyarrow) and 86 s for ``fsnet
 train`` (Ray Train's fit() installs its own SIGINT handler, which waits for the controller to abort the run).
 

@@ -3,7 +3,8 @@
 Local (starts Ray in this process):
     fsnet pack --config fashion_product_small --source ../shared/data/fashion-product-small --out ./catalogs/fps
     python -m jobs.pack --config synthetic --source ./fsnet-demo/synth --out ./fsnet-demo/catalog
-    fsnet pack --source /data/adde/splits/Shopping100k --kind adde --set source.images=/data/shopping100k/Images --out ./catalogs/s100k
+    fsnet pack --source /data/adde/splits/Shopping100k --kind adde --set source.images=/data/shopping100k/Images \\
+        --out ./catalogs/s100k
 Cluster:
     ray job submit --working-dir . -- python -m jobs.pack --source s3://bucket/raw/shop --out s3://bucket/catalogs/shop
 

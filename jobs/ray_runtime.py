@@ -24,7 +24,8 @@ from fsnet.config import RayConfig
 from fsnet.errors import FsnetError
 
 QUIET_LOGGERS = {
-    "ray": logging.ERROR,  # start-up notes (token authentication, dashboard URL, worker counts) that ask nothing of the user
+    # start-up notes (token authentication, dashboard URL, worker counts) that ask nothing of the user
+    "ray": logging.ERROR,
     "ray.data._internal.progress": logging.ERROR,  # "progress bars disabled": we draw our own
     "ray.train": logging.WARNING,
     "faiss.loader": logging.WARNING,  # "Could not load library with AVX2 support" is how faiss picks its build

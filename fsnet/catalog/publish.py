@@ -47,7 +47,8 @@ def publish_catalog(
     packed = source.table.filter(kept)
     if packed.num_rows != sum(s.rows for s in shards):
         raise CatalogError(
-            f"{out_url}: shards hold {sum(s.rows for s in shards)} rows but {packed.num_rows} were packed; nothing published"
+            f"{out_url}: shards hold {sum(s.rows for s in shards)} rows but {packed.num_rows} were packed; nothing "
+            "published"
         )
     names = source.schema.names
     labels = (
@@ -110,7 +111,8 @@ def _write_protocol(storage: Storage, out_url: str, source: SourceTable, packed_
     outside = sorted(set(protocol.query.tolist()) - gallery)
     if outside:
         raise CatalogError(
-            f"{out_url}: {len(outside)} query id(s) of the source's query list are not gallery images (e.g. {outside[0]!r}); nothing published"
+            f"{out_url}: {len(outside)} query id(s) of the source's query list are not gallery images (e.g. "
+            f"{outside[0]!r}); nothing published"
         )
     a = len(source.schema.names)
     table = pa.table(

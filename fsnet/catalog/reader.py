@@ -45,7 +45,8 @@ class Catalog:
         manifest_url = join(url, CATALOG_FILE)
         if not storage.exists(manifest_url):
             raise CatalogError(
-                f"{manifest_url} not found: not a packed catalog (or a pack to it is running); make one with `fsnet pack`"
+                f"{manifest_url} not found: not a packed catalog (or a pack to it is running); make one with `fsnet "
+                "pack`"
             )
         try:
             manifest = CatalogManifest.model_validate_json(storage.read_bytes(manifest_url))
@@ -214,7 +215,8 @@ class Catalog:
             digest = "sha256:" + hashlib.sha256(self.storage.read_bytes(url)).hexdigest()
             if digest != fingerprint:
                 problems.append(
-                    f"{url}: bytes changed since the pack (sha256 {_hex12(digest)}..., catalog.json: {_hex12(fingerprint)}...)"
+                    f"{url}: bytes changed since the pack (sha256 {_hex12(digest)}..., catalog.json: "
+                    f"{_hex12(fingerprint)}...)"
                 )
         return problems
 
@@ -266,7 +268,8 @@ class Catalog:
         reason = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # Ray appends its retry advice below
         more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
         return CatalogError(
-            f"{problems[0]}{more}; reading it failed ({reason}): {REPAIR_HINT} (fsnet verify {self.url} lists every bad file)"
+            f"{problems[0]}{more}; reading it failed ({reason}): {REPAIR_HINT} (fsnet verify {self.url} lists every "
+            "bad file)"
         )
 
 

@@ -71,7 +71,8 @@ def keep_codes(source: SourceTable, previous: AttributeSchema, catalog_url: str)
         values += [v for v in source_values if v not in known]
         if len(values) > MAX_VALUES:
             raise CatalogError(
-                f"{catalog_url}: attribute '{attr.name}' would have {len(values)} values with the catalog's (at most {MAX_VALUES})"
+                f"{catalog_url}: attribute '{attr.name}' would have {len(values)} values with the catalog's (at most "
+                f"{MAX_VALUES})"
             )
         position = {v: i for i, v in enumerate(values)}
         mapping = np.array([position[v] for v in source_values], dtype=np.int16)  # source code -> catalog code

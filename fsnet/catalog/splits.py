@@ -41,8 +41,10 @@ def assign_splits(ids: Sequence[str], labels: np.ndarray, cfg: SplitConfig) -> n
     n_gallery = resolve_count(cfg.n_gallery, len(eligible))
     if n_query + n_gallery > len(eligible):
         raise CatalogError(
-            f"split.n_query + split.n_gallery = {n_query} + {n_gallery}, but only {len(eligible)} of {len(ids)} images have "
-            "every attribute known; use fractions for small catalogs (e.g. --set split.n_query=0.1 --set split.n_gallery=0.4)"
+            f"split.n_query + split.n_gallery = {n_query} + {n_gallery}, but only {len(eligible)} of {len(ids)} "
+            "images have "
+            "every attribute known; use fractions for small catalogs (e.g. --set split.n_query=0.1 --set "
+            "split.n_gallery=0.4)"
         )
     if n_query + n_gallery >= len(ids):
         raise CatalogError(

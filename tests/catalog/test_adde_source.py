@@ -152,7 +152,8 @@ def edit(name, fn):
         (
             lambda r: replace_line(r / "gt_test.txt", 1, "1 0 1 0 0 1 0"),
             "gt_test.txt",
-            r"line 1: the target is not the query \(imgs_test line 1\) changed as .*indfull_test.txt line 1 says: attribute attr0 should be 1, the line has 0",
+            r"line 1: the target is not the query \(imgs_test line 1\) changed as .*indfull_test.txt line 1 says: "
+            r"attribute attr0 should be 1, the line has 0",
         ),
         (
             lambda r: replace_line(r / "gt_test.txt", 2, "1 1 1 0 0 1 0"),

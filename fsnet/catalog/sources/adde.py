@@ -70,7 +70,8 @@ def read_adde_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
         onehot = _int_rows(labels_text, labels_url, width, f"sum(attr_num) = {width} one-hot columns")
         if len(onehot) != len(names_here):
             raise SourceError(
-                f"{labels_url}: {len(onehot)} label lines, but {imgs_url} lists {len(names_here)} images; line i of one labels line i of the other"
+                f"{labels_url}: {len(onehot)} label lines, but {imgs_url} lists {len(names_here)} images; line i of "
+                "one labels line i of the other"
             )
         _check_values(onehot, (0, 1), labels_url, "labels are one-hot: 0 or 1")
         codes.append(_decode_onehot(onehot, num_values, names, labels_url))
@@ -232,7 +233,8 @@ def _decode_onehot(onehot: np.ndarray, num_values: list[int], names: list[str], 
         if len(several):
             r = several[0]
             raise SourceError(
-                f"{origin}: line {r + 1}: attribute {names[a]} (columns {block.start + 1}-{block.stop}) has {count[r]} ones; "
+                f"{origin}: line {r + 1}: attribute {names[a]} (columns {block.start + 1}-{block.stop}) has "
+                f"{count[r]} ones; "
                 "at most one value per attribute"
             )
         codes[:, a] = np.where(count == 1, part.argmax(axis=1), UNKNOWN)
@@ -258,7 +260,8 @@ def _read_protocol(
     gt = _int_rows(gt_text, gt_url, width, f"sum(attr_num) = {width} one-hot columns")
     if not len(ref) == len(ind) == len(gt):
         raise SourceError(
-            f"{ref_url}, {ind_url}, {gt_url}: {len(ref)}, {len(ind)} and {len(gt)} lines; line i of each describes manipulation i"
+            f"{ref_url}, {ind_url}, {gt_url}: {len(ref)}, {len(ind)} and {len(gt)} lines; line i of each describes "
+            "manipulation i"
         )
     if not len(ref):
         raise SourceError(
@@ -310,8 +313,10 @@ def _read_protocol(
         )
         expected = _decode_onehot((query[r] + ind[r])[None], num_values, names, ind_url)[0, a]
         raise SourceError(
-            f"{gt_url}: line {r + 1}: the target is not the query (imgs_test line {ref[r] + 1}) changed as {ind_url} line {r + 1} says: "
-            f"attribute {names[a]} should be {'unknown' if expected < 0 else expected}, the line has {'unknown' if target[r, a] < 0 else target[r, a]}"
+            f"{gt_url}: line {r + 1}: the target is not the query (imgs_test line {ref[r] + 1}) changed as {ind_url} "
+            f"line {r + 1} says: "
+            f"attribute {names[a]} should be {'unknown' if expected < 0 else expected}, the line has "
+            f"{'unknown' if target[r, a] < 0 else target[r, a]}"
         )
     return SourceProtocol(
         query=np.asarray(test_ids, dtype=object)[ref].astype(str), change=change, target=target, source=source

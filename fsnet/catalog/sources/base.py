@@ -70,7 +70,8 @@ def build_source_table(
     clash = [c for c in [*labels, *extras] if c in RESERVED_COLUMNS or c == "image_url"]
     if clash:
         raise SourceError(
-            f"{origin}: column(s) {', '.join(clash)} would shadow the shard columns {', '.join(RESERVED_COLUMNS)}; rename them or list them in source.ignore"
+            f"{origin}: column(s) {', '.join(clash)} would shadow the shard columns {', '.join(RESERVED_COLUMNS)}; "
+            "rename them or list them in source.ignore"
         )
     empty = [i + 1 for i, v in enumerate(ids) if not v]
     if empty:
@@ -82,7 +83,8 @@ def build_source_table(
     if duplicates:
         shown = ", ".join(repr(d) for d in sorted(duplicates)[:5])
         raise SourceError(
-            f"{origin}: {len(duplicates)} duplicate id(s): {shown}{' ...' if len(duplicates) > 5 else ''}; ids must be unique, nothing was written"
+            f"{origin}: {len(duplicates)} duplicate id(s): {shown}{' ...' if len(duplicates) > 5 else ''}; ids must "
+            "be unique, nothing was written"
         )
     columns: dict[str, pa.Array] = {
         "id": id_array,

@@ -41,19 +41,22 @@ def read_folder_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
         missing = [a for a in cfg.attributes if a not in columns]
         if missing:
             raise SourceError(
-                f"{table_url}: attribute column(s) {', '.join(repr(m) for m in missing)} do not exist (source.attributes); columns: {', '.join(columns)}"
+                f"{table_url}: attribute column(s) {', '.join(repr(m) for m in missing)} do not exist "
+                f"(source.attributes); columns: {', '.join(columns)}"
             )
         attributes = list(cfg.attributes)
         overlap = [a for a in attributes if a in structural or a in ignored or a in extra]
         if overlap:
             raise SourceError(
-                f"{table_url}: {', '.join(overlap)} cannot be an attribute and also the image/id column, ignored or extra"
+                f"{table_url}: {', '.join(overlap)} cannot be an attribute and also the image/id column, ignored or "
+                "extra"
             )
     else:
         attributes = [c for c in columns if c not in structural and c not in ignored and c not in extra]
     if not attributes:
         raise SourceError(
-            f"{table_url}: no attribute columns left (columns: {', '.join(columns)}); check source.attributes / ignore / extra"
+            f"{table_url}: no attribute columns left (columns: {', '.join(columns)}); check source.attributes / "
+            "ignore / extra"
         )
 
     images = frame[cfg.image_column].astype(str).str.strip().tolist()
@@ -78,7 +81,8 @@ def read_folder_source(cfg: SourceConfig, storage: Storage) -> SourceTable:
             )
         if len(values) > MAX_VALUES:
             raise SourceError(
-                f"{table_url}: attribute column '{name}' has {len(values)} distinct values (at most {MAX_VALUES}); is it an id or a description? List it in source.ignore"
+                f"{table_url}: attribute column '{name}' has {len(values)} distinct values (at most {MAX_VALUES}); "
+                "is it an id or a description? List it in source.ignore"
             )
         codes = np.full(len(texts), UNKNOWN, dtype=np.int16)
         codes[known.to_numpy()] = pd.Categorical(texts[known], categories=values).codes
