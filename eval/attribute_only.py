@@ -8,13 +8,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from eval.data import EvalData
 from eval.protocol import Manipulations
 from eval.topk import SCORE_BYTES, smallest_k
+from fsnet.catalog.schema import value_offsets
 
 
 def _one_hot(labels: np.ndarray, num_values: list[int]) -> np.ndarray:
     """(N, A) values (-1 unknown) -> (N, C) float32 one-hot over every attribute's values."""
-    offsets = np.concatenate([[0], np.cumsum(num_values)[:-1]])
+    offsets = np.asarray(value_offsets(num_values), dtype=np.int64)  # (A,) first column of each attribute
     out = np.zeros((len(labels), sum(num_values)), dtype=np.float32)
     rows, cols = np.nonzero(labels >= 0)
     out[rows, offsets[cols] + labels[rows, cols]] = 1.0
@@ -43,9 +45,25 @@ def attribute_only_topk(
         qi = torch.from_numpy(manipulations.query[lo:hi])
         dist = torch.cdist(q[qi], g) ** 2  # (R, N) squared distances
         dist = dist / (dist.max(dim=1, keepdim=True).values + 1.0)  # in [0, 1)
-        missed = (
-            manipulations.target.shape[1] - target_hot[lo:hi] @ gallery_hot.T
-        )  # (R, N) target attributes not matched
+        missed = manipulations.target.shape[1] - target_hot[lo:hi] @ gallery_hot.T  # (R, N) attributes not matched
         score = missed + dist  # the count orders first (whole numbers), the distance (below 1) within a count
         out[lo:hi] = smallest_k(score, k)
     return out
+
+
+class AttributeOnly:
+    """The baseline as a scorer (eval/scorer.py): the queries' unmanipulated global representations (by the model's
+    algebra, the long way) against the gallery's, and the gallery's predicted values."""
+
+    name = "attribute_only"
+    role = "baseline"
+
+    def __init__(self, data: EvalData, algebra):
+        self.data = data
+        self.query_global = algebra.global_of(data.query_reps.astype(np.float64))  # (Q, r)
+
+    def topk(self, manipulations: Manipulations, k: int) -> np.ndarray:
+        d = self.data
+        return attribute_only_topk(
+            self.query_global, d.gallery_global, d.gallery_predicted, d.num_values, manipulations, k
+        )

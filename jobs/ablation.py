@@ -24,6 +24,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
+from eval.scorer import BASELINES  # the baselines evaluate can run, by name
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config
 from fsnet.errors import ConfigError
@@ -43,7 +44,6 @@ ORDER = [
     "adde",
 ]  # donors first: full's stages serve the most others
 ADDE = "adde"
-BASELINES = ("attribute_only", "attr_logp")
 
 
 def shares(donor: str, receiver: str) -> list[str]:
@@ -92,7 +92,8 @@ def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) ->
     unknown = [v for v in variants if v not in VARIANTS and v != ADDE and v not in BASELINES]
     if unknown:
         raise ConfigError(
-            f"--variants: unknown {', '.join(unknown)} (variants: {', '.join([*VARIANTS, ADDE])}; baselines: {', '.join(BASELINES)})"
+            f"--variants: unknown {', '.join(unknown)} (variants: {', '.join([*VARIANTS, ADDE])}; "
+            f"baselines: {', '.join(BASELINES)})"
         )
     baselines = [v for v in variants if v in BASELINES]
     if baselines:

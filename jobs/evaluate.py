@@ -7,8 +7,8 @@ Local:
     fsnet evaluate ... --check        # also the faiss brute-force reference; fails unless both agree
     fsnet evaluate ... --set eval.protocol=catalog    # the catalog's stored query list (ADDE's files), in its order
 Cluster:
-    ray job submit --working-dir . -- python -m jobs.evaluate --index s3://b/index/shop --catalog s3://b/catalogs/shop \\
-        --out s3://b/eval/shop
+    ray job submit --working-dir . -- python -m jobs.evaluate --index s3://b/index/shop \\
+        --catalog s3://b/catalogs/shop --out s3://b/eval/shop
 
 The gallery is the catalog's gallery split as the index holds it (images the index rejected are counted and
 left out). Query representations come from the index when it covers them (--split all), else from the model on
@@ -23,7 +23,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -35,26 +35,27 @@ import typer
 from rich.table import Table
 
 import fsnet
-from eval.attr_logp import attr_logp_topk
-from eval.attribute_only import attribute_only_topk
-from eval.linear_global import linear_of
+from eval.algebra import algebra_of
+from eval.data import EvalData
 from eval.metrics import summarize
 from eval.protocol import Manipulations, build_manipulations, stored_manipulations
-from eval.topk import brute_force_topk, factorized_topk
+from eval.results import RESULTS_FILE, Check, Example, Hit, Results, Run
+from eval.scorer import BASELINES, ModelScorer, Scorer
+from eval.topk import brute_force_topk
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config, config_dict
 from fsnet.embedding import column_array
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
-from fsnet.model import FashionSearchNet, load_model
+from fsnet.model import RetrievalModel, load_model
 from fsnet.schema_match import NOT_IN_MODEL, SchemaMatch
 from fsnet.storage import Storage, join, parent
+from fsnet.timing import timed
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.index import embed_rows
+from jobs.pipelines import embed_rows
 from jobs.ray_runtime import init_ray
 
-RESULTS_FILE = "results.json"
 EXAMPLE_RESULTS = 4  # results shown per retrieval example (paper Fig. 6)
 LISTED = 50  # ids listed in results.json for rejected queries / gallery images left out (all are counted)
 SHOWN = 5  # ids of gallery images left out printed on the terminal
@@ -65,32 +66,84 @@ class EvaluationMismatch(FsnetError):
 
 
 @dataclass
-class EvalData:
-    query_ids: np.ndarray  # (Q,)
-    query_labels: np.ndarray  # (Q, A)
-    query_reps: np.ndarray  # (Q, A, D)
-    query_predicted: np.ndarray  # (Q, A) the model's predicted values
-    gallery_ids: np.ndarray  # (N,) in id order: ties in distance are broken by this position
-    gallery_labels: np.ndarray  # (N, A)
-    gallery_global: np.ndarray  # (N, r)
-    gallery_predicted: np.ndarray  # (N, A)
-    gallery_probabilities: np.ndarray  # (N, C) per-attribute softmax, concatenated
-    gallery_missing: list[str]  # gallery ids the index does not hold (rejected images)
-    queries_rejected: list[str]  # query images the model could not embed (or, stored protocol: not in the index)
-    protocol: str = "generated"  # "generated" (every manipulation of the query split) or "catalog" (its stored list)
-    match: SchemaMatch | None = None  # model vs catalog schema: every label above is in the model's codes
-    queries_unpredictable: list[str] = field(
-        default_factory=list
-    )  # left out: a label value new since the model was trained
+class Opened:
+    """The index, the catalog and the model, opened and checked against each other."""
+
+    storage: Storage
+    reader: IndexReader
+    catalog: Catalog
+    model: RetrievalModel
+    match: SchemaMatch  # model vs catalog schema: labels are translated to the model's codes by value name
+    mismatch: str | None  # how the catalog differs from the index's (--allow-catalog-mismatch), None: it does not
+
+
+@dataclass
+class QueryRows:
+    rows: pa.Table  # id, reps, predicted of every query embedded, sorted by id
+    rejected: list[str]  # query images left out: the model could not embed them (or, stored list: not in the index)
 
 
 def evaluate(
     cfg: Config, index_url: str, catalog_url: str, out: str, check: bool = False, allow_catalog_mismatch: bool = False
 ) -> dict[str, Any]:
     """``allow_catalog_mismatch``: evaluate even when ``catalog_url`` is not the catalog the index was built from
-    (another split, other shards); the gallery images the index lacks are then counted and named."""
+    (another split, other shards); the gallery images the index lacks are then counted and named. Returns
+    results.json's content, as written."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
+    opened = open_index(cfg, index_url, catalog_url, allow_catalog_mismatch)
+    algebra = algebra_of(opened.model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
+
+    # the catalog's stored query list (ADDE's files), or every manipulation of its query split
+    protocol = protocol_mode(cfg, opened.catalog)
+    with timed(timings, "load"), opened.catalog.reading():  # a shard that cannot be read: one line naming it
+        queries = queries_in_index(opened, protocol)
+        if queries is None:  # the index holds the gallery only: embed the query split now
+            init_ray(cfg.ray)  # Ray: the same EmbedImages actors the index job runs
+            queries = embed_queries(cfg, opened)
+        data = load_data(opened, protocol, queries)
+    _print_left_out(opened, catalog_url, data)
+
+    with timed(timings, "protocol"):
+        manipulations = eval_manipulations(cfg, opened.catalog, data)
+    if not len(manipulations):
+        raise CatalogError(
+            f"{catalog_url}: no manipulation of a query has its target in the gallery; a larger gallery "
+            "(split.n_gallery) is needed"
+        )
+
+    model = ModelScorer(opened.model.method, algebra, data, cfg.eval.query_chunk)
+    scorers: list[Scorer] = [model, *(make(data, algebra) for n, make in BASELINES.items() if n in cfg.eval.baselines)]
+    ranked: list[np.ndarray] = []  # (M, k_max) gallery positions per scorer
+    for scorer in scorers:
+        with timed(timings, "topk" if scorer is model else scorer.name):
+            ranked.append(scorer.topk(manipulations, cfg.eval.k_max))
+    checked = None
+    if check:
+        with timed(timings, "brute_force"):
+            reference = brute_force_topk(
+                algebra, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, values=data.query_labels
+            )
+        checked = agreement(reference.positions, ranked[0], cfg.eval.k_max, timings)
+
+    with timed(timings, "metrics"):
+        runs = [
+            Run(method=s.name, role=s.role, **summarize(manipulations, top, data.gallery_labels, cfg.eval.k_max))
+            for s, top in zip(scorers, ranked)
+        ]
+    with timed(timings, "examples"):
+        examples = retrieval_examples(cfg, opened, data, manipulations, ranked[0], model.name)  # the model's run
+    timings["total"] = time.perf_counter() - start
+
+    results = results_of(
+        cfg, opened, index_url, catalog_url, data, manipulations, timings, model, checked, runs, examples
+    )
+    opened.storage.write_text(join(out, RESULTS_FILE), results.dumps())
+    return results.model_dump(mode="json")
+
+
+def open_index(cfg: Config, index_url: str, catalog_url: str, allow_catalog_mismatch: bool = False) -> Opened:
+    """The index, the catalog and the index's model; a catalog other than the index's is refused unless allowed."""
     storage = Storage(cfg.storage)
     reader = IndexReader.open(index_url, storage)
     catalog = Catalog.open(catalog_url, storage)
@@ -101,162 +154,122 @@ def evaluate(
     match = SchemaMatch.of(model.schema, catalog.schema, reader.manifest.model.url, catalog_url)
     if match.note():
         console.print(match.note())
-    schema = model.schema  # labels, predictions and manipulations are in the model's codes
-    linear = linear_of(model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
+    return Opened(storage, reader, catalog, model, match, mismatch)
 
-    t = time.perf_counter()
-    with catalog.reading():  # a shard that cannot be read (queries are embedded in Ray tasks): one line naming it
-        data = load_data(cfg, storage, reader, catalog, model, match)
-    timings["load"] = time.perf_counter() - t
-    _print_left_out(reader, catalog_url, data)
 
-    t = time.perf_counter()
-    manipulations = eval_manipulations(cfg, catalog, data)
-    if not len(manipulations):
-        raise CatalogError(
-            f"{catalog_url}: no manipulation of a query has its target in the gallery; a larger gallery (split.n_gallery) is needed"
+def agreement(reference: np.ndarray, factorized: np.ndarray, k: int, timings: dict[str, float]) -> Check:
+    """--check: the brute-force reference's Top-k lists (M, k) equal the factorized ones, else EvaluationMismatch."""
+    differ = int((reference != factorized).any(axis=1).sum())
+    if differ:
+        raise EvaluationMismatch(
+            f"factorized and brute-force Top-{k} differ for {differ} of {len(factorized)} manipulations"
         )
-    timings["protocol"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    top = factorized_topk(
-        linear,
-        data.query_reps,
-        data.gallery_global,
-        manipulations,
-        cfg.eval.k_max,
-        cfg.eval.query_chunk,
-        values=data.query_labels,
-    )
-    timings["topk"] = time.perf_counter() - t
-    checked = None
-    if check:
-        t = time.perf_counter()
-        reference = brute_force_topk(
-            linear, data.query_reps, data.gallery_global, manipulations, cfg.eval.k_max, values=data.query_labels
-        )
-        timings["brute_force"] = time.perf_counter() - t
-        differ = int((reference.positions != top.positions).any(axis=1).sum())
-        if differ:
-            raise EvaluationMismatch(
-                f"factorized and brute-force Top-{cfg.eval.k_max} differ for {differ} of {len(manipulations)} manipulations"
-            )
-        checked = {"identical": True, "factorized_s": timings["topk"], "brute_force_s": timings["brute_force"]}
-
-    t = time.perf_counter()
-    variant = model.method
-    runs = [
-        {
-            "method": variant,
-            "kind": "fsnet",
-            **summarize(manipulations, top.positions, data.gallery_labels, cfg.eval.k_max),
-        }
-    ]
-    timings["metrics"] = time.perf_counter() - t
-    if "attribute_only" in cfg.eval.baselines:
-        t = time.perf_counter()
-        query_global = linear.global_of(data.query_reps.astype(np.float64))
-        positions = attribute_only_topk(
-            query_global, data.gallery_global, data.gallery_predicted, schema.num_values, manipulations, cfg.eval.k_max
-        )
-        runs.append(
-            {
-                "method": "attribute_only",
-                "kind": "baseline",
-                **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max),
-            }
-        )
-        timings["attribute_only"] = time.perf_counter() - t
-    if "attr_logp" in cfg.eval.baselines:
-        t = time.perf_counter()
-        positions = attr_logp_topk(
-            data.query_predicted, data.gallery_probabilities, schema.num_values, manipulations, cfg.eval.k_max
-        )
-        runs.append(
-            {
-                "method": "attr_logp",
-                "kind": "baseline",
-                **summarize(manipulations, positions, data.gallery_labels, cfg.eval.k_max),
-            }
-        )
-        timings["attr_logp"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    examples = retrieval_examples(
-        cfg, catalog, model, reader.manifest.image_size, data, manipulations, top.positions, variant
-    )
-    timings["examples"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
-
-    results = {
-        "format": 1,
-        "fsnet_version": fsnet.__version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {
-            "catalog": catalog_url,
-            "source": catalog.manifest.source,
-            "attributes": {a.name: a.values for a in schema.attributes},  # the model's: the codes of every result
-            "not_in_model": match.not_in_model,  # catalog values new since the model was trained: never a target
-            "catalog_mismatch": mismatch,  # how the catalog differs from the index's (--allow-catalog-mismatch)
-            "queries": len(data.query_ids),
-            "gallery": len(data.gallery_ids),
-            "manipulations": len(manipulations),
-            "at_once": cfg.eval.at_once if data.protocol == "generated" else None,
-            "protocol": data.protocol,
-            "protocol_rows": catalog.manifest.protocol.rows
-            if data.protocol == "catalog"
-            else None,  # stored; less those left out
-            "counts": manipulations.counts(),
-            "gallery_missing": {"count": len(data.gallery_missing), "ids": data.gallery_missing[:LISTED]},
-            "queries_rejected": {"count": len(data.queries_rejected), "ids": data.queries_rejected[:LISTED]},
-            "queries_unpredictable": {
-                "count": len(data.queries_unpredictable),
-                "ids": data.queries_unpredictable[:LISTED],
-            },
-        },
-        "model": {
-            "url": reader.manifest.model.url,
-            "sha256": reader.manifest.model.sha256,
-            "variant": variant,
-            "backbone": model.cfg.backbone,
-            "image_size": model.cfg.image_size,
-            "embed_dim": model.cfg.embed_dim,
-            "global_dim": int(data.gallery_global.shape[1]),
-        },
-        "index": {
-            "url": index_url,
-            "version": reader.manifest.version,
-            "kind": reader.manifest.index_kind,
-            "indexed": reader.manifest.indexed,
-            "images_per_s": _index_rate(reader),
-        },
-        "training": _training_summary(storage, reader.manifest.model.url),
-        "hardware": hardware(),
-        "timings": timings,
-        "throughput": {
-            "manipulations_per_s": len(manipulations) / max(timings["topk"], 1e-9),
-            "exact_rows": top.exact_rows,
-        },
-        "check": checked,
-        "runs": runs,
-        "examples": examples,
-        "config": config_dict(cfg, secrets="drop"),
-    }
-    storage.write_text(join(out, RESULTS_FILE), json.dumps(results, indent=1))
-    return results
+    return Check(identical=True, factorized_s=timings["topk"], brute_force_s=timings["brute_force"])
 
 
-def load_data(
+def results_of(
     cfg: Config,
-    storage: Storage,
-    reader: IndexReader,
-    catalog: Catalog,
-    model: FashionSearchNet,
-    match: SchemaMatch | None = None,
-) -> EvalData:
+    opened: Opened,
+    index_url: str,
+    catalog_url: str,
+    data: EvalData,
+    manipulations: Manipulations,
+    timings: dict[str, float],
+    model: ModelScorer,
+    checked: Check | None,
+    runs: list[Run],
+    examples: list[Example],
+) -> Results:
+    """results.json: what was evaluated, with what, where, how fast, and every run's curves."""
+    reader, schema, listed = opened.reader, opened.model.schema, lambda ids: {"count": len(ids), "ids": ids[:LISTED]}
+    return Results.model_validate(
+        {
+            "fsnet_version": fsnet.__version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "dataset": {
+                "catalog": catalog_url,
+                "source": opened.catalog.manifest.source,
+                "attributes": {a.name: a.values for a in schema.attributes},  # the model's: the codes of every result
+                "not_in_model": opened.match.not_in_model,
+                "catalog_mismatch": opened.mismatch,
+                "queries": len(data.query_ids),
+                "gallery": len(data.gallery_ids),
+                "manipulations": len(manipulations),
+                "at_once": cfg.eval.at_once if data.protocol == "generated" else None,
+                "protocol": data.protocol,
+                # the stored list's rows, before those left out
+                "protocol_rows": opened.catalog.manifest.protocol.rows if data.protocol == "catalog" else None,
+                "counts": manipulations.counts(),
+                "gallery_missing": listed(data.gallery_missing),
+                "queries_rejected": listed(data.queries_rejected),
+                "queries_unpredictable": listed(data.queries_unpredictable),
+            },
+            "model": {
+                "url": reader.manifest.model.url,
+                "sha256": reader.manifest.model.sha256,
+                "variant": opened.model.method,
+                "backbone": opened.model.cfg.backbone,
+                "image_size": opened.model.cfg.image_size,
+                "embed_dim": opened.model.cfg.embed_dim,
+                "global_dim": int(data.gallery_global.shape[1]),
+            },
+            "index": {
+                "url": index_url,
+                "version": reader.manifest.version,
+                "kind": reader.manifest.index_kind,
+                "indexed": reader.manifest.indexed,
+                "images_per_s": _index_rate(reader),
+            },
+            "training": _training_summary(opened.storage, reader.manifest.model.url),
+            "hardware": hardware(),
+            "timings": timings,
+            "throughput": {
+                "manipulations_per_s": len(manipulations) / max(timings["topk"], 1e-9),
+                "exact_rows": model.last.exact_rows,
+            },
+            "check": checked,
+            "runs": runs,
+            "examples": examples,
+            "config": config_dict(cfg, secrets="drop"),
+        }
+    )
+
+
+def queries_in_index(opened: Opened, protocol: str) -> QueryRows | None:
+    """The queries' embedding rows from the index; None when it does not hold the query split (a gallery index:
+    the queries are embedded then). The stored list's queries are gallery images: the index holds them unless it
+    rejected them."""
+    reader, catalog = opened.reader, opened.catalog
+    if protocol == "catalog":
+        query_ids = np.unique(catalog.protocol()["query"].astype(str))
+        found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
+        return QueryRows(found, sorted(set(query_ids.tolist()) - set(found["id"].to_pylist())))
+    query_ids = np.sort(catalog.split_ids("query").astype(str))
+    if not len(query_ids) and catalog.manifest.splits.source:
+        raise CatalogError(
+            f"{catalog.url}: no query split ({catalog.manifest.splits.source}); evaluate its stored query list "
+            "(eval.protocol=catalog), or pack with source.adde.ref / indfull / gt set"
+        )
+    found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
+    return QueryRows(found, []) if found.num_rows == len(query_ids) else None
+
+
+def embed_queries(cfg: Config, opened: Opened) -> QueryRows:
+    """The query split embedded by the index's model at its image size, on Ray Data actors (Ray started)."""
+    reader, catalog = opened.reader, opened.catalog
+    rows = catalog.dataset("query", ["id", "image", *catalog.schema.names])
+    embedded = embed_rows(
+        cfg, opened.storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
+    ).select_columns(["id", "error", "reps", "predicted"])
+    table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
+    rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
+    return QueryRows(_sorted(table.filter(pc.is_null(table["error"]))), rejected)
+
+
+def load_data(opened: Opened, protocol: str, queries: QueryRows) -> EvalData:
     """Gallery and query arrays with the catalog's labels translated to the model's codes (by value name), so that
     they compare with the model's predictions and memory rows; attributes in the model's order."""
-    match = match or SchemaMatch.of(model.schema, catalog.schema, reader.manifest.model.url, catalog.url)
+    reader, catalog, match = opened.reader, opened.catalog, opened.match
     names = match.names
     a, d = len(names), reader.manifest.embed_dim
     gallery_ids = np.sort(catalog.split_ids("gallery").astype(str))
@@ -266,25 +279,7 @@ def load_data(
     labels = catalog.rows(held.tolist(), ["id", *names])
     gallery_labels = match.to_model(_aligned(labels, held, names))  # (N, A) NOT_IN_MODEL never matches a target
 
-    protocol = protocol_mode(cfg, catalog)
-    if (
-        protocol == "catalog"
-    ):  # the stored list's queries are gallery images: the index holds them unless it rejected them
-        query_ids = np.unique(catalog.protocol()["query"].astype(str))
-        found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
-        rejected = sorted(set(query_ids.tolist()) - set(found["id"].to_pylist()))
-    else:
-        query_ids = np.sort(catalog.split_ids("query").astype(str))
-        if not len(query_ids) and catalog.manifest.splits.source:
-            raise CatalogError(
-                f"{catalog.url}: no query split ({catalog.manifest.splits.source}); evaluate its stored query list "
-                "(eval.protocol=catalog), or pack with source.adde.ref / indfull / gt set"
-            )
-        found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
-        if found.num_rows < len(query_ids):  # the index holds the gallery only: embed the queries now
-            found, rejected = _embed_queries(cfg, storage, reader, catalog)
-        else:
-            rejected = []
+    found = queries.rows
     q_ids = found["id"].to_numpy(zero_copy_only=False).astype(str)
     query_labels = match.to_model(_aligned(catalog.rows(q_ids.tolist(), ["id", *names]), q_ids, names))
     # a query with a value new since the model was trained: its target keeps a value the model cannot represent (and
@@ -292,11 +287,8 @@ def load_data(
     unpredictable = (query_labels == NOT_IN_MODEL).any(axis=1)
     left_out = q_ids[unpredictable].tolist()
     if left_out:
-        found, q_ids, query_labels = (
-            found.filter(pa.array(~unpredictable)),
-            q_ids[~unpredictable],
-            query_labels[~unpredictable],
-        )
+        keep = ~unpredictable
+        found, q_ids, query_labels = found.filter(pa.array(keep)), q_ids[keep], query_labels[keep]
     return EvalData(
         query_ids=q_ids,
         query_labels=query_labels,
@@ -308,7 +300,7 @@ def load_data(
         gallery_predicted=column_array(rows, "predicted", (a,), np.int64),
         gallery_probabilities=column_array(rows, "probabilities", (sum(match.model.num_values),)),
         gallery_missing=missing,
-        queries_rejected=rejected,
+        queries_rejected=queries.rejected,
         protocol=protocol,
         match=match,
         queries_unpredictable=left_out,
@@ -354,51 +346,43 @@ def eval_manipulations(cfg: Config, catalog: Catalog, data: EvalData) -> Manipul
         )
         console.print(
             f"stored query list: {dropped:,} of {len(stored['query']):,} manipulations left out: their "
-            f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the index){also}"
+            f"{len(data.queries_rejected):,} query image(s) are not in the index (rejected by the pack or the "
+            f"index){also}"
         )
     if unpredictable:
         console.print(
-            f"stored query list: {unpredictable:,} of {len(stored['query']):,} manipulations left out: they change to or keep "
-            "a value new since the model was trained"
+            f"stored query list: {unpredictable:,} of {len(stored['query']):,} manipulations left out: they change "
+            "to or keep a value new since the model was trained"
         )
     if not len(manipulations):
         raise CatalogError(
-            f"{catalog.url}: none of the stored query list's {len(stored['query']):,} manipulations has its query in the index"
+            f"{catalog.url}: none of the stored query list's {len(stored['query']):,} manipulations has its query "
+            "in the index"
         )
     return manipulations
 
 
-def _print_left_out(reader: IndexReader, catalog_url: str, data: EvalData) -> None:
+def _print_left_out(opened: Opened, catalog_url: str, data: EvalData) -> None:
     """On the terminal, not only in results.json: gallery images the index lacks and queries left out (counts and
     the first few ids)."""
 
     def first(ids: list[str]) -> str:
         return ", ".join(ids[:SHOWN]) + (", ..." if len(ids) > SHOWN else "")
 
-    missing = data.gallery_missing
+    missing, reader = data.gallery_missing, opened.reader
     if missing:
         rejected = {r.id for r in reader.manifest.rejected}
         why = sum(i in rejected for i in missing)
         console.print(
-            f"gallery: {len(missing):,} of the {len(missing) + len(data.gallery_ids):,} gallery images of {catalog_url} are not in "
-            f"the index {reader.url} ({why:,} rejected by it, {len(missing) - why:,} never indexed), left out: {first(missing)}"
+            f"gallery: {len(missing):,} of the {len(missing) + len(data.gallery_ids):,} gallery images of "
+            f"{catalog_url} are not in the index {reader.url} ({why:,} rejected by it, {len(missing) - why:,} never "
+            f"indexed), left out: {first(missing)}"
         )
     if data.queries_unpredictable:
         console.print(
-            f"queries: {len(data.queries_unpredictable):,} left out, their labels hold a value new since the model was trained: "
-            f"{first(data.queries_unpredictable)}"
+            f"queries: {len(data.queries_unpredictable):,} left out, their labels hold a value new since the model "
+            f"was trained: {first(data.queries_unpredictable)}"
         )
-
-
-def _embed_queries(cfg: Config, storage: Storage, reader: IndexReader, catalog: Catalog) -> tuple[pa.Table, list[str]]:
-    init_ray(cfg.ray)
-    rows = catalog.dataset("query", ["id", "image", *catalog.schema.names])
-    embedded = embed_rows(
-        cfg, storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
-    ).select_columns(["id", "error", "reps", "predicted"])
-    table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
-    rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
-    return _sorted(table.filter(pc.is_null(table["error"]))), rejected
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -418,17 +402,16 @@ def _aligned(rows: dict[str, np.ndarray], ids: np.ndarray, names: list[str]) -> 
 
 def retrieval_examples(
     cfg: Config,
-    catalog: Catalog,
-    model: FashionSearchNet,
-    image_size: int,
+    opened: Opened,
     data: EvalData,
     manipulations: Manipulations,
     positions: np.ndarray,
     method: str,
-) -> list[dict[str, Any]]:
+) -> list[Example]:
     """cfg.report.examples manipulations, one group after another, picked with the split seed: the query, the
     change, the top results with exact matches marked, and the explain PNG (base64)."""
     rng = np.random.default_rng(cfg.split.seed)
+    catalog, model, image_size = opened.catalog, opened.model, opened.reader.manifest.image_size
     schema = model.schema  # the labels in ``data`` are in the model's codes
     groups = [g for g in range(len(manipulations.groups)) if (manipulations.group == g).any()]
     picks = []
@@ -447,18 +430,20 @@ def retrieval_examples(
         png = explain_png(
             model, schema, image_size, image[data.query_ids[q]], change, [image[i] for i in ids], ids, matches
         )
+        words = [
+            f"{schema.names[a]}: {_value_text(schema, a, int(data.query_labels[q, a]))} -> "
+            f"{schema.value_name(schema.names[a], int(v))}"
+            for a, v in enumerate(change)
+            if v >= 0
+        ]
         examples.append(
-            {
-                "method": method,
-                "query": str(data.query_ids[q]),
-                "change": ", ".join(
-                    f"{schema.names[a]}: {_value_text(schema, a, int(data.query_labels[q, a]))} -> {schema.value_name(schema.names[a], int(v))}"
-                    for a, v in enumerate(change)
-                    if v >= 0
-                ),
-                "results": [{"id": i, "match": ok} for i, ok in zip(ids, matches)],
-                "png": base64.b64encode(png).decode("ascii"),
-            }
+            Example(
+                method=method,
+                query=str(data.query_ids[q]),
+                change=", ".join(words),
+                results=[Hit(id=i, match=ok) for i, ok in zip(ids, matches)],
+                png=base64.b64encode(png).decode("ascii"),
+            )
         )
     return examples
 
@@ -493,28 +478,31 @@ def _training_summary(storage: Storage, model_url: str) -> dict[str, Any] | None
     return json.loads(storage.read_text(url))
 
 
-def print_results(results: dict[str, Any]) -> None:
-    k = results["runs"][0]["k"]
-    at = min(20, k[-1])
-    names = list(results["runs"][0]["groups"])
+def print_results(results: Results) -> None:
+    """The Top-20 (or Top-k_max) table of every run, and how fast the model's Top-K was."""
+    first = results.runs[0]
+    at = min(20, first.k[-1])
+    names = list(first.groups)
+    d = results.dataset
     table = Table(
-        title=f"Top-{at} accuracy ({results['dataset']['manipulations']:,} manipulations, {results['dataset']['queries']:,} queries, "
-        f"{results['dataset']['gallery']:,} gallery images)"
+        title=f"Top-{at} accuracy ({d.manipulations:,} manipulations, {d.queries:,} queries, "
+        f"{d.gallery:,} gallery images)"
     )
     table.add_column("method")
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("average", justify="right")
-    for run in results["runs"]:
+    for run in results.runs:
         table.add_row(
-            run["method"],
-            *[f"{run['groups'][n]['top_k'][at - 1]:.3f}" for n in names],
-            f"{run['average']['top_k'][at - 1]:.3f}",
+            run.method, *[f"{run.groups[n].top_k[at - 1]:.3f}" for n in names], f"{run.average.top_k[at - 1]:.3f}"
         )
     console.print(table)
-    t = results["timings"]
-    line = f"Top-K of every manipulation: {t['topk']:.2f} s ({results['throughput']['manipulations_per_s']:,.0f} manipulations/s)"
-    if results["check"]:
+    t = results.timings or {}
+    line = (
+        f"Top-K of every manipulation: {t['topk']:.2f} s ({results.throughput.manipulations_per_s:,.0f} "
+        "manipulations/s)"
+    )
+    if results.check:
         line += f"; brute force (faiss) {t['brute_force']:.2f} s, identical hits"
     console.print(line)
 
@@ -543,7 +531,7 @@ def cli(
     """Apply every attribute manipulation to every query and measure Top-K / NDCG against the gallery."""
     cfg = resolve_config(config, set_)
     results = evaluate(cfg, index_url, catalog, out, check, allow_catalog_mismatch)
-    print_results(results)
+    print_results(Results.model_validate(results))
     console.print(f"wrote {join(out, RESULTS_FILE)}")
 
 

@@ -13,18 +13,18 @@ index/, eval/results.json, report/report.html.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 
+from eval.results import RESULTS_FILE, Results, read_results
 from fsnet.catalog.manifest import CATALOG_FILE
 from fsnet.config import Config
 from fsnet.index.manifest import read_current, read_manifest
 from fsnet.storage import Storage, join
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.evaluate import RESULTS_FILE, evaluate, print_results
+from jobs.evaluate import evaluate, print_results
 from jobs.index import index, print_manifest
 from jobs.pack import pack
 from jobs.report import report
@@ -75,12 +75,12 @@ def train_index_evaluate(cfg: Config, catalog: str, out: str) -> tuple[str, str,
     results_url = join(out, "eval", RESULTS_FILE)
     live = read_manifest(storage, index_url, read_current(storage, index_url))
     if storage.exists(results_url):
-        previous = json.loads(storage.read_text(results_url))
-        if previous["index"]["version"] == live.version and previous["model"]["sha256"] == live.model.sha256:
+        previous = read_results(storage.read_text(results_url), results_url)
+        if previous.index.version == live.version and previous.model.sha256 == live.model.sha256:
             console.print(f"evaluate: {results_url} is of index v{live.version}, skipped")
             return trained.model_url, index_url, results_url
     results = evaluate(cfg, index_url, catalog, join(out, "eval"))
-    print_results(results)
+    print_results(Results.model_validate(results))
     return trained.model_url, index_url, results_url
 
 

@@ -11,10 +11,8 @@ from fsnet.catalog.manifest import CATALOG_FILE
 from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
 from fsnet.errors import CatalogError
-from fsnet.index.reader import IndexReader
-from fsnet.model import load_model
 from fsnet.storage import Storage, join
-from jobs.evaluate import eval_manipulations, evaluate, load_data, protocol_mode
+from jobs.evaluate import eval_manipulations, evaluate, load_data, open_index, protocol_mode, queries_in_index
 from jobs.index import index
 from jobs.pack import pack
 from tests.adde_files import NUM_VALUES, TEST, TRAIN, expected_change_target, write_adde
@@ -102,10 +100,9 @@ def test_evaluate_uses_exactly_the_stored_list(adde_index):
     files, catalog, root = adde_index["files"], adde_index["catalog"], adde_index["root"]
     assert catalog.manifest.protocol.rejected_queries == 1
     cfg = load_config(["tiny"], ["eval.protocol=catalog"])
-    reader = IndexReader.open(str(root / "index"), adde_index["storage"])
-    data = load_data(
-        cfg, adde_index["storage"], reader, catalog, load_model(reader.manifest.model.url, adde_index["storage"])
-    )
+    opened = open_index(cfg, str(root / "index"), catalog.url)
+    protocol = protocol_mode(cfg, opened.catalog)
+    data = load_data(opened, protocol, queries_in_index(opened, protocol))
     m = eval_manipulations(cfg, catalog, data)
 
     broken = files.ids("test")[BROKEN]

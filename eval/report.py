@@ -1,0 +1,283 @@
+"""The benchmark report's content, built once from Results (eval/results.py), and its two renderers.
+
+``build_report`` computes every table: the Top-k accuracy per attribute and averaged (paper Table 1, the best of
+each column marked), NDCG@10 averaged, the runs' facts (dataset, model, hardware, speeds), the Top-K curves' data
+(paper Fig. 5) and the retrieval examples (Fig. 6). ``render_html`` (self-contained, the curves inlined) and
+``render_markdown`` (images beside it) only lay it out; ``curves_png`` draws the curves. jobs/report.py reads the
+files and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+from eval.results import Example, Results, Run
+from fsnet.errors import FsnetError
+
+TABLE_K = 20  # the paper's Table 1 reports Top-20
+NDCG_K = 10
+AVERAGE = "average"
+
+
+@dataclass
+class ReportRun:
+    label: str  # unique in the report
+    run: Run
+    results: Results  # the results.json it came from
+    source: str  # that file's URL
+
+
+@dataclass
+class Curve:
+    label: str  # the run's
+    k: list[int]
+    top_k: list[float]
+
+
+@dataclass
+class Report:
+    runs: list[ReportRun]
+    k: int  # the K of the Top-K table: TABLE_K, or less when a run's curves are shorter
+    groups: list[str]  # the table's columns: groups (attributes) in first-run order, then "average"
+    top: list[list[float | None]]  # per run, per column: Top-k accuracy (None: the run has no such group)
+    best: list[float | None]  # per column: the best value, marked in the table; None with one run or none present
+    ndcg_k: int
+    ndcg: list[tuple[float, float]]  # per run: average NDCG@ndcg_k (full target, manipulated attribute)
+    facts: list[tuple[str, list[str]]]  # (row name, one cell per run)
+    curves: dict[str, list[Curve]]  # per column: a Top-K curve per run that has it
+    examples: list[tuple[ReportRun, Example]]  # the model runs' retrieval examples, in run order
+
+
+def collect_runs(loaded: list[tuple[str, Results]]) -> list[ReportRun]:
+    """Every run of every (url, results); a baseline that several files evaluated (attribute_only of each variant)
+    appears once, from the first file; two model runs with the same name are told apart by their file."""
+    runs: list[ReportRun] = []
+    seen: set[str] = set()
+    for url, results in loaded:
+        for run in results.runs:
+            label = run.method
+            if label in seen and run.role == "baseline":
+                continue
+            if label in seen:
+                label = f"{label} ({url})"
+            seen.add(label)
+            runs.append(ReportRun(label, run, results, url))
+    if not runs:
+        raise FsnetError("no runs in " + ", ".join(url for url, _ in loaded))
+    return runs
+
+
+def at(curve: list[float], k: int) -> float:
+    """The curve's value at K = k (its last when shorter)."""
+    return curve[min(k, len(curve)) - 1]
+
+
+def build_report(loaded: list[tuple[str, Results]]) -> Report:
+    runs = collect_runs(loaded)
+    k = min(TABLE_K, min(len(r.run.k) for r in runs))
+    groups = [*dict.fromkeys(g for r in runs for g in r.run.groups), AVERAGE]
+    top = [[at(c.top_k, k) if c else None for c in (_curves(r.run, g) for g in groups)] for r in runs]
+    best = [_best([row[c] for row in top]) if len(runs) > 1 else None for c in range(len(groups))]
+    nk = min(NDCG_K, k)
+    ndcg = [(at(r.run.average.ndcg_full, nk), at(r.run.average.ndcg_attribute, nk)) for r in runs]
+    curves = {g: [Curve(r.label, r.run.k, c.top_k) for r in runs if (c := _curves(r.run, g))] for g in groups}
+    examples = [(r, x) for r in runs if r.run.role == "model" for x in r.results.examples if x.method == r.run.method]
+    return Report(runs, k, groups, top, best, nk, ndcg, facts(runs), curves, examples)
+
+
+def _curves(run: Run, group: str):
+    return run.average if group == AVERAGE else run.groups.get(group)
+
+
+def _best(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def facts(runs: list[ReportRun]) -> list[tuple[str, list[str]]]:
+    """The runs' table: dataset, model, hardware and speeds, one cell per run (– where it does not apply)."""
+
+    def seconds(r: ReportRun) -> str:
+        t = r.results.training or {}
+        return f"{sum(t['seconds'].values()):,.0f} s" if t.get("seconds") and r.run.role == "model" else "–"
+
+    def rate(x: float | None, unit: str) -> str:
+        return f"{x:,.0f} {unit}" if x else "–"
+
+    def hw(r: ReportRun) -> str:
+        h = r.results.hardware
+        return f"{h.machine}, {h.cpus} CPUs, {h.gpu or 'no GPU'}"
+
+    def variant(r: ReportRun) -> str:
+        v = r.results.model.variant
+        return v if r.run.role == "model" else f"baseline (model of {v})"
+
+    def speed(r: ReportRun) -> str:
+        return rate(r.results.throughput.manipulations_per_s, "manipulations/s") if r.run.role == "model" else "–"
+
+    d = [r.results.dataset for r in runs]
+    m = [r.results.model for r in runs]
+    return [
+        ("catalog", [x.catalog for x in d]),
+        ("queries / gallery / manipulations", [f"{x.queries:,} / {x.gallery:,} / {x.manipulations:,}" for x in d]),
+        ("backbone, image size", [f"{x.backbone}, {x.image_size} px" for x in m]),
+        ("variant", [variant(r) for r in runs]),
+        ("hardware", [hw(r) for r in runs]),
+        ("training time", [seconds(r) for r in runs]),
+        ("index throughput", [rate(r.results.index.images_per_s, "images/s") for r in runs]),
+        ("evaluation throughput", [speed(r) for r in runs]),
+        ("gallery images not indexed", [f"{x.gallery_missing.count}" for x in d]),
+    ]
+
+
+def example_name(n: int) -> str:
+    """The n-th retrieval example's PNG beside report.md."""
+    return f"example-{n:02d}.png"
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def render_html(report: Report, curves: bytes) -> str:
+    """report.html: self-contained (the curves and examples inlined as base64 PNG); table cells carry their
+    values (data-method, data-group, data-value) for tests and scripts."""
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        "<title>fsnet report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}"
+        " td,th{border:1px solid #ccc;padding:4px 8px;text-align:right} th:first-child,td:first-child{text-align:left}"
+        " img{max-width:100%} .match{color:green}</style>",
+        "</head>",
+        "<body>",
+        "<h1>fsnet benchmark report</h1>",
+        f"<p>{len(report.runs)} run(s). Top-K: a hit when one of the K nearest gallery images has exactly the target "
+        "attributes (the query's, with the manipulation). Averages count each attribute once.</p>",
+        f"<h2>Top-{report.k} accuracy per attribute</h2>",
+        '<table id="top-table">',
+        "<tr><th>method</th>" + "".join(f"<th>{e(g)}</th>" for g in report.groups) + "</tr>",
+    ]
+    for r, row in zip(report.runs, report.top):
+        cells = []
+        for g, x, best in zip(report.groups, row, report.best):
+            text = _fmt(x)
+            if x is not None and x == best:
+                text = f"<b>{text}</b>"
+            value = "" if x is None else repr(x)
+            cells.append(f'<td data-method="{e(r.label)}" data-group="{e(g)}" data-value="{value}">{text}</td>')
+        out.append(f"<tr><td>{e(r.label)}</td>{''.join(cells)}</tr>")
+    out += [
+        "</table>",
+        "<h2>Top-K curves</h2>",
+        f'<img id="curves" alt="Top-K curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">',
+        f"<h2>NDCG@{report.ndcg_k} (average over attributes)</h2>",
+        '<table id="ndcg-table">',
+        "<tr><th>method</th><th>full target</th><th>manipulated attribute</th></tr>",
+    ]
+    for r, (full, attr) in zip(report.runs, report.ndcg):
+        out.append(
+            f'<tr><td>{e(r.label)}</td><td data-value="{full!r}">{full:.3f}</td>'
+            f'<td data-value="{attr!r}">{attr:.3f}</td></tr>'
+        )
+    out += [
+        "</table>",
+        "<h2>Runs</h2>",
+        '<table id="meta-table">',
+        "<tr><th></th>" + "".join(f"<th>{e(r.label)}</th>" for r in report.runs) + "</tr>",
+    ]
+    for name, values in report.facts:
+        out.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>")
+    out.append("</table>")
+    if report.examples:
+        out.append("<h2>Retrieval examples</h2>")
+        for r, x in report.examples:
+            marks = ", ".join(
+                f'<span class="{"match" if y.match else ""}">{e(y.id)}{" ✓" if y.match else ""}</span>'
+                for y in x.results
+            )
+            out.append(f"<h3>{e(r.label)}: query {e(x.query)}, {e(x.change)}</h3><p>top {len(x.results)}: {marks}</p>")
+            out.append(f'<img class="example" alt="query {e(x.query)}" src="data:image/png;base64,{x.png}">')
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(report: Report) -> str:
+    """report.md: the same tables; the curves (curves.png) and examples (example_name(n)) as images beside it."""
+    groups = report.groups
+    lines = [
+        "# fsnet benchmark report",
+        "",
+        f"## Top-{report.k} accuracy per attribute",
+        "",
+        "| method | " + " | ".join(groups) + " |",
+        "| --- |" + " --- |" * len(groups),
+    ]
+    for r, row in zip(report.runs, report.top):
+        cells = [f"**{_fmt(x)}**" if x is not None and x == best else _fmt(x) for x, best in zip(row, report.best)]
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Top-K curves",
+        "",
+        "![Top-K curves](curves.png)",
+        "",
+        f"## NDCG@{report.ndcg_k} (average)",
+        "",
+        "| method | full target | manipulated attribute |",
+        "| --- | --- | --- |",
+    ]
+    for r, (full, attr) in zip(report.runs, report.ndcg):
+        lines.append(f"| {r.label} | {full:.3f} | {attr:.3f} |")
+    labels = [r.label for r in report.runs]
+    lines += ["", "## Runs", "", "| | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
+    for name, values in report.facts:
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    if report.examples:
+        lines += ["", "## Retrieval examples", ""]
+        for n, (r, x) in enumerate(report.examples):
+            marks = ", ".join(f"{y.id}{' ✓' if y.match else ''}" for y in x.results)
+            lines += [
+                f"**{r.label}**: query {x.query}, {x.change} — top {len(x.results)}: {marks}",
+                "",
+                f"![example]({example_name(n)})",
+                "",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def curves_png(report: Report) -> bytes:
+    """One panel per attribute and one for the average: Top-K accuracy over K, a line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = report.groups
+    cols = min(4, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, group in zip(axes.flat, groups):
+        for curve in report.curves[group]:
+            ax.plot(curve.k, curve.top_k, label=curve.label, linewidth=2 if group == AVERAGE else 1.3)
+        ax.set_title(group, fontsize=10, fontweight="bold" if group == AVERAGE else "normal")
+        ax.set_xlabel("K", fontsize=8)
+        ax.set_ylabel("Top-K accuracy", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.02 * ((len(labels) - 1) // 4), 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
