@@ -5,10 +5,11 @@ Shopping100k-size protocol with random embeddings, in one run: time, peak memory
 
 Labels: 12 attributes with Shopping100k's 16,17,19,14,10,15,2,11,16,7,9,15 values. Random labels would leave no
 manipulation a target in the gallery, so images come in product families, as catalogs do: 300 random prototypes,
-each image a prototype with every attribute redrawn with probability 0.15 (--families, --redraw). Representations: s_a = mu_{a, value} +
-noise (unit Gaussians, so features cluster by value as a trained model's do); the memory block is the mean of
-30,000 training representations per value; lambda_a in [0.5, 2]; w_r a random projection (A*D -> r), or none
-(F = [s_1, ..., s_A], the variants without global learning) with --global-dim 0.
+each image a prototype with every attribute redrawn with probability 0.15 (--families, --redraw).
+Representations: s_a = mu_{a, value} + noise (unit Gaussians, so features cluster by value as a trained model's
+do); the memory block is the mean of 30,000 training representations per value; lambda_a in [0.5, 2]; w_r a
+random projection (A*D -> r), or none (F = [s_1, ..., s_A], the variants without global learning) with
+--global-dim 0.
 """
 
 from __future__ import annotations
@@ -113,12 +114,14 @@ def main() -> None:
     manipulations = build_manipulations(query_labels, gallery_labels, NAMES, NUM_VALUES)
     protocol_s = time.perf_counter() - t
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} on {torch.get_num_threads()} threads, "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} on "
+        f"{torch.get_num_threads()} threads, "
         f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
     )
     print(
         f"protocol: {args.queries:,} queries, {args.gallery:,} gallery, {a} attributes ({sum(NUM_VALUES)} values), "
-        f"{len(manipulations):,} manipulations ({len(manipulations) / args.queries:.1f} per query) in {protocol_s:.2f} s; "
+        f"{len(manipulations):,} manipulations ({len(manipulations) / args.queries:.1f} per query) in "
+        f"{protocol_s:.2f} s; "
         f"D = {d}, r = {r or a * d}{'' if r else ' (no w_r)'}, K = {args.k}"
     )
 
@@ -132,15 +135,17 @@ def main() -> None:
         slow_s = time.perf_counter() - t
     same = bool((fast.positions == slow.positions).all())
     print(
-        f"  factorized        {fast_s:8.2f} s  {len(manipulations) / fast_s:10,.0f} manipulations/s  peak +{fast_mem.mib:7.0f} MiB  "
-        f"(rows the bound left to a full scan: {fast.full_rows:,}; rows re-ranked over the whole gallery: {fast.exact_rows:,})"
+        f"  factorized        {fast_s:8.2f} s  {len(manipulations) / fast_s:10,.0f} manipulations/s  "
+        f"peak +{fast_mem.mib:7.0f} MiB  (rows the bound left to a full scan: {fast.full_rows:,}; "
+        f"rows re-ranked over the whole gallery: {fast.exact_rows:,})"
     )
     print(
-        f"  faiss brute force {slow_s:8.2f} s  {len(manipulations) / slow_s:10,.0f} manipulations/s  peak +{slow_mem.mib:7.0f} MiB  "
-        f"(rows re-ranked over the whole gallery: {slow.exact_rows:,})"
+        f"  faiss brute force {slow_s:8.2f} s  {len(manipulations) / slow_s:10,.0f} manipulations/s  "
+        f"peak +{slow_mem.mib:7.0f} MiB  (rows re-ranked over the whole gallery: {slow.exact_rows:,})"
     )
     print(
-        f"  speed-up {slow_s / fast_s:.1f}x; identical Top-{args.k} lists for all {len(manipulations):,} manipulations: {same}"
+        f"  speed-up {slow_s / fast_s:.1f}x; identical Top-{args.k} lists for all {len(manipulations):,} "
+        f"manipulations: {same}"
     )
 
 
