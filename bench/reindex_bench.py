@@ -35,7 +35,8 @@ from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
 from fsnet.model import load_model
 from fsnet.storage import Storage, join
-from jobs.index import embed_rows, index
+from jobs.index import index
+from jobs.pipelines import embed_rows
 from jobs.pack import pack
 from jobs.ray_runtime import start_local_ray
 from jobs.synth import synth

@@ -3,12 +3,14 @@ MANIFEST.json as a new version <out>/v<N>/, then <out>/CURRENT (written last: re
 
 Local:
     fsnet index --model fsnet-demo/run/model.pt --catalog fsnet-demo/catalog --out fsnet-demo/index
-    fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index        # only new or changed shards (jobs/reindex.py)
+    fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index   # only new or changed shards (jobs/reindex.py)
 Cluster (GPU actors decode with nvJPEG and embed in fp16):
     ray job submit --working-dir . -- python -m jobs.index --model s3://b/runs/shop/model.pt \\
         --catalog s3://b/catalogs/shop --out s3://b/index/shop
-Schedule (cron, every night at 02:00):
-    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --catalog s3://b/catalogs/shop --index s3://b/index/shop >> reindex.log 2>&1
+Schedule (cron, every night at 02:00; three crontab lines):
+    CATALOG=s3://b/catalogs/shop
+    INDEX=s3://b/index/shop
+    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --catalog $CATALOG --index $INDEX >> reindex.log 2>&1
 
 The chain: read_parquet of the catalog shards to extract (projected columns, the split's ids filtered in the scan)
 -> tag each row with its catalog shard -> EmbedImages actors (decode, embed, global representation) ->
@@ -29,16 +31,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import ray
 import torch
 import typer
 from rich.table import Table
 
 import fsnet
+from fsnet.catalog.manifest import ShardInfo
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config, saved_config_text
-from fsnet.embedding import EmbedImages, column_array
+from fsnet.embedding import column_array
 from fsnet.errors import CatalogError, FsnetError
+from fsnet.fingerprint import short_fingerprint
 from fsnet.index.faiss_index import build_index, index_bytes
 from fsnet.index.manifest import (
     CURRENT_FILE,
@@ -56,9 +59,11 @@ from fsnet.index.manifest import (
 from fsnet.model.checkpoint import model_from_bytes
 from fsnet.schema_match import SchemaMatch
 from fsnet.storage import Storage, join
+from fsnet.timing import timed
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray
+from jobs.pipelines import embed_rows
+from jobs.ray_runtime import init_ray
 
 EMBEDDINGS = "embeddings"
 KEEP_VERSIONS = 2  # the live version and the one before it: a reader that opened it a moment ago can finish
@@ -74,6 +79,18 @@ class IndexResult:
     message: str
 
 
+@dataclass
+class IndexPlan:
+    """What a run does with the live version: which catalog shards it copies from there, extracts or drops."""
+
+    current: int | None  # the live version (CURRENT names it); None: a new index
+    reusable: IndexManifest | None  # the live version when built with the same model and split, else None
+    reuse: list[ShardInfo]  # catalog shards whose embedding rows are copied from ``reusable`` as they are
+    extract: list[ShardInfo]  # catalog shards embedded by this run
+    dropped: list[str]  # fingerprints ``reusable`` covers that the catalog no longer has
+    up_to_date: bool  # nothing to do: every shard reused, none dropped, same faiss kind, same split file
+
+
 def index(
     cfg: Config, model_url: str, catalog_url: str, out: str, split: Literal["gallery", "all"] = "gallery"
 ) -> IndexResult:
@@ -81,89 +98,40 @@ def index(
     storage = Storage(cfg.storage)
     catalog = Catalog.open(catalog_url, storage)
     model_data = storage.read_bytes(model_url)
-    model_sha = "sha256:" + hashlib.sha256(model_data).hexdigest()
     model = model_from_bytes(model_data, origin=model_url).eval()
-    match = SchemaMatch.of(
-        model.schema, catalog.schema, model_url, catalog_url
-    )  # an attribute on one side only stops here
+    match = SchemaMatch.of(model.schema, catalog.schema, model_url, catalog_url)  # an attribute on one side stops here
     if match.note():  # the index keeps the catalog's labels; readers translate them (fsnet/schema_match.py)
         console.print(match.note())
-    current = read_current(storage, out)
-    previous = read_manifest(storage, out, current) if current is not None else None
-    reusable = previous if previous and previous.model.sha256 == model_sha and previous.split == split else None
-
-    shards = catalog.manifest.shards
     wanted = None if split == "all" else set(catalog.split_ids(split).tolist())
-    needed = _ids_per_shard(catalog, wanted)  # fingerprint -> ids of the split in that shard
-    reuse = [
-        s
-        for s in shards
-        if reusable is not None
-        and s.fingerprint in reusable.covered
-        and needed[s.fingerprint] <= _embedded_ids(storage, out, reusable, s.fingerprint)
-    ]
-    extract = [s for s in shards if s not in reuse]
-    dropped = [] if reusable is None else [fp for fp in reusable.covered if fp not in {s.fingerprint for s in shards}]
-    unchanged = reusable is not None and not extract and not dropped and reusable.index_kind == cfg.index.kind
-    version = _clean_stale(
-        storage, out, current
-    )  # before "nothing to do": that run removes an interrupted one's leftovers too
-    if unchanged and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint:
+    model_sha = "sha256:" + hashlib.sha256(model_data).hexdigest()
+    plan = plan_reuse(storage, out, catalog, wanted, model_sha, split, cfg.index.kind)
+    version = _clean_stale(storage, out, plan.current)  # before "nothing to do": it removes a stopped run's leftovers
+    if plan.up_to_date:
         return IndexResult(
-            None, f"{out}: v{current} already covers every shard of {catalog_url} with this model; nothing to do"
+            None, f"{out}: v{plan.current} already covers every shard of {catalog_url} with this model; nothing to do"
         )
 
     vdir = join(out, version_name(version))
     interrupt.keep(
-        f"{out}: CURRENT still {_named(current)}; the partial {version_name(version)} is removed by the next run"
+        f"{out}: CURRENT still {_named(plan.current)}; the partial {version_name(version)} is removed by the next run"
     )
     timings: dict[str, float] = {}
     init_ray(cfg.ray)
-
-    t = time.perf_counter()
-    for s in reuse:  # unchanged catalog shards: their embedding rows as they are
-        _copy_tree(
-            storage,
-            join(join(out, version_name(reusable.version)), reusable.covered[s.fingerprint].embeddings),
-            join(vdir, _shard_dir(s.fingerprint)),
-        )
-    timings["copy_reused"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    if extract:
-        fs, path = storage.arrow_fs(join(vdir, EMBEDDINGS))
-        rows = catalog.dataset(
-            None if split == "all" else split,
-            ["id", "image", *catalog.schema.names],
-            shards=[s.fingerprint for s in extract],
-            with_shard=True,
-        )
-        with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
-            embedded = embed_rows(
-                cfg, storage, model_url, catalog, rows, with_shard=True, image_size=model.cfg.image_size
-            )
-            embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
-    timings["extract"] = time.perf_counter() - t
+    with timed(timings, "copy_reused"):
+        _copy_reused(storage, out, vdir, plan)
+    with timed(timings, "extract"):
+        if plan.extract:
+            _extract(cfg, storage, model_url, catalog, split, plan.extract, vdir, model.cfg.image_size)
     if cfg.index.fault == "before_publish":
         raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
-
-    t = time.perf_counter()
-    table = _read_embeddings(storage, vdir, ["id", "error", "global", "catalog_shard", "t_decode", "t_model"])
-    if wanted is not None:  # reused shards may hold rows that have left the split since
-        table = table.filter(pc.is_in(table["id"], pa.array(sorted(wanted), pa.string())))
-    ok = table.filter(pc.is_null(table["error"]))
-    if ok.num_rows == 0:
-        raise CatalogError(f"{catalog_url}: no image of the {split} split could be embedded; nothing to index")
-    vectors = column_array(ok, "global", (-1,))
-    faiss_index = build_index(vectors, cfg.index.kind)
-    timings["faiss"] = time.perf_counter() - t
-    fresh = table.filter(
-        pc.is_in(
-            table["catalog_shard"], pa.array([s.fingerprint.removeprefix("sha256:")[:12] for s in extract], pa.string())
-        )
-    )
-    timings["decode_busy"] = float(pc.sum(fresh["t_decode"]).as_py() or 0.0)  # summed over actors
-    timings["model_busy"] = float(pc.sum(fresh["t_model"]).as_py() or 0.0)
+    with timed(timings, "faiss"):
+        table = _indexed_rows(storage, vdir, wanted)  # every row of the split, failed ones included
+        ok = table.filter(pc.is_null(table["error"]))
+        if ok.num_rows == 0:
+            raise CatalogError(f"{catalog_url}: no image of the {split} split could be embedded; nothing to index")
+        vectors = column_array(ok, "global", (-1,))  # (N, r)
+        faiss_index = build_index(vectors, cfg.index.kind)
+    timings.update(_busy(table, plan.extract))
 
     storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
     storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
@@ -177,22 +145,6 @@ def index(
         memory,
     )
     storage.write_bytes(join(vdir, "memory.pt"), memory.getvalue())
-
-    covered = []
-    for s in shards:
-        rows_of = table.filter(pc.equal(table["catalog_shard"], s.fingerprint.removeprefix("sha256:")[:12]))
-        failed = int(pc.sum(pc.is_valid(rows_of["error"])).as_py() or 0)
-        covered.append(
-            CoveredShard(
-                fingerprint=s.fingerprint,
-                catalog_path=s.path,
-                embeddings=_shard_dir(s.fingerprint),
-                rows=rows_of.num_rows,
-                indexed=rows_of.num_rows - failed,
-                rejected=failed,
-                reused_from=reusable.version if s in reuse else None,
-            )
-        )
     bad = table.filter(pc.is_valid(table["error"]))
     manifest = IndexManifest(
         format=1,
@@ -208,7 +160,7 @@ def index(
         global_dim=int(vectors.shape[1]) if len(vectors) else model.global_dim,
         image_size=model.cfg.image_size,
         index_kind=cfg.index.kind,
-        shards=covered,
+        shards=_covered(table, catalog, plan),
         indexed=ok.num_rows,
         rejected=[
             RejectedImage(id=i, catalog_shard=c, reason=e)
@@ -222,46 +174,119 @@ def index(
     write_current(storage, out, version)  # last: from here on readers see v<version>
     interrupt.keep(f"{out}: {version_name(version)} published (CURRENT names it)")
     _remove_old(storage, out, version)
-    what = (
-        f"{len(extract)} shard(s) extracted, {len(reuse)} reused, {len(dropped)} dropped"
-        if reusable
-        else f"{len(extract)} shard(s) extracted"
+    what = f"{len(plan.extract)} shard(s) extracted" + (
+        f", {len(plan.reuse)} reused, {len(plan.dropped)} dropped" if plan.reusable else ""
     )
     return IndexResult(
         manifest, f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})"
     )
 
 
-def embed_rows(
+def plan_reuse(
+    storage: Storage,
+    out: str,
+    catalog: Catalog,
+    wanted: set[str] | None,
+    model_sha: str,
+    split: str,
+    index_kind: str,
+) -> IndexPlan:
+    """The live version is reusable when built with the same model (by sha256) and split; of its catalog shards,
+    those still in the catalog (same fingerprint) whose embedding rows hold every wanted id (``wanted``: the split's
+    ids, None for all) are copied, the others extracted; shards it covers that the catalog lost are dropped."""
+    current = read_current(storage, out)
+    previous = read_manifest(storage, out, current) if current is not None else None
+    reusable = previous if previous and previous.model.sha256 == model_sha and previous.split == split else None
+    shards = catalog.manifest.shards
+    needed = _ids_per_shard(catalog, wanted)  # fingerprint -> ids of the split in that shard
+    reuse = [
+        s
+        for s in shards
+        if reusable is not None
+        and s.fingerprint in reusable.covered
+        and needed[s.fingerprint] <= _embedded_ids(storage, out, reusable, s.fingerprint)
+    ]
+    extract = [s for s in shards if s not in reuse]
+    packed = {s.fingerprint for s in shards}
+    dropped = [] if reusable is None else [fp for fp in reusable.covered if fp not in packed]
+    up_to_date = (
+        reusable is not None
+        and not extract
+        and not dropped
+        and reusable.index_kind == index_kind
+        and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint
+    )
+    return IndexPlan(current, reusable, reuse, extract, dropped, up_to_date)
+
+
+def _copy_reused(storage: Storage, out: str, vdir: str, plan: IndexPlan) -> None:
+    """Unchanged catalog shards: their embedding rows as they are, from the live version into the new one."""
+    for s in plan.reuse:
+        embeddings = plan.reusable.covered[s.fingerprint].embeddings
+        _copy_tree(storage, join(join(out, version_name(plan.reusable.version)), embeddings), join(vdir, _shard_dir(s)))
+
+
+def _extract(
     cfg: Config,
     storage: Storage,
     model_url: str,
     catalog: Catalog,
-    rows: "ray.data.Dataset",
-    with_shard: bool = False,
-    image_size: int | None = None,
-) -> "ray.data.Dataset":
-    """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
-    each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them).
-    ``image_size``: the trained model's (index, evaluate), so that a re-index run with another config (the default
-    224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training)."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
-    passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
-    return rows.map_batches(
-        EmbedImages,
-        fn_constructor_kwargs=dict(
-            model_url=model_url,
-            storage=storage,
-            image_size=image_size or cfg.model.image_size,
-            passthrough=passthrough,
-            gpu_decode=cfg.index.gpu_decode,
-        ),
-        batch_size=cfg.index.batch_size,
-        batch_format="numpy",
-        compute=actor_pool(actors),
-        num_gpus=1 if gpus else 0,
+    split: str,
+    shards: list[ShardInfo],
+    vdir: str,
+    image_size: int,
+) -> None:
+    """read_parquet of ``shards`` (the split's rows, tagged with their shard) -> EmbedImages actors ->
+    write_parquet partitioned by catalog shard under <vdir>/embeddings."""
+    fs, path = storage.arrow_fs(join(vdir, EMBEDDINGS))
+    rows = catalog.dataset(
+        None if split == "all" else split,
+        ["id", "image", *catalog.schema.names],
+        shards=[s.fingerprint for s in shards],
+        with_shard=True,
     )
+    with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
+        embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=image_size)
+        embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
+
+
+def _indexed_rows(storage: Storage, vdir: str, wanted: set[str] | None) -> pa.Table:
+    """The new version's embedding rows (id, error, global, catalog_shard, busy times) of the wanted ids."""
+    table = _read_embeddings(storage, vdir, ["id", "error", "global", "catalog_shard", "t_decode", "t_model"])
+    if wanted is not None:  # reused shards may hold rows that have left the split since
+        table = table.filter(pc.is_in(table["id"], pa.array(sorted(wanted), pa.string())))
+    return table
+
+
+def _busy(table: pa.Table, extracted: list[ShardInfo]) -> dict[str, float]:
+    """Decode and model seconds of the rows this run extracted, summed over actors."""
+    fresh = table.filter(
+        pc.is_in(table["catalog_shard"], pa.array([short_fingerprint(s.fingerprint) for s in extracted], pa.string()))
+    )
+    return {
+        "decode_busy": float(pc.sum(fresh["t_decode"]).as_py() or 0.0),
+        "model_busy": float(pc.sum(fresh["t_model"]).as_py() or 0.0),
+    }
+
+
+def _covered(table: pa.Table, catalog: Catalog, plan: IndexPlan) -> list[CoveredShard]:
+    """One manifest entry per catalog shard: its rows of the split, indexed and rejected, and where they came from."""
+    covered = []
+    for s in catalog.manifest.shards:
+        rows_of = table.filter(pc.equal(table["catalog_shard"], short_fingerprint(s.fingerprint)))
+        failed = int(pc.sum(pc.is_valid(rows_of["error"])).as_py() or 0)
+        covered.append(
+            CoveredShard(
+                fingerprint=s.fingerprint,
+                catalog_path=s.path,
+                embeddings=_shard_dir(s),
+                rows=rows_of.num_rows,
+                indexed=rows_of.num_rows - failed,
+                rejected=failed,
+                reused_from=plan.reusable.version if s in plan.reuse else None,
+            )
+        )
+    return covered
 
 
 def _ids_per_shard(catalog: Catalog, wanted: set[str] | None) -> dict[str, set[str]]:
@@ -283,8 +308,8 @@ def _embedded_ids(storage: Storage, out: str, manifest: IndexManifest, fingerpri
     return set(pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["id"])["id"].to_pylist())
 
 
-def _shard_dir(fingerprint: str) -> str:
-    return f"{EMBEDDINGS}/catalog_shard={fingerprint.removeprefix('sha256:')[:12]}"
+def _shard_dir(shard: ShardInfo) -> str:
+    return f"{EMBEDDINGS}/catalog_shard={short_fingerprint(shard.fingerprint)}"
 
 
 def _read_embeddings(storage: Storage, vdir: str, columns: list[str]) -> pa.Table:
@@ -350,7 +375,8 @@ def print_manifest(m: IndexManifest) -> None:
     t.add_row(
         "time",
         f"extract {timings.get('extract', 0):.1f} s{rate}: decode busy {timings.get('decode_busy', 0):.1f} s, "
-        f"model busy {timings.get('model_busy', 0):.1f} s; faiss {timings.get('faiss', 0):.1f} s; total {timings.get('total', 0):.1f} s",
+        f"model busy {timings.get('model_busy', 0):.1f} s; faiss {timings.get('faiss', 0):.1f} s; "
+        f"total {timings.get('total', 0):.1f} s",
     )
     console.print(t)
 

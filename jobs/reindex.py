@@ -6,8 +6,11 @@ Local:
     fsnet reindex --verify ...     # re-hash the catalog's shards first: a shard whose bytes changed stops it (re-pack)
 Cluster:
     fsnet submit reindex --wait -- --catalog s3://b/catalogs/shop --index s3://b/index/shop
-Schedule (cron, every night at 02:00; cluster/kuberay/cronjob-reindex.yaml is the Kubernetes form):
-    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --catalog s3://b/catalogs/shop --index s3://b/index/shop >> reindex.log 2>&1
+Schedule (cron, every night at 02:00, three crontab lines; cluster/kuberay/cronjob-reindex.yaml is the Kubernetes
+form):
+    CATALOG=s3://b/catalogs/shop
+    INDEX=s3://b/index/shop
+    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --catalog $CATALOG --index $INDEX >> reindex.log 2>&1
 """
 
 from __future__ import annotations

@@ -1,0 +1,48 @@
+"""Ray Data pipeline pieces that more than one job runs: one home, so that a job imports ``fsnet/``, ``eval/`` and
+this module, never another job (train, index and evaluate all embed catalog images the same way).
+
+A piece takes a Ray Dataset and returns one (lazy: nothing runs until the job writes or iterates it); the callable
+class it maps with lives in ``fsnet/`` (``fsnet.embedding.EmbedImages``), which never starts Ray.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from fsnet.catalog.reader import Catalog
+from fsnet.config import Config
+from fsnet.embedding import EmbedImages
+from fsnet.storage import Storage
+from jobs.ray_runtime import actor_pool, cluster_cpus
+
+
+def embed_rows(
+    cfg: Config,
+    storage: Storage,
+    model_url: str,
+    catalog: Catalog,
+    rows: "ray.data.Dataset",
+    with_shard: bool = False,
+    image_size: int | None = None,
+) -> "ray.data.Dataset":
+    """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
+    each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them).
+    ``image_size``: the trained model's (index, evaluate), so that a re-index run with another config (the default
+    224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
+    passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
+    return rows.map_batches(
+        EmbedImages,
+        fn_constructor_kwargs=dict(
+            model_url=model_url,
+            storage=storage,
+            image_size=image_size or cfg.model.image_size,
+            passthrough=passthrough,
+            gpu_decode=cfg.index.gpu_decode,
+        ),
+        batch_size=cfg.index.batch_size,
+        batch_format="numpy",
+        compute=actor_pool(actors),
+        num_gpus=1 if gpus else 0,
+    )
