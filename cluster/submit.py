@@ -21,10 +21,13 @@ from typing import Annotated, Any
 
 import typer
 from ray.job_submission import JobStatus, JobSubmissionClient
+from rich.console import Console
 
 from fsnet.errors import FsnetError
 
-JOBS = ("pack", "synth", "train", "index", "reindex", "evaluate", "report", "ablation", "pipeline")
+# The jobs a cluster runs (`python -m jobs.<name>`), in pipeline order: the one list; jobs/cli.py registers these as
+# `fsnet <name>` and adds the commands that run only where the person is (search, verify, demo).
+JOBS = ("synth", "pack", "train", "index", "reindex", "evaluate", "report", "ablation", "pipeline")
 REPO = Path(__file__).resolve().parents[1]
 EXCLUDES = [  # what the working_dir upload leaves out: data, outputs, environments, caches
     ".git",
@@ -153,10 +156,7 @@ AddressOption = Annotated[
 jobs_app = typer.Typer(help="Jobs submitted to a Ray cluster: status, logs, stop.", no_args_is_help=True)
 
 
-def _console():
-    from jobs.command import console
-
-    return console
+console = Console()  # cluster/ imports nothing from jobs/: its own console, as plain as jobs.command's
 
 
 def cli(
@@ -176,7 +176,6 @@ def cli(
     follow: Annotated[bool, typer.Option("--follow", help="Print the job's log as it runs (implies --wait).")] = False,
 ) -> None:
     """Submit an fsnet job to a Ray cluster (arguments after -- go to the job)."""
-    console = _console()
     jobs, submission_id = submit(address, job, config or [], set_ or [], list(ctx.args))
     console.print(
         f"submitted {job}: {submission_id} (fsnet jobs status {submission_id} --address {address or default_address()})"
@@ -195,17 +194,17 @@ def cli(
 def status_cli(submission_id: str, address: AddressOption = None) -> None:
     """A submitted job's status."""
     info = client(address).get_job_info(submission_id)
-    _console().print(f"{submission_id}: {info.status.value}" + (f" ({info.message})" if info.message else ""))
+    console.print(f"{submission_id}: {info.status.value}" + (f" ({info.message})" if info.message else ""))
 
 
 @jobs_app.command("logs")
 def logs_cli(submission_id: str, address: AddressOption = None) -> None:
     """A submitted job's log so far."""
-    _console().print(client(address).get_job_logs(submission_id), markup=False, highlight=False)
+    console.print(client(address).get_job_logs(submission_id), markup=False, highlight=False)
 
 
 @jobs_app.command("stop")
 def stop_cli(submission_id: str, address: AddressOption = None) -> None:
     """Stop a submitted job."""
     stopped = client(address).stop_job(submission_id)
-    _console().print(f"{submission_id}: {'stop requested' if stopped else 'already ended'}")
+    console.print(f"{submission_id}: {'stop requested' if stopped else 'already ended'}")

@@ -1,14 +1,25 @@
-"""The ``fsnet`` command: one sub-command per job, plus config inspection."""
+"""The ``fsnet`` command: one sub-command per job, plus config inspection.
+
+The jobs a cluster can run are cluster/submit.py's ``JOBS`` (the one list: ``fsnet submit`` accepts exactly these);
+each is ``jobs/<name>.py`` with its ``cli``. The commands below them run only where the person is.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import typer
 from rich.syntax import Syntax
 
 from cluster import submit
 from fsnet.config import dump_config
-from jobs import ablation, demo, evaluate, index, pack, pipeline, reindex, report, search, synth, train, verify
 from jobs.command import ConfigOption, SetOption, console, resolve_config, run_app
+
+LOCAL_ONLY = (
+    "search",  # a query at a terminal, against a published index
+    "verify",  # re-hash or decode the files here, before trusting them
+    "demo",  # a local Ray on a small catalog, for a first look
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -16,21 +27,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # jobs/command.py:run_app prints failures (never locals: they hold credentials)
     help="fsnet: image retrieval with attribute manipulation (FashionSearchNet-v2) on Ray.",
 )
+for name in (*submit.JOBS, *LOCAL_ONLY):
+    app.command(name)(importlib.import_module(f"jobs.{name}").cli)
+app.command("submit", context_settings={"allow_extra_args": True})(submit.cli)
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the config tree.")
 app.add_typer(config_app, name="config")
-app.command("synth")(synth.cli)
-app.command("pack")(pack.cli)
-app.command("train")(train.cli)
-app.command("index")(index.cli)
-app.command("reindex")(reindex.cli)
-app.command("search")(search.cli)
-app.command("evaluate")(evaluate.cli)
-app.command("report")(report.cli)
-app.command("verify")(verify.cli)
-app.command("ablation")(ablation.cli)
-app.command("pipeline")(pipeline.cli)
-app.command("demo")(demo.cli)
-app.command("submit", context_settings={"allow_extra_args": True})(submit.cli)
 app.add_typer(submit.jobs_app, name="jobs")
 
 
