@@ -1,6 +1,6 @@
 """A retrieval explained as one PNG (paper Fig. 6): the query with the manipulated attribute's activation map and
-box (FashionSearchNet; the ADDE-style model has none), then the results, exact target matches framed green.
-`fsnet search --explain` and the report's examples."""
+box (where the model has them: its ``attention`` is None without localization), then the results, exact target
+matches framed green. `fsnet search --explain` and the report's examples."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import torch
 
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.decode import decode_batch
+from fsnet.model.retrieval_model import RetrievalModel
 
 
 def explain_png(
-    model,  # FashionSearchNet or AttributeDrivenNet
+    model: RetrievalModel,
     schema: AttributeSchema,
     image_size: int,
     query: bytes,
@@ -37,8 +38,9 @@ def explain_png(
     columns = 1 + max(1, len(results))
     fig, axes = plt.subplots(1, columns, figsize=(2.2 * columns, 2.8))
     axes[0].imshow(image[0].permute(1, 2, 0).numpy())
-    if model.kind == "fsn":  # the attribute activation map and box (a model without localization has none)
-        attention, box = model.attention(image, attribute)  # (H, W) conv cells
+    shown = model.attention(image, attribute)  # the attribute activation map and box; None without localization
+    if shown is not None:
+        attention, box = shown  # (H, W) conv cells
         h, w = attention.shape
         heat = torch.nn.functional.interpolate(attention[None, None], size=(size, size), mode="bilinear")[0, 0].numpy()
         axes[0].imshow(heat, cmap="jet", alpha=0.45)

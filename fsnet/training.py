@@ -27,8 +27,8 @@ from fsnet.losses import (
     region_triplet_loss,
     soft_triplet_loss,
 )
-from fsnet.model import FashionSearchNet
 from fsnet.model.adde import AttributeDrivenNet
+from fsnet.model.retrieval_model import RetrievalModel
 from fsnet.sampling import GlobalTripletSampler, manipulation_triplets, region_triplets
 
 
@@ -41,7 +41,7 @@ def decode_for_training(
     return {"image": images.numpy(), "labels": labels}
 
 
-def trainable(model: FashionSearchNet, stage: int) -> list[torch.nn.Parameter]:
+def trainable(model: RetrievalModel, stage: int) -> list[torch.nn.Parameter]:
     """Freeze everything but what ``stage`` trains (so DDP reduces only those); returns them."""
     params = model.stage_parameters(stage)
     ids = {id(p) for p in params}
@@ -92,7 +92,7 @@ def local_step(
 
 
 def global_step(
-    model: FashionSearchNet,
+    model: RetrievalModel,
     reps: torch.Tensor,
     sampler: GlobalTripletSampler,
     queries: np.ndarray,

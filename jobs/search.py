@@ -31,7 +31,7 @@ from fsnet.embedding import column_array
 from fsnet.errors import FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
-from fsnet.model import FashionSearchNet, load_model
+from fsnet.model import RetrievalModel, load_model
 from fsnet.schema_match import SchemaMatch
 from fsnet.storage import Storage
 from jobs.command import ConfigOption, absolute_option, console, resolve_config, run_app, single_command
@@ -72,7 +72,7 @@ def parse_manipulations(match: SchemaMatch, items: list[str]) -> np.ndarray:
 
 def load_query(
     reader: IndexReader,
-    model: FashionSearchNet,
+    model: RetrievalModel,
     match: SchemaMatch,
     storage: Storage,
     query_id: str | None,
@@ -101,7 +101,7 @@ def load_query(
     return _embed_query(model, found["image"][0], reader.manifest.image_size, labels)
 
 
-def open_catalog(reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage) -> Catalog:
+def open_catalog(reader: IndexReader, model: RetrievalModel, match: SchemaMatch, storage: Storage) -> Catalog:
     """The catalog the index was built from, as it is now; one line when it has changed since (search goes on:
     ids and images are read by id, labels translated by name)."""
     catalog = Catalog.open(reader.manifest.catalog, storage)
@@ -126,7 +126,7 @@ def read_query_image(storage: Storage, url: str) -> bytes:
     return blob
 
 
-def _embed_query(model: FashionSearchNet, blob: bytes, size: int, labels: np.ndarray) -> Query:
+def _embed_query(model: RetrievalModel, blob: bytes, size: int, labels: np.ndarray) -> Query:
     with torch.no_grad():
         emb = model.embed(decode_batch([blob], size))
     predicted = emb.predicted[0].numpy()
@@ -134,7 +134,7 @@ def _embed_query(model: FashionSearchNet, blob: bytes, size: int, labels: np.nda
 
 
 def run_search(
-    reader: IndexReader, match: SchemaMatch, model: FashionSearchNet, query: Query, manipulation: np.ndarray, k: int
+    reader: IndexReader, match: SchemaMatch, model: RetrievalModel, query: Query, manipulation: np.ndarray, k: int
 ) -> SearchResult:
     names = match.names
     with torch.no_grad():
@@ -185,7 +185,7 @@ def print_result(match: SchemaMatch, r: SearchResult) -> None:
 
 
 def explain(
-    reader: IndexReader, model: FashionSearchNet, match: SchemaMatch, storage: Storage, r: SearchResult, path: str
+    reader: IndexReader, model: RetrievalModel, match: SchemaMatch, storage: Storage, r: SearchResult, path: str
 ) -> None:
     """Query with the manipulated attribute's activation map and box, then the results (matches framed green)."""
     found = Catalog.open(reader.manifest.catalog, storage).rows(r.ids, ["id", "image"])  # by id: a re-pack keeps ids

@@ -7,11 +7,14 @@ embedding (A chunks of D) -> one classifier per chunk. The memory block (disenta
 values to prototypes; a manipulation adds M i to the concatenated chunks. The embedding is the concatenation
 (r = A * D), linear in M, so the index and the factorized evaluation serve it as they serve FashionSearchNet.
 
-Training (jobs/train.py): stage 1 chunk classification (train.stage1), stage 2 the memory from the mean chunk
-features per value, stage 3 manipulation training on images (train.adde; fsnet/training.py manipulation_step).
+Training (``training_plan``, run by jobs/train.py): stage 1 chunk classification (train.stage1), the memory from
+the mean chunk features per value, stage 3 manipulation training on images (train.adde; fsnet/training.py
+manipulation_step).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,13 +23,15 @@ from fsnet.catalog.schema import AttributeSchema
 from fsnet.config import ModelConfig
 from fsnet.model.backbone import Backbone, ImageNetNormalize
 from fsnet.model.disentangled_memory import DisentangledMemory
-from fsnet.model.fsnet import Embedding, TrainOutputs
 from fsnet.model.heads import GroupedLinear
 from fsnet.model.localization import whole_boxes
+from fsnet.model.outputs import Embedding, TrainOutputs
+from fsnet.model.training_plan import Stage
 
 
 class AttributeDrivenNet(nn.Module):
     kind = "adde"
+    manipulation = "additive"  # a manipulation adds M i, a difference of memory prototypes (eval/additive_memory.py)
     method = "adde"  # the name results and reports give this model
     variant = None  # FashionSearchNet's ablation switches do not apply: every loss term as configured
 
@@ -51,7 +56,8 @@ class AttributeDrivenNet(nn.Module):
         """images (B, 3, H, W) -> the disentangled embedding (B, A, D) and conv7's (H, W)."""
         _, conv7 = self.backbone(self.normalize(images))  # (B, C7, H/16, W/16)
         pooled = conv7.mean(dim=(2, 3))  # GAP: (B, C7)
-        x = pooled.unsqueeze(1).expand(-1, len(self.classifiers), -1)  # (B, A, C7): every MLP reads the same features
+        # (B, A, C7): every attribute's MLP reads the same pooled features
+        x = pooled.unsqueeze(1).expand(-1, len(self.classifiers), -1)
         x = torch.relu(self.fc1(self.dropout(x)))  # (B, A, fc_dim)
         return self.fc2(self.dropout(x)), (conv7.shape[2], conv7.shape[3])  # (B, A, D)
 
@@ -101,3 +107,24 @@ class AttributeDrivenNet(nn.Module):
         if stage == 3:
             return [*network, self.memory.weight]
         raise ValueError(f"stage {stage}: stages are 1, 2, 3")
+
+    @classmethod
+    def training_plan(cls, cfg: ModelConfig) -> list[Stage]:
+        """Stage 1 chunk classification on images, the memory from the mean chunk features per value, then stage 3
+        manipulation training on images with train.adde's weights (its stage 2, nothing, is not run)."""
+        return [
+            Stage("stage1", 1, "images", section="stage1", step="local"),
+            Stage.memory(),
+            Stage("stage3", 3, "images", section="adde", step="manipulation"),
+        ]
+
+    def attention(self, images: torch.Tensor, attribute: int) -> None:
+        """No localization: the explanation shows the query without a map or box."""
+        return None
+
+    def summary_figures(self) -> dict[str, Any]:
+        """The memory's off-diagonal share, |off-diagonal blocks|_1 / |M|_1: how block-diagonal it is."""
+        with torch.no_grad():
+            total = float(self.memory.weight.abs().sum())
+            off = float(self.memory.off_diagonal().abs().sum())
+        return {"memory_off_diagonal_share": off / total if total else 0.0}

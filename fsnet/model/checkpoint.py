@@ -10,13 +10,14 @@ import fsnet
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.config import ModelConfig
 from fsnet.errors import ModelError
-from fsnet.model.fsnet import FashionSearchNet, build_model
+from fsnet.model.registry import build_model
+from fsnet.model.retrieval_model import RetrievalModel
 from fsnet.storage import Storage
 
 FORMAT_VERSION = 1
 
 
-def model_bytes(model: FashionSearchNet) -> bytes:
+def model_bytes(model: RetrievalModel) -> bytes:
     buf = io.BytesIO()
     torch.save(
         {
@@ -31,7 +32,7 @@ def model_bytes(model: FashionSearchNet) -> bytes:
     return buf.getvalue()
 
 
-def model_from_bytes(data: bytes, origin: str = "model.pt") -> FashionSearchNet:
+def model_from_bytes(data: bytes, origin: str = "model.pt") -> RetrievalModel:
     try:
         saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         cfg = ModelConfig.model_validate(saved["model_config"])
@@ -43,10 +44,10 @@ def model_from_bytes(data: bytes, origin: str = "model.pt") -> FashionSearchNet:
     return model
 
 
-def save_model(model: FashionSearchNet, url: str, storage: Storage) -> None:
+def save_model(model: RetrievalModel, url: str, storage: Storage) -> None:
     storage.write_bytes(url, model_bytes(model))
 
 
-def load_model(url: str, storage: Storage) -> FashionSearchNet:
+def load_model(url: str, storage: Storage) -> RetrievalModel:
     """The model at ``url`` on the CPU, in eval mode; move it with ``.to(device)``."""
     return model_from_bytes(storage.read_bytes(url), origin=url).eval()

@@ -14,12 +14,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fsnet.catalog.schema import value_offsets
 from fsnet.model.memory import KEEP
 
 
 def one_hot(labels: torch.Tensor, num_values: list[int]) -> torch.Tensor:
     """labels (B, A) value indexes, -1 unknown -> (B, C) float, concatenated one-hot blocks (all zero when unknown)."""
-    offsets = torch.tensor([0, *num_values[:-1]], device=labels.device).cumsum(0)  # (A,)
+    offsets = torch.tensor(value_offsets(num_values), device=labels.device)  # (A,)
     out = torch.zeros(labels.shape[0], sum(num_values), device=labels.device)
     known = labels >= 0
     rows, attrs = known.nonzero(as_tuple=True)

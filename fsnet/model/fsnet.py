@@ -8,44 +8,24 @@ torchvision's weights expect both, and the same normalisation serves the weight-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.config import ModelConfig
-from fsnet.model.backbone import Backbone, ImageNetNormalize, build_backbone
+from fsnet.model.backbone import Backbone, ImageNetNormalize
 from fsnet.model.global_representation import GlobalRepresentation
 from fsnet.model.heads import AttributeHeads
 from fsnet.model.localization import attribute_maps, boxes_from_maps, whole_boxes
 from fsnet.model.memory import MemoryBlock
+from fsnet.model.outputs import Embedding, TrainOutputs
+from fsnet.model.training_plan import Stage
 from fsnet.model.variants import VARIANTS
-
-
-@dataclass
-class TrainOutputs:
-    """One training pass."""
-
-    logits: list[torch.Tensor]  # GAP classifier logits per attribute, (B, V_a) each (L_C)
-    reps: torch.Tensor | None  # (B, A, D) attribute representations fc10_a (L_T); None without heads
-    rep_logits: list[torch.Tensor]  # classifiers on fc10_a, (B, V_a) each (L_TC)
-    boxes: torch.Tensor | None  # (B, A, 4) in conv5 cells
-
-
-@dataclass
-class Embedding:
-    """What the index stores per image."""
-
-    reps: torch.Tensor  # (B, A, D)
-    predicted: torch.Tensor  # (B, A) int64: the value of highest probability per attribute
-    probabilities: torch.Tensor  # (B, C) softmax of each attribute's logits, concatenated in schema order
-    boxes: torch.Tensor  # (B, A, 4) in conv5 cells
-    map_size: tuple[int, int]  # (H, W) of conv5, to turn boxes into pixels
 
 
 class FashionSearchNet(nn.Module):
     kind = "fsn"
+    manipulation = "replace"  # a manipulated slot is replaced by its memory row (eval/linear_global.py)
 
     def __init__(self, cfg: ModelConfig, schema: AttributeSchema, backbone: Backbone):
         super().__init__()
@@ -144,6 +124,23 @@ class FashionSearchNet(nn.Module):
             reps = self.memory.manipulate(reps, manipulation)
         return self.global_rep(reps)
 
+    @classmethod
+    def training_plan(cls, cfg: ModelConfig) -> list[Stage]:
+        """Stage 1 (L_C) and stage 2 (L_C + L_T + L_TC) on images, the memory block from the fixed features, then
+        stage 3 (L_G) on those features for the variants that learn the global representation."""
+        plan = [
+            Stage("stage1", 1, "images", section="stage1", step="local"),
+            Stage("stage2", 2, "images", section="stage2", step="local"),
+            Stage.memory(),
+        ]
+        if VARIANTS[cfg.variant].global_learning:
+            plan.append(Stage("stage3", 3, "features", section="stage3", step="global"))
+        return plan
+
+    def summary_figures(self) -> dict:
+        """Nothing beyond what every model reports."""
+        return {}
+
     def attention(self, images: torch.Tensor, attribute: int) -> tuple[torch.Tensor, list[float]]:
         """What the explanation draws: the attribute map (H, W) of one image (1, 3, S, S) and its box in conv5
         cells (x0, y0, x1, y1)."""
@@ -168,18 +165,3 @@ class FashionSearchNet(nn.Module):
         else:
             raise ValueError(f"stage {stage}: stages are 1, 2, 3")
         return [p for m in modules for p in m.parameters()]
-
-
-def build_model(
-    cfg: ModelConfig, schema: AttributeSchema, pretrained: bool = True
-) -> "FashionSearchNet | AttributeDrivenNet":
-    """The one constructor jobs use: ``model.kind`` picks the network. ``pretrained=False`` skips backbone weights
-    (a checkpoint follows)."""
-    backbone = build_backbone(
-        cfg.backbone, cfg.weights if pretrained else "none", cfg.conv5_channels, cfg.conv67_channels
-    )
-    if cfg.kind == "adde":
-        from fsnet.model.adde import AttributeDrivenNet  # it builds on this module's output types
-
-        return AttributeDrivenNet(cfg, schema, backbone)
-    return FashionSearchNet(cfg, schema, backbone)

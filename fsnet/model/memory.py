@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fsnet.catalog.schema import value_offsets
+
 KEEP = -1  # a manipulation entry that leaves the attribute as it is
 
 
@@ -15,7 +17,7 @@ def value_sums(reps: torch.Tensor, labels: torch.Tensor, num_values: list[int]) 
     """Per value: the sum of the representations (C, D) and the count (C,) over images with that value known.
     reps (N, A, D), labels (N, A) with -1 unknown. Sums and counts add up across batches and workers."""
     n, a, d = reps.shape
-    offsets = torch.tensor([0, *num_values[:-1]], device=labels.device).cumsum(0)  # (A,)
+    offsets = torch.tensor(value_offsets(num_values), device=labels.device)  # (A,)
     known = labels >= 0
     rows = (labels + offsets).masked_select(known)  # (K,) row of M per known (image, attribute)
     vectors = reps[known]  # (K, D)
@@ -29,7 +31,7 @@ class MemoryBlock(nn.Module):
     def __init__(self, num_values: list[int], embed_dim: int, updatable: bool):
         super().__init__()
         self.num_values = list(num_values)
-        self.register_buffer("offsets", torch.tensor([0, *num_values[:-1]]).cumsum(0), persistent=False)
+        self.register_buffer("offsets", torch.tensor(value_offsets(num_values)), persistent=False)
         table = torch.zeros(sum(num_values), embed_dim)
         if updatable:
             self.table = nn.Parameter(table)
