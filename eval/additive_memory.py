@@ -4,9 +4,10 @@ r = A * D) and a manipulation a -> v from the query's value u adds M[:, (a, v)] 
     F' = F + sum_{a changed} (m_av - m_au),   m_c = column c of the memory M (the full width r, off-diagonal
     blocks included).
 
-That is LinearGlobal's formula F' = F + sum_a project_a(m_av - slot_a) with project_a the identity and the query's
-slot a being m_au, the memory column of its current value (zero when that value is unknown), so both evaluators
-run it unchanged. The query's current values are its labels in an evaluation (as in ADDE's protocol)."""
+That is the shared formula F' = F + sum_a project_a(m_av - slot_a) (eval/slot_algebra.py) with project_a the
+identity and the query's slot a being m_au, the memory column of its current value (zero when that value is
+unknown), so both evaluators run it unchanged. The query's current values are its labels in an evaluation (as in
+ADDE's protocol). The algebra of models whose ``manipulation`` is "additive"."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from eval.linear_global import LinearGlobal
+from eval.slot_algebra import SlotAlgebra
 
 
 @dataclass(frozen=True)
-class AdditiveMemory:
+class AdditiveMemory(SlotAlgebra):
     memory: np.ndarray  # (C, r) M's columns as rows: value c's prototype over the whole embedding
     num_values: list[int]
     embed_dim: int  # D, the chunk width (r = A * D)
@@ -30,11 +31,6 @@ class AdditiveMemory:
         with torch.no_grad():
             memory = model.memory.table.detach().double().cpu().numpy()
         return cls(memory, list(model.memory.num_values), model.cfg.embed_dim)
-
-    attributes = LinearGlobal.attributes
-    offsets = LinearGlobal.offsets
-    memory_rows = LinearGlobal.memory_rows
-    manipulated = LinearGlobal.manipulated
 
     def global_of(self, reps: np.ndarray) -> np.ndarray:
         """reps (n, A, D) -> F (n, A * D)."""

@@ -1,11 +1,11 @@
 """The parts of a trained model that a manipulation touches, as plain tensors: the global representation is
 F = sum_a lambda_a s_a W_a (paper Eq. 7, linear in each attribute slot) and a manipulation a -> v swaps s_a for
-the memory row M[a, v], so F' = F + sum_{a changed} lambda_a (M[a, v] - s_a) W_a. Both evaluators and the search
-use this; only the brute-force reference builds F' the long way, from the replaced representations.
+the memory row M[a, v], so F' = F + sum_{a changed} lambda_a (M[a, v] - s_a) W_a: the shared formula of
+eval/slot_algebra.py with slot_a = s_a and project_a(x) = lambda_a x W_a. Both evaluators use this; only the
+brute-force reference builds F' the long way, from the replaced representations.
 
-The ADDE-style model's additive memory (eval/additive_memory.py) has the same shape of formula with other slots;
-``linear_of(model)`` gives whichever the model needs. The evaluators call only what both define: ``global_of``,
-``slots``, ``memory_rows``, ``project``, ``manipulated``, ``gallery_products`` and ``long_way``."""
+The algebra of models whose ``manipulation`` is "replace" (FashionSearchNet); ``eval.algebra.algebra_of(model)``
+picks it, and the ADDE-style model's additive memory (eval/additive_memory.py) for "additive"."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from eval.slot_algebra import SlotAlgebra
+
 
 @dataclass(frozen=True)
-class LinearGlobal:
+class LinearGlobal(SlotAlgebra):
     lambdas: np.ndarray  # (A,) lambda_a
     blocks: np.ndarray | None  # (A, D, r) W_a; None when F is the plain concatenation [s_1, ..., s_A] (r = A * D)
     memory: np.ndarray  # (C, D) the memory block, rows of attribute a at offsets[a] .. offsets[a] + num_values[a]
@@ -33,21 +35,8 @@ class LinearGlobal:
         return cls(lambdas, blocks, memory, list(model.memory.num_values))
 
     @property
-    def attributes(self) -> int:
-        return len(self.num_values)
-
-    @property
     def embed_dim(self) -> int:
         return self.memory.shape[1]
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.num_values)[:-1]]).astype(np.int64)
-
-    def memory_rows(self, attribute: int) -> np.ndarray:
-        """(V_a, D) the memory rows of one attribute."""
-        start = self.offsets[attribute]
-        return self.memory[start : start + self.num_values[attribute]]
 
     def project(self, attribute: int, vectors: np.ndarray) -> np.ndarray:
         """x (n, D) in attribute ``attribute``'s slot -> lambda_a x W_a (n, r)."""
@@ -95,30 +84,7 @@ class LinearGlobal:
             return flat
         return flat @ self.blocks.reshape(-1, self.blocks.shape[2])  # (n, r)
 
-    def manipulated(self, global_: np.ndarray, reps: np.ndarray, change: np.ndarray) -> np.ndarray:
-        """F' = F + sum over changed a of lambda_a (M[a, v] - s_a) W_a, for global_ (n, r), slots ``reps``
-        (n, A, D) and change (n, A) with -1 keeping an attribute."""
-        out = global_.astype(np.float64, copy=True)
-        offsets = self.offsets
-        for a in range(self.attributes):
-            rows = np.flatnonzero(change[:, a] >= 0)
-            if len(rows):
-                delta = self.memory[offsets[a] + change[rows, a].astype(np.int64)] - reps[rows, a].astype(
-                    np.float64
-                )  # (n_a, D)
-                out[rows] += self.project(a, delta)
-        return out
-
     def replaced_reps(self, reps: np.ndarray, change: np.ndarray) -> np.ndarray:
         """reps (n, A, D) with s_a replaced by M[a, v] where change (n, A) says so."""
         rows = self.offsets[None, :] + np.clip(change, 0, None).astype(np.int64)  # (n, A) memory row per slot
         return np.where((change >= 0)[:, :, None], self.memory[rows], reps)
-
-
-def linear_of(model):
-    """The manipulation algebra of a trained model: LinearGlobal (FashionSearchNet) or AdditiveMemory (ADDE-style)."""
-    if model.kind == "adde":
-        from eval.additive_memory import AdditiveMemory  # it builds on LinearGlobal's shared formula
-
-        return AdditiveMemory.from_model(model)
-    return LinearGlobal.from_model(model)

@@ -1,6 +1,6 @@
 """Exact Top-K of every manipulated query over the gallery, two ways that must agree.
 
-``factorized_topk`` uses the linearity of F in each attribute slot (eval/linear_global.py). For a manipulation
+``factorized_topk`` uses the linearity of F in each attribute slot (eval/algebra.py). For a manipulation
 (q; a -> v) the squared distance to gallery image n is ||F'||^2 + score, with
 
     score[n] = ||g_n||^2 - 2 F(q).g_n + 2 sum_{a changed} (u_qa . g_n - m_av . g_n),
@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 import torch
 
-from eval.linear_global import LinearGlobal
+from eval.algebra import ManipulationAlgebra
 from eval.protocol import Manipulations
 
 MARGIN = 16  # extra float32 candidates per row: float32 error reorders only near-equal distances
@@ -91,7 +91,7 @@ def smallest_k(score: torch.Tensor, k: int) -> np.ndarray:
 
 
 def factorized_topk(
-    model: LinearGlobal,
+    model: ManipulationAlgebra,
     reps: np.ndarray,
     gallery: np.ndarray,
     manipulations: Manipulations,
@@ -155,8 +155,8 @@ def factorized_topk(
                 idx = kept[user]  # (R, P) candidate gallery positions of each row's query
                 score = shared[user].gather(1, idx)
                 for a in attributes:
-                    values = torch.from_numpy(change[block, a].astype(np.int64)).to(device)
-                    score -= 2 * memory_products[a][values[:, None], idx]
+                    targets = torch.from_numpy(change[block, a].astype(np.int64)).to(device)  # (R,) new values
+                    score -= 2 * memory_products[a][targets[:, None], idx]
                 approx, at = torch.topk(score, c, dim=1, largest=False, sorted=True)  # (R, c)
                 cand = idx.gather(1, at)
                 # every gallery image outside the candidates scores >= the P-th bound; rows whose c-th score is not
@@ -189,7 +189,7 @@ def factorized_topk(
 
 
 def brute_force_topk(
-    model: LinearGlobal,
+    model: ManipulationAlgebra,
     reps: np.ndarray,
     gallery: np.ndarray,
     manipulations: Manipulations,
