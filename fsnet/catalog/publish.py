@@ -31,6 +31,7 @@ from fsnet.catalog.sources.base import SourceProtocol, SourceTable
 from fsnet.catalog.splits import SPLITS, assign_splits
 from fsnet.config import SplitConfig
 from fsnet.errors import CatalogError
+from fsnet.fingerprint import short_fingerprint
 from fsnet.storage import Storage, join
 
 
@@ -142,7 +143,7 @@ def _write_artifact(storage: Storage, out_url: str, prefix: str, table: pa.Table
     """``<prefix>-<sha12>.parquet`` beside catalog.json: never rewritten with other content under the same name."""
     data = _parquet_bytes(table)
     fingerprint = "sha256:" + hashlib.sha256(data).hexdigest()
-    path = f"{prefix}-{fingerprint.removeprefix('sha256:')[:12]}.parquet"
+    path = f"{prefix}-{short_fingerprint(fingerprint)}.parquet"
     storage.write_bytes(join(out_url, path), data)
     return path, fingerprint
 

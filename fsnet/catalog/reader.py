@@ -24,6 +24,7 @@ from fsnet.catalog.manifest import CATALOG_FILE, CatalogManifest, ShardInfo
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.catalog.splits import SPLITS
 from fsnet.errors import CatalogError, FsnetError, exception_chain
+from fsnet.fingerprint import short_fingerprint
 from fsnet.storage import Storage, join
 
 # What to do about verify()'s problems: a re-pack from the source to the same URL writes again every shard that is
@@ -215,8 +216,8 @@ class Catalog:
             digest = "sha256:" + hashlib.sha256(self.storage.read_bytes(url)).hexdigest()
             if digest != fingerprint:
                 problems.append(
-                    f"{url}: bytes changed since the pack (sha256 {_hex12(digest)}..., catalog.json: "
-                    f"{_hex12(fingerprint)}...)"
+                    f"{url}: bytes changed since the pack (sha256 {short_fingerprint(digest)}..., catalog.json: "
+                    f"{short_fingerprint(fingerprint)}...)"
                 )
         return problems
 
@@ -271,10 +272,6 @@ class Catalog:
             f"{problems[0]}{more}; reading it failed ({reason}): {REPAIR_HINT} (fsnet verify {self.url} lists every "
             "bad file)"
         )
-
-
-def _hex12(fingerprint: str) -> str:
-    return fingerprint.removeprefix("sha256:")[:12]
 
 
 def _tag_shard(batch: pa.Table) -> pa.Table:

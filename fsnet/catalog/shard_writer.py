@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fsnet.catalog.image_check import ImageRejected, check_image
+from fsnet.fingerprint import short_fingerprint
 from fsnet.storage import Storage, join, protocol_of
 
 SHARD_DIR = "shards"
@@ -44,7 +45,7 @@ STATS_SCHEMA = pa.schema(
 
 
 def shard_name(index: int, fingerprint: str) -> str:
-    return f"{SHARD_DIR}/part-{index:05d}-{fingerprint.removeprefix('sha256:')[:12]}.parquet"
+    return f"{SHARD_DIR}/part-{index:05d}-{short_fingerprint(fingerprint)}.parquet"
 
 
 class ShardWriter:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
+from fsnet.fingerprint import short_fingerprint
 from fsnet.index.manifest import MANIFEST_FILE, read_manifest
 from fsnet.index.reader import CatalogMismatch, IndexReader
 from jobs.cli import app
@@ -41,7 +42,7 @@ def repacked(tmp_path_factory, ray_cluster):
 
 
 def short(fingerprint: str) -> str:
-    return "splits-" + fingerprint.removeprefix("sha256:")[:12]
+    return "splits-" + short_fingerprint(fingerprint)
 
 
 def test_another_split_is_refused_in_one_line(repacked, tmp_path):
