@@ -72,22 +72,21 @@ def test_readme_main_command_as_written(tmp_path):
 def test_jobs_with_relative_paths_and_two_at_once(tmp_path):
     fsnet(tmp_path, "synth", "--n", "200", "--size", "64", "--seed", "1", "--out", "src")
     fsnet(tmp_path, "pack", "--config", "tiny", "--source", "src", "--out", "cat")
-    fsnet(tmp_path, "train", "--config", "tiny", "--catalog", "cat", "--out", "run", *TINY_TRAIN)
-    assert (tmp_path / "run" / "model.pt").is_file()
 
-    # Two fsnet commands at once, each with the local Ray it starts: a training and an index.
+    # Two fsnet commands at once, each with the local Ray it starts: a training (Ray Train looks for "the" Ray of
+    # this machine) and a pack (Ray Data actors) of the same source to another catalog.
     env = user_env()
     started = time.monotonic()
     training = subprocess.Popen(
-        [str(FSNET), "train", "--config", "tiny", "--catalog", "cat", "--out", "run2", *TINY_TRAIN],
+        [str(FSNET), "train", "--config", "tiny", "--catalog", "cat", "--out", "run", *TINY_TRAIN],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    indexing = subprocess.Popen(
-        [str(FSNET), "index", "--config", "tiny", "--model", "run/model.pt", "--catalog", "cat", "--out", "idx"],
+    packing = subprocess.Popen(
+        [str(FSNET), "pack", "--config", "tiny", "--source", "src", "--out", "cat2"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -95,15 +94,17 @@ def test_jobs_with_relative_paths_and_two_at_once(tmp_path):
         text=True,
     )
     outputs = {}
-    for name, proc in (("index", indexing), ("train", training)):
+    for name, proc in (("pack", packing), ("train", training)):
         out, err = proc.communicate(timeout=1200)
         outputs[name] = (proc.returncode, out, err)
     for name, (code, out, err) in outputs.items():
         assert code == 0, f"{name} -> {code}\n{out[-2000:]}\n{err[-3000:]}"
         assert "multiple active Ray instances" not in out + err, name
-    assert (tmp_path / "run2" / "model.pt").is_file() and (tmp_path / "idx" / "CURRENT").is_file()
-    print(f"train + index at once: {time.monotonic() - started:.0f} s")
+    assert (tmp_path / "run" / "model.pt").is_file() and (tmp_path / "cat2" / "catalog.json").is_file()
+    print(f"train + pack at once: {time.monotonic() - started:.0f} s")
 
+    fsnet(tmp_path, "index", "--config", "tiny", "--model", "run/model.pt", "--catalog", "cat", "--out", "idx")
+    assert (tmp_path / "idx" / "CURRENT").is_file()
     fsnet(tmp_path, "evaluate", "--config", "tiny", "--index", "idx", "--catalog", "cat", "--out", "ev")
     assert (tmp_path / "ev" / "results.json").is_file()
     live = (tmp_path / "idx" / "CURRENT").read_text().strip()  # "v1"
