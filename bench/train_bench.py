@@ -29,7 +29,7 @@ from fsnet.storage import Storage, join
 from fsnet.training import decode_for_training, local_step, make_optimizer, trainable
 from jobs.pack import pack
 from jobs.synth import synth
-from jobs.train import run_stage
+from jobs.train import run_stage, training_plan
 
 
 def plain_loop(cfg, catalog: Catalog, init_state: dict, epochs: int, device: torch.device) -> list[float]:
@@ -118,7 +118,8 @@ def main() -> None:
         )
 
         start = time.perf_counter()
-        run_stage(cfg, catalog, storage, f"{tmp}/run", 2, f"{tmp}/run/init.pt", {})
+        stage2 = next(s for s in training_plan(cfg) if s.name == "stage2")
+        run_stage(cfg, catalog, storage, f"{tmp}/run", stage2, f"{tmp}/run/init.pt")
         ray_wall = time.perf_counter() - start
         lines = [json.loads(x) for x in storage.read_text(join(f"{tmp}/run", "train_metrics.jsonl")).splitlines()]
         ray_rates = [m["images_per_s"] for m in lines if m["stage"] == 2]

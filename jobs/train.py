@@ -1,7 +1,8 @@
-"""Train FashionSearchNet-v2 in the paper's stages on Ray Train: stage 1 (L_C) -> stage 2 (L_C + L_T + L_TC)
--> memory block from training features -> stage 3 (L_G on those fixed features). The variant decides which run.
-The ADDE-style model (model.kind adde) trains in its own three: stage 1 chunk classification (train.stage1) ->
-memory from the mean chunk features per value -> stage 3 manipulation training on images (train.adde).
+"""Train a retrieval model in the stages its class declares (``training_plan``, fsnet/model/training_plan.py) on
+Ray Train. FashionSearchNet-v2, the paper's: stage 1 (L_C) -> stage 2 (L_C + L_T + L_TC) -> memory block from
+training features -> stage 3 (L_G on those fixed features), the variant deciding which run. The ADDE-style model
+(model.kind adde): stage 1 chunk classification (train.stage1) -> memory from the mean chunk features per value ->
+stage 3 manipulation training on images (train.adde).
 
 Local (starts Ray in this process; CPU workers over gloo):
     fsnet train --config tiny --catalog ./fsnet-demo/catalog --out ./fsnet-demo/run
@@ -46,11 +47,12 @@ from fsnet.embedding import column_array
 from fsnet.errors import ConfigError
 from fsnet.losses import StageLoss
 from fsnet.losses.stage_loss import TERMS
-from fsnet.model import VARIANTS, FashionSearchNet, build_model, load_model, save_model
+from fsnet.model import RetrievalModel, Stage, build_model, load_model, model_class, save_model
 from fsnet.model.checkpoint import model_from_bytes
 from fsnet.model.memory import value_sums
 from fsnet.sampling import GlobalTripletSampler
 from fsnet.storage import Storage, join
+from fsnet.timing import timed
 from fsnet.training import (
     EpochMeter,
     decode_for_training,
@@ -95,24 +97,21 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         console.print(f"{model_url} exists: training is complete; nothing to do")
         return TrainResult(model_url, json.loads(storage.read_text(join(out, "train_summary.json"))))
 
-    timings: dict[str, float] = {}
-    init_url = _initial_model(cfg, catalog, storage, out)
-    previous = init_url
-    image_stages = (1,) if cfg.model.kind == "adde" else (1, 2)
-    for stage in image_stages:
-        previous = run_stage(cfg, catalog, storage, out, stage, previous, timings)
-    memory_url = _memory(cfg, catalog, storage, out, previous, timings)
-    trains_stage3 = cfg.model.kind == "adde" or VARIANTS[cfg.model.variant].global_learning
-    final = run_stage(cfg, catalog, storage, out, 3, memory_url, timings) if trains_stage3 else memory_url
-    storage.write_bytes(model_url, storage.read_bytes(final))
+    seconds: dict[str, float] = {}  # of the stages run now (one done earlier is skipped and not timed)
+    previous = _initial_model(cfg, catalog, storage, out)
+    for stage in training_plan(cfg):
+        previous, took = run_stage(cfg, catalog, storage, out, stage, previous)
+        if took is not None:
+            seconds[stage.name] = took
+    storage.write_bytes(model_url, storage.read_bytes(previous))
 
-    start = time.perf_counter()
-    accuracy, count = heldout_accuracy(cfg, catalog, storage, model_url)
-    timings["heldout_eval"] = time.perf_counter() - start
+    with timed(seconds, "heldout_eval"):
+        accuracy, count = heldout_accuracy(cfg, catalog, storage, model_url)
+    model = load_model(model_url, storage)
     summary = {
         "catalog": catalog_url,
         "kind": cfg.model.kind,
-        "variant": cfg.model.variant if cfg.model.kind == "fsn" else None,
+        "variant": cfg.model.variant if model.variant is not None else None,  # a model with the ablation switches
         "backbone": cfg.model.backbone,
         "image_size": cfg.model.image_size,
         "workers": cfg.train.workers,
@@ -120,32 +119,17 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         "heldout_images": count,
         "heldout_accuracy": accuracy,
         "heldout_accuracy_mean": float(np.mean(list(accuracy.values()))) if accuracy else None,
-        "seconds": timings,
-        **(_memory_figures(load_model(model_url, storage)) if cfg.model.kind == "adde" else {}),
+        "seconds": seconds,
+        **model.summary_figures(),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_text(join(out, "train_summary.json"), json.dumps(summary, indent=1))
     return TrainResult(model_url, summary)
 
 
-def stage_config(cfg: Config, stage: int) -> StageConfig:
-    """The settings of ``stage``: train.stage1..3, except the ADDE-style model's stage 3, train.adde."""
-    if stage == 3 and cfg.model.kind == "adde":
-        return cfg.train.adde
-    return getattr(cfg.train, f"stage{stage}")
-
-
-def on_images(cfg: Config, stage: int) -> bool:
-    """Whether ``stage`` trains on decoded images (else on the fixed features of the training split)."""
-    return stage < 3 or cfg.model.kind == "adde"
-
-
-def _memory_figures(model: torch.nn.Module) -> dict[str, Any]:
-    """The ADDE-style memory's off-diagonal share, |off-diagonal blocks|_1 / |M|_1: how block-diagonal it is."""
-    with torch.no_grad():
-        total = float(model.memory.weight.abs().sum())
-        off = float(model.memory.off_diagonal().abs().sum())
-    return {"memory_off_diagonal_share": off / total if total else 0.0}
+def training_plan(cfg: Config) -> list[Stage]:
+    """The stages of ``model.kind``, in order: its model class declares them (fsnet/model/training_plan.py)."""
+    return model_class(cfg.model.kind).training_plan(cfg.model)
 
 
 # ----- stages (driver side) ----------------------------------------------------------------------------------
@@ -159,21 +143,37 @@ def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) ->
 
 
 def run_stage(
-    cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: int, start_url: str, timings: dict
-) -> str:
-    """Run one stage as a Ray Train TorchTrainer unless its model exists; returns the stage model's URL."""
-    result_url = join(out, f"stage{stage}.pt")
+    cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage, start_url: str
+) -> tuple[str, float | None]:
+    """Run one stage of the plan from the model at ``start_url`` unless its model (<name>.pt) exists: (the stage
+    model's URL, the seconds it took, None when it did not run)."""
+    result_url = join(out, f"{stage.name}.pt")
     if storage.exists(result_url):
-        console.print(f"stage {stage}: done earlier ({result_url}), skipped")
-        return result_url
-    stage_cfg = stage_config(cfg, stage)
-    if stage_cfg.epochs == 0:
+        console.print(f"{_title(stage)}: done earlier ({result_url}), skipped")
+        return result_url, None
+    if stage.data == "memory":
+        start = time.perf_counter()
+        _memory(cfg, catalog, storage, out, start_url, result_url)
+        return result_url, time.perf_counter() - start
+    if getattr(cfg.train, stage.section).epochs == 0:
         storage.write_bytes(result_url, storage.read_bytes(start_url))
-        return result_url
+        return result_url, None
     start = time.perf_counter()
+    _fit(cfg, catalog, storage, out, stage, start_url, result_url)
+    took = time.perf_counter() - start
+    _print_stage(storage, out, stage.number)
+    return result_url, took
+
+
+def _title(stage: Stage) -> str:
+    return "memory" if stage.data == "memory" else f"stage {stage.number}"
+
+
+def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage, start_url: str, result_url: str):
+    """One stage as a Ray Train TorchTrainer (resuming its run's last checkpoint); its model saved at result_url."""
     fs, path = storage.arrow_fs(out)
     datasets = {}
-    if on_images(cfg, stage):
+    if stage.data == "images":
         datasets["train"] = (
             catalog.dataset("train", ["image", *catalog.schema.names], read_cpus=DECODE_CPUS)
             .randomize_block_order()
@@ -186,7 +186,7 @@ def run_stage(
             )
         )
     trainer = ray.train.torch.TorchTrainer(
-        stage_loop if on_images(cfg, stage) else global_loop,
+        stage_loop if stage.data == "images" else global_loop,
         train_loop_config={"cfg": cfg, "stage": stage, "start_url": start_url, "out": out},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.workers,
@@ -194,7 +194,7 @@ def run_stage(
             resources_per_worker={"CPU": cfg.train.cpus_per_worker},
         ),
         run_config=ray.train.RunConfig(
-            name=f"stage{stage}",  # the same name on a re-run: Ray Train restores this stage's checkpoints
+            name=stage.name,  # the same name on a re-run: Ray Train restores this stage's checkpoints
             storage_path=path,
             storage_filesystem=fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
@@ -211,29 +211,21 @@ def run_stage(
     model = model_from_bytes(storage.read_bytes(start_url), origin=start_url)
     model.load_state_dict(state["model"])
     save_model(model, result_url, storage)
-    timings[f"stage{stage}"] = time.perf_counter() - start
-    _print_stage(storage, out, stage)
-    return result_url
 
 
-def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage2_url: str, timings: dict) -> str:
+def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url: str, memory_url: str) -> None:
     """Fixed local features of the training split (the embedding actors the index job uses), then M as the mean
     feature per value."""
-    memory_url = join(out, "memory.pt")
-    if storage.exists(memory_url):
-        console.print(f"memory: done earlier ({memory_url}), skipped")
-        return memory_url
-    start = time.perf_counter()
     features = join(out, "features")
     fs, path = storage.arrow_fs(features)
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
     with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
         embed_rows(
-            cfg, storage, stage2_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])
+            cfg, storage, start_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])
         ).write_parquet(path, filesystem=fs)
 
-    model = load_model(stage2_url, storage)
+    model = load_model(start_url, storage)
     sums = counts = None
     for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(
         columns=["reps", "error", *catalog.schema.names], filter=pads.field("error").is_null()
@@ -247,11 +239,8 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage2_ur
         sums, counts = (s, c) if sums is None else (sums + s, counts + c)
     model.memory.set_means(sums, counts)
     save_model(model, memory_url, storage)
-    timings["memory"] = time.perf_counter() - start
-    console.print(
-        f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {int(counts.sum() // len(catalog.schema.names)):,} training images"
-    )
-    return memory_url
+    images = int(counts.sum() // len(catalog.schema.names))
+    console.print(f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {images:,} training images")
 
 
 def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url: str) -> tuple[dict[str, float], int]:
@@ -274,29 +263,109 @@ def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url:
 
 
 # ----- the loops (run on every Ray Train worker) -------------------------------------------------------------
-def stage_loop(config: dict) -> None:
-    """Stages 1 and 2 (and the ADDE-style model's 3): an ordinary PyTorch loop over this worker's share of the
-    decoded training split."""
-    cfg: Config = config["cfg"]
-    stage: int = config["stage"]
-    stage_cfg = stage_config(cfg, stage)
-    storage = Storage(cfg.storage)
-    context = ray.train.get_context()  # Ray: this worker's rank and the world size
-    rank, world = context.get_world_rank(), context.get_world_size()
+@dataclass
+class Worker:
+    """What a stage's loop shares with its epoch end and its fault: the run, the stage, and this worker's place."""
 
-    model = model_from_bytes(storage.read_bytes(config["start_url"]))
-    params = trainable(model, stage)
-    optimizer = make_optimizer(params, stage_cfg, cfg.train)
+    cfg: Config
+    storage: Storage
+    out: str
+    stage: Stage
+    rank: int
+    world: int
+
+    @classmethod
+    def current(cls, config: dict) -> "Worker":
+        """From the loop's ``train_loop_config`` and Ray Train's context."""
+        cfg: Config = config["cfg"]
+        context = ray.train.get_context()  # Ray: this worker's rank and the world size
+        return cls(
+            cfg,
+            Storage(cfg.storage),
+            config["out"],
+            config["stage"],
+            context.get_world_rank(),
+            context.get_world_size(),
+        )
+
+    @property
+    def settings(self) -> StageConfig:
+        """train.<section>: the stage's epochs, learning rate and loss weights."""
+        return getattr(self.cfg.train, self.stage.section)
+
+    def end_epoch(
+        self,
+        epoch: int,
+        step: int,
+        model: RetrievalModel,
+        optimizer: torch.optim.Optimizer,
+        meter: EpochMeter,
+        terms: list[str],
+        start: float,
+    ) -> None:
+        """All-reduce the epoch's figures, report them with rank 0's checkpoint, and log them (rank 0)."""
+        totals = meter.totals(terms)
+        if self.world > 1:
+            dist.all_reduce(totals)
+        metrics = epoch_metrics(totals, terms, model.schema.names, time.perf_counter() - start)
+        metrics.update(stage=self.stage.number, epoch=epoch, step=step)
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if self.rank == 0:
+                state = {
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "step": step,
+                }
+                torch.save(state, os.path.join(directory, "state.pt"))
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)  # Ray: metrics, and rank 0's checkpoint kept on storage
+        if self.rank == 0:
+            line = json.dumps({**metrics, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            url = join(self.out, METRICS_FILE)
+            previous = self.storage.read_text(url) if self.storage.exists(url) else ""
+            self.storage.write_text(url, previous + line + "\n")
+            print(
+                f"stage {self.stage.number} epoch {epoch}: loss {metrics['loss']:.4f}, "
+                f"{metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step"
+            )
+
+    def maybe_fail(self, step: int) -> None:
+        """Test only: the last worker dies once at train.fault.stage / train.fault.step."""
+        fault, stage = self.cfg.train.fault, self.stage.number
+        if fault.stage != stage or fault.step != step or self.rank != self.world - 1:
+            return
+        marker = join(self.out, FAULT_MARKER.format(stage=stage))
+        if self.storage.exists(marker):
+            return
+        self.storage.write_text(marker, f"stage {stage} step {step}\n")
+        # Ray Train registers a reported checkpoint when its controller next polls the workers: a worker that dies
+        # at once may take the last report with it (a real crash can), and then the run resumes one epoch earlier
+        # than the test that asks for this fault expects. Let the controller take the report first.
+        time.sleep(FAULT_REPORT_GRACE_S)
+        os._exit(1)
+
+
+def stage_loop(config: dict) -> None:
+    """A stage on images (the plan's "images" stages): an ordinary PyTorch loop over this worker's share of the
+    decoded training split, each batch one step of the stage's kind (local or manipulation)."""
+    worker = Worker.current(config)
+    cfg, stage = worker.cfg, worker.stage
+    settings = worker.settings
+
+    model = model_from_bytes(worker.storage.read_bytes(config["start_url"]))
+    params = trainable(model, stage.number)
+    optimizer = make_optimizer(params, settings, cfg.train)
     epoch0, step = _restore(model, optimizer)
     net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
     device = ray.train.torch.get_device()
-    loss_fn = StageLoss(stage_cfg, model.variant)
+    loss_fn = StageLoss(settings, model.variant)
     terms = [t for t in TERMS if t != "g" and loss_fn.needs(t)]
-    manipulating = model.kind == "adde" and stage == 3  # the ADDE-style model's stage 3
-    generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
+    generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + worker.rank)
     shard = ray.train.get_dataset_shard("train")  # Ray: this worker's split of the streaming decode pipeline
 
-    for epoch in range(epoch0, stage_cfg.epochs):
+    for epoch in range(epoch0, settings.epochs):
         net.train()
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
         for batch in shard.iter_torch_batches(
@@ -305,8 +374,8 @@ def stage_loop(config: dict) -> None:
             local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
             device=device,
         ):
-            _maybe_fail(cfg, storage, config["out"], stage, step, rank, world)
-            if manipulating:
+            worker.maybe_fail(step)
+            if stage.step == "manipulation":
                 loss, stats = manipulation_step(net, model, batch["image"], batch["labels"], loss_fn, generator)
             else:
                 loss, stats = local_step(net, batch["image"], batch["labels"], loss_fn, generator)
@@ -315,25 +384,23 @@ def stage_loop(config: dict) -> None:
             optimizer.step()
             meter.add(stats)
             step += 1
-        _end_epoch(cfg, storage, config["out"], stage, epoch, step, model, optimizer, meter, terms, start, rank, world)
+        worker.end_epoch(epoch, step, model, optimizer, meter, terms, start)
 
 
 def global_loop(config: dict) -> None:
-    """Stage 3: L_G on the fixed local features of the training split; each worker takes its share of queries."""
-    cfg: Config = config["cfg"]
-    stage_cfg = cfg.train.stage3
-    storage = Storage(cfg.storage)
-    context = ray.train.get_context()  # Ray: this worker's rank and the world size
-    rank, world = context.get_world_rank(), context.get_world_size()
+    """A stage on the fixed features (FashionSearchNet's stage 3, L_G): each worker takes its share of queries."""
+    worker = Worker.current(config)
+    cfg, rank, world = worker.cfg, worker.rank, worker.world
+    settings = worker.settings
     device = ray.train.torch.get_device()
 
-    model = model_from_bytes(storage.read_bytes(config["start_url"]))
-    params = trainable(model, 3)
-    optimizer = make_optimizer(params, stage_cfg, cfg.train)
+    model = model_from_bytes(worker.storage.read_bytes(config["start_url"]))
+    params = trainable(model, worker.stage.number)
+    optimizer = make_optimizer(params, settings, cfg.train)
     epoch0, step = _restore(model, optimizer)
     model.to(device)
     names, num_values = model.schema.names, model.schema.num_values
-    fs, path = storage.arrow_fs(join(config["out"], "features"))
+    fs, path = worker.storage.arrow_fs(join(config["out"], "features"))
     table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
         columns=["reps", *names], filter=pads.field("error").is_null()
     )
@@ -341,17 +408,17 @@ def global_loop(config: dict) -> None:
     labels = np.stack([table[a].to_numpy() for a in names], axis=1)
     sampler = GlobalTripletSampler(labels, num_values)
     complete = np.flatnonzero((labels >= 0).all(axis=1))
-    loss_fn = StageLoss(stage_cfg, model.variant)
+    loss_fn = StageLoss(settings, model.variant)
     steps_per_epoch = max(1, len(complete) // (world * cfg.train.global_batch))  # equal on every worker
 
-    for epoch in range(epoch0, stage_cfg.epochs):
+    for epoch in range(epoch0, settings.epochs):
         model.train()
         rng = np.random.default_rng([cfg.train.seed, epoch])
         mine = rng.permutation(complete)[rank::world]
         worker_rng = np.random.default_rng([cfg.train.seed, epoch, rank])
         meter, start = EpochMeter(len(names)), time.perf_counter()
         for i in range(steps_per_epoch):
-            _maybe_fail(cfg, storage, config["out"], 3, step, rank, world)
+            worker.maybe_fail(step)
             queries = mine[i * cfg.train.global_batch : (i + 1) * cfg.train.global_batch]
             loss, stats = global_step(model, reps, sampler, queries, worker_rng, loss_fn)
             optimizer.zero_grad(set_to_none=True)
@@ -365,10 +432,10 @@ def global_loop(config: dict) -> None:
             optimizer.step()
             meter.add(stats)
             step += 1
-        _end_epoch(cfg, storage, config["out"], 3, epoch, step, model, optimizer, meter, ["g"], start, rank, world)
+        worker.end_epoch(epoch, step, model, optimizer, meter, ["g"], start)
 
 
-def _restore(model: FashionSearchNet, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+def _restore(model: RetrievalModel, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
     """(first epoch, step) to run: from this stage's last checkpoint after a worker restart or a re-run."""
     checkpoint = ray.train.get_checkpoint()  # Ray: the latest checkpoint reported by this stage's run, if any
     if checkpoint is None:
@@ -378,50 +445,6 @@ def _restore(model: FashionSearchNet, optimizer: torch.optim.Optimizer) -> tuple
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"] + 1, state["step"]
-
-
-def _end_epoch(cfg, storage, out, stage, epoch, step, model, optimizer, meter, terms, start, rank, world) -> None:
-    totals = meter.totals(terms)
-    if world > 1:
-        dist.all_reduce(totals)
-    metrics = epoch_metrics(totals, terms, model.schema.names, time.perf_counter() - start)
-    metrics.update(stage=stage, epoch=epoch, step=step)
-    with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if rank == 0:
-            state = {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "step": step,
-            }
-            torch.save(state, os.path.join(directory, "state.pt"))
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint)  # Ray: metrics, and rank 0's checkpoint kept on storage
-    if rank == 0:
-        line = json.dumps({**metrics, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-        url = join(out, METRICS_FILE)
-        previous = storage.read_text(url) if storage.exists(url) else ""
-        storage.write_text(url, previous + line + "\n")
-        print(
-            f"stage {stage} epoch {epoch}: loss {metrics['loss']:.4f}, {metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step"
-        )
-
-
-def _maybe_fail(cfg: Config, storage: Storage, out: str, stage: int, step: int, rank: int, world: int) -> None:
-    """Test only: the last worker dies once at train.fault.stage / train.fault.step."""
-    fault = cfg.train.fault
-    if fault.stage != stage or fault.step != step or rank != world - 1:
-        return
-    marker = join(out, FAULT_MARKER.format(stage=stage))
-    if storage.exists(marker):
-        return
-    storage.write_text(marker, f"stage {stage} step {step}\n")
-    # Ray Train registers a reported checkpoint when its controller next polls the workers: a worker that dies at
-    # once may take the last report with it (a real crash can), and then the run resumes one epoch earlier than the
-    # test that asks for this fault expects. Let the controller take the report first.
-    time.sleep(FAULT_REPORT_GRACE_S)
-    os._exit(1)
 
 
 # ----- checks and display --------------------------------------------------------------------------------------
@@ -445,8 +468,9 @@ def _check_resources(cfg: Config) -> None:
     cpus = cluster_cpus()
     if cfg.train.workers * cfg.train.cpus_per_worker + FREE_CPUS > cpus:
         raise ConfigError(
-            f"train.workers x train.cpus_per_worker = {cfg.train.workers} x {cfg.train.cpus_per_worker} leaves less than "
-            f"{FREE_CPUS:g} of the cluster's {cpus} CPUs for the read and decode tasks that feed them; lower one of them"
+            f"train.workers x train.cpus_per_worker = {cfg.train.workers} x {cfg.train.cpus_per_worker} leaves less "
+            f"than {FREE_CPUS:g} of the cluster's {cpus} CPUs for the read and decode tasks that feed them; lower one "
+            "of them"
         )
 
 
