@@ -240,6 +240,15 @@ class Results(_Model):
     config: dict[str, Any] | None = None
     """The resolved config, secrets dropped."""
 
+    @property
+    def model_run(self) -> Run:
+        """The run of the trained model (the first)."""
+        return next(r for r in self.runs if r.role == "model")
+
+    def dumps(self) -> str:
+        """The file's text, as evaluate writes it."""
+        return json.dumps(self.model_dump(mode="json"), indent=1)
+
 
 def read_results(text: str | bytes, name: str) -> Results:
     """A results.json's text -> Results; format 1 is translated (run ``kind`` -> ``role``). Anything else, or a file

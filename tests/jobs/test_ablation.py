@@ -1,0 +1,72 @@
+"""fsnet ablation on a real local Ray and S3 (moto): two FSN variants sharing stages, the ADDE-style model and one
+baseline, one report comparing them."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from eval.results import read_results
+from fsnet.config import load_config
+from fsnet.storage import Storage
+from jobs.cli import app
+from jobs.evaluate import evaluate
+from tests.conftest import BUCKET, s3_sets
+from tests.jobs.tiny_model import tiny_catalog_and_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory, ray_cluster) -> str:
+    """A tiny packed synthetic catalog."""
+    return tiny_catalog_and_model(tmp_path_factory.mktemp("ablation"))["catalog"]
+
+
+@pytest.mark.s3
+def test_ablation_shares_stages_and_reports(catalog, s3_endpoint):
+    """The comparison command: two FSN variants (sharing stages), the ADDE-style model and one baseline, one report."""
+    sets = [
+        *s3_sets(s3_endpoint),
+        "train.stage1.epochs=1",
+        "train.stage2.epochs=1",
+        "train.stage3.epochs=1",
+        "train.adde.epochs=1",
+        "report.examples=1",
+    ]
+    out = f"s3://{BUCKET}/ablation"
+    result = CliRunner().invoke(
+        app,
+        [
+            "ablation",
+            "--config",
+            "tiny",
+            "--catalog",
+            catalog,
+            "--variants",
+            "rank_lg,full,attr_logp,adde",
+            "--out",
+            out,
+            *[x for s in sets for x in ("--set", s)],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    # rank_lg trains stage 3 only
+    assert "stage1 shared from" in result.output and "memory shared from" in result.output
+    assert "adde/run: stage1 shared" not in result.output  # another network: nothing shared
+    storage = Storage(load_config([], s3_sets(s3_endpoint)).storage)
+    html = storage.read_text(f"{out}/report/report.html")
+    for method in ("rank_lg", "full", "adde", "attr_logp"):
+        assert f'data-method="{method}"' in html, method
+    assert 'data-method="attribute_only"' not in html  # only the baselines named
+    rank_lg = read_results(storage.read_text(f"{out}/rank_lg/eval/results.json"), "rank_lg")
+    assert rank_lg.model.variant == "rank_lg" and rank_lg.training["variant"] == "rank_lg"
+    adde = read_results(storage.read_text(f"{out}/adde/eval/results.json"), "adde")
+    assert adde.training["kind"] == "adde"
+    assert [(r.method, r.role) for r in adde.runs] == [("adde", "model"), ("attr_logp", "baseline")]
+    assert adde.model.global_dim == 5 * load_config(["tiny"]).model.embed_dim  # the concatenated chunks
+    # its factorized Top-K (additive memory, the queries' labels as old values) equals faiss on explicit F + M i
+    cfg = load_config(["tiny"], [*s3_sets(s3_endpoint), "report.examples=0"])
+    checked = evaluate(cfg, f"{out}/adde/index", catalog, f"{out}/adde/eval-check", check=True)
+    assert checked["check"]["identical"]
+    assert json.loads(storage.read_text(f"{out}/adde/eval-check/results.json"))["check"]["identical"]
