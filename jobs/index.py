@@ -1,5 +1,5 @@
-"""Index a catalog: embedding shards, a faiss index of the gallery's global representations, the memory block and
-MANIFEST.json as a new version <out>/v<N>/, then <out>/CURRENT (written last: readers never see a half-built index).
+"""Index a catalog: embedding shards, a faiss index of the gallery's global representations and MANIFEST.json as a
+new version <out>/v<N>/, then <out>/CURRENT (written last: readers never see a half-built index).
 
 Local:
     fsnet index --model fsnet-demo/run/model.pt --catalog fsnet-demo/catalog --out fsnet-demo/index
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -31,7 +30,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import torch
 import typer
 from rich.table import Table
 
@@ -135,16 +133,6 @@ def index(
 
     storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
     storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
-    memory = io.BytesIO()
-    torch.save(
-        {
-            "table": model.memory.table.detach().cpu(),
-            "counts": model.memory.counts,
-            "num_values": model.memory.num_values,
-        },
-        memory,
-    )
-    storage.write_bytes(join(vdir, "memory.pt"), memory.getvalue())
     bad = table.filter(pc.is_valid(table["error"]))
     manifest = IndexManifest(
         format=1,
@@ -167,7 +155,7 @@ def index(
             for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())
         ],
         timings={**timings, "total": time.perf_counter() - start},
-        files={"index": "index.faiss", "ids": "ids.parquet", "memory": "memory.pt", "embeddings": EMBEDDINGS},
+        files={"index": "index.faiss", "ids": "ids.parquet", "embeddings": EMBEDDINGS},
     )
     storage.write_text(join(vdir, "config.yaml"), saved_config_text(cfg))
     storage.write_text(join(vdir, MANIFEST_FILE), manifest.model_dump_json(indent=1))

@@ -12,9 +12,9 @@ A catalog: every shard, the split file and the stored query list are re-hashed a
 fingerprints catalog.json recorded when they were packed (every byte is read).
 An index: its MANIFEST.json records no hashes of the index's own files, so this checks what can be checked
 honestly: the files the live version names are present and decode (faiss loads, every Parquet page of the ids and
-embedding files decodes, memory.pt loads), their row counts match the manifest, and the model's bytes match the
-sha256 the manifest recorded. A flipped bit inside a float column that still decodes goes unnoticed (Parquet pages
-are written without checksums).
+embedding files decodes, an older version's memory.pt loads), their row counts match the manifest, and the model's
+bytes match the sha256 the manifest recorded. A flipped bit inside a float column that still decodes goes unnoticed
+(Parquet pages are written without checksums).
 
 No Ray. Exit 0 when all is well; otherwise one line per bad file on stderr, naming it, and exit 2.
 """
@@ -34,6 +34,7 @@ import typer
 from fsnet.catalog.manifest import CATALOG_FILE
 from fsnet.catalog.reader import REPAIR_HINT, Catalog
 from fsnet.errors import CatalogError, FsnetError
+from fsnet.fingerprint import short_fingerprint
 from fsnet.index.faiss_index import index_from_bytes
 from fsnet.index.manifest import (
     CURRENT_FILE,
@@ -140,7 +141,8 @@ def verify_index(storage: Storage, url: str) -> Verdict:
             pq.read_table(io.BytesIO(storage.read_bytes(join(vdir, files["ids"])))).num_rows, m.indexed, "ids"
         ),
     )
-    check(join(vdir, files["memory"]), lambda: _memory_problem(storage.read_bytes(join(vdir, files["memory"]))))
+    if "memory" in files:  # versions written before the index stopped copying the memory block
+        check(join(vdir, files["memory"]), lambda: _memory_problem(storage.read_bytes(join(vdir, files["memory"]))))
     for s in m.shards:
         folder = join(vdir, s.embeddings)
         check(
@@ -151,15 +153,16 @@ def verify_index(storage: Storage, url: str) -> Verdict:
         lambda: (
             None
             if _sha256(storage.read_bytes(m.model.url)) == m.model.sha256
-            else f"bytes changed since the index was built (sha256 {_hex12(_sha256(storage.read_bytes(m.model.url)))}..., "
-            f"{MANIFEST_FILE}: {_hex12(m.model.sha256)}...)"
+            else "bytes changed since the index was built "
+            f"(sha256 {short_fingerprint(_sha256(storage.read_bytes(m.model.url)))}..., "
+            f"{MANIFEST_FILE}: {short_fingerprint(m.model.sha256)}...)"
         ),
     )
 
     summary = (
-        f"{url}: index v{version} of {m.indexed:,} rows; faiss index, ids, memory and {len(m.shards)} embedding "
-        f"folder(s) decoded and counted, the model's sha256 checked ({MANIFEST_FILE} holds no hashes of the "
-        f"index's own files); its catalog: fsnet verify {m.catalog}"
+        f"{url}: index v{version} of {m.indexed:,} rows; faiss index, ids{', memory' if 'memory' in files else ''} "
+        f"and {len(m.shards)} embedding folder(s) decoded and counted, the model's sha256 checked ({MANIFEST_FILE} "
+        f"holds no hashes of the index's own files); its catalog: fsnet verify {m.catalog}"
     )
     if problems:
         return Verdict(f"{summary}: {len(problems)} bad; build a fresh index (fsnet index --out <a new URL>)", problems)
@@ -180,10 +183,6 @@ def _memory_problem(data: bytes) -> str | None:
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _hex12(fingerprint: str) -> str:
-    return fingerprint.removeprefix("sha256:")[:12]
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,2 +1,2 @@
-"""Versioned indexes: embedding shards, a faiss index of the gallery's global representations, the memory block
-and MANIFEST.json under <index>/v<N>/; <index>/CURRENT names the live version and is written last."""
+"""Versioned indexes: embedding shards, a faiss index of the gallery's global representations and MANIFEST.json
+under <index>/v<N>/; <index>/CURRENT names the live version and is written last."""

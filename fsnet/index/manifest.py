@@ -5,7 +5,11 @@
 <index>/v<N>/embeddings/catalog_shard=<fp12>/*.parquet   one folder per catalog shard covered
 <index>/v<N>/index.faiss         global representations of the indexed rows (positions = rows of ids.parquet)
 <index>/v<N>/ids.parquet         position -> id
-<index>/v<N>/memory.pt           the memory block (rows per attribute value) the manipulations use
+<index>/v<N>/config.yaml         the resolved config of the run that built it
+
+Searching and evaluating load the whole model (its memory block included) from ``model.url``, whose sha256 the
+manifest records. Older versions also hold memory.pt (listed as ``files["memory"]``: a copy of the memory block that
+nothing read); they open as they are, and fsnet verify still checks that file where a manifest lists it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fsnet.catalog.manifest import CatalogManifest
 from fsnet.catalog.schema import Attribute, AttributeSchema
+from fsnet.fingerprint import short_fingerprint
 from fsnet.storage import Storage, join
 
 CURRENT_FILE = "CURRENT"
@@ -96,14 +101,15 @@ class IndexManifest(_Model):
             )
         if gone:
             out.append(
-                f"{len(gone)} indexed shard(s) no longer in the catalog ({gone[0].catalog_path}{', ...' if len(gone) > 1 else ''})"
+                f"{len(gone)} indexed shard(s) no longer in the catalog ({gone[0].catalog_path}"
+                f"{', ...' if len(gone) > 1 else ''})"
             )
         return out
 
 
 def _short(kind: str, fingerprint: str) -> str:
     """ "sha256:<hex>" -> "<kind>-<first 12 hex digits>", as messages name a file's version."""
-    return f"{kind}-{fingerprint.removeprefix('sha256:')[:12]}"
+    return f"{kind}-{short_fingerprint(fingerprint)}"
 
 
 def version_name(version: int) -> str:

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import torch
 
 from fsnet.catalog.manifest import CatalogManifest
 from fsnet.errors import CatalogError
@@ -48,7 +47,10 @@ class IndexReader:
         if catalog_url == self.manifest.catalog:  # re-packed in place since
             line = f"{catalog_url} has changed since {built} was built from it: {'; '.join(differences)}"
         else:
-            line = f"{catalog_url} is not the catalog {built} was built from ({self.manifest.catalog}): {'; '.join(differences)}"
+            line = (
+                f"{catalog_url} is not the catalog {built} was built from ({self.manifest.catalog}): "
+                f"{'; '.join(differences)}"
+            )
         if not allow:
             raise CatalogMismatch(f"{line}; re-index with fsnet reindex or pass {flag}")
         return line
@@ -62,13 +64,6 @@ class IndexReader:
         """Index position -> id."""
         table = pq.read_table(io.BytesIO(self.storage.read_bytes(join(self.version_url, self.manifest.files["ids"]))))
         return table["id"].to_numpy(zero_copy_only=False)
-
-    @cached_property
-    def memory(self) -> dict:
-        return torch.load(
-            io.BytesIO(self.storage.read_bytes(join(self.version_url, self.manifest.files["memory"]))),
-            weights_only=True,
-        )
 
     def embeddings(self, ids: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Embedding rows (all, or of ``ids``) of this version, failed rows excluded."""
