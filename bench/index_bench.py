@@ -62,9 +62,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
     threads = torch.get_num_threads()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}, torch {torch.__version__}"
-    )
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}")
     sets = ["model.weights=none", f"index.batch_size={args.batch}"]
     cfg = load_config(["fashion_product_small", "cpu_mobilenet96"], [f"source.path={args.data}", *sets])
     storage = Storage(cfg.storage)
@@ -85,7 +84,8 @@ def main() -> None:
         every = model_only(model, images, args.batch, threads)
 
     print(
-        f"\nindex of {args.data.name} ({args.split}): {n:,} images, MobileNetV2 at {cfg.model.image_size} px, batch {args.batch}"
+        f"\nindex of {args.data.name} ({args.split}): {n:,} images, MobileNetV2 at {cfg.model.image_size} px, "
+        f"batch {args.batch}"
     )
     print(f"  end to end (extract: read, decode, embed, write) {t['extract']:7.1f} s  {n / t['extract']:8.1f} images/s")
     print(f"  model only, 1 thread (what one actor holds)        {'':7s}    {one:8.1f} images/s")
@@ -93,7 +93,8 @@ def main() -> None:
     print(f"  ratio end to end / model only (1 thread)          {n / t['extract'] / one:8.2f}")
     print(
         f"  where time goes, summed over actors: decode {t['decode_busy']:.1f} s, model {t['model_busy']:.1f} s; "
-        f"read + write + scheduling: the rest of {t['extract']:.1f} s wall; faiss {t['faiss']:.2f} s; whole job {t['total']:.1f} s"
+        f"read + write + scheduling: the rest of {t['extract']:.1f} s wall; faiss {t['faiss']:.2f} s; "
+        f"whole job {t['total']:.1f} s"
     )
 
 

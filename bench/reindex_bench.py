@@ -36,8 +36,8 @@ from fsnet.config import load_config
 from fsnet.model import load_model
 from fsnet.storage import Storage, join
 from jobs.index import index
-from jobs.pipelines import embed_rows
 from jobs.pack import pack
+from jobs.pipelines import embed_rows
 from jobs.ray_runtime import start_local_ray
 from jobs.synth import synth
 from jobs.train import train
@@ -90,7 +90,8 @@ def main() -> None:
     added = max(1, round(args.n * args.grow))
     gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {gpu}, python {platform.python_version()}, ray {ray.__version__}; "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {gpu}, python {platform.python_version()}, "
+        f"ray {ray.__version__}; "
         f"load average {os.getloadavg()[0]:.1f} at the start"
     )
 
@@ -141,7 +142,8 @@ def main() -> None:
     print(
         f"grew by {added} images ({args.grow:.0%})"
         + ("" if args.no_new_value else f", one with the new value {NEW_VALUE[0]}={NEW_VALUE[1]}")
-        + f"; re-pack {repack_s:.1f} s: {repack.shards_kept} of {len(first_pack.manifest.shards)} shards kept unchanged, "
+        + f"; re-pack {repack_s:.1f} s: {repack.shards_kept} of {len(first_pack.manifest.shards)} shards kept "
+        "unchanged, "
         f"{len(repack.manifest.shards) - repack.shards_kept} written; {NEW_VALUE[0]} values now {', '.join(colours)}"
     )
     print(
@@ -164,8 +166,9 @@ def main() -> None:
     )
     print("\nfixed start-up (paid by every run, whatever it extracts):")
     print(
-        f"  Ray start {ray_start:.1f} / {ray_restart:.1f} s (before the index / re-index; not in the job times above); model load {model_load:.2f} s; "
-        f"extract start-up (the re-index's chain on 1 image: read task, actor spawn, model load, write) {stage_start_up:.1f} s"
+        f"  Ray start {ray_start:.1f} / {ray_restart:.1f} s (before the index / re-index; not in the job times "
+        f"above); model load {model_load:.2f} s; extract start-up (the re-index's chain on 1 image: read task, "
+        f"actor spawn, model load, write) {stage_start_up:.1f} s"
     )
     print(
         f"  load average {os.getloadavg()[0]:.1f} at the end (other work on the machine inflates the fixed costs most)"
@@ -173,7 +176,8 @@ def main() -> None:
     budget = 0.05 * t_full["total"] + fixed
     print(
         f"\nre-index / full index: {t_re['total'] / t_full['total']:.1%}; "
-        f"goal: re-index <= 5% of full + extract start-up = {0.05 * t_full['total']:.1f} + {fixed:.1f} = {budget:.1f} s: "
+        f"goal: re-index <= 5% of full + extract start-up = {0.05 * t_full['total']:.1f} + {fixed:.1f} = "
+        f"{budget:.1f} s: "
         f"{t_re['total']:.1f} s, {'met' if t_re['total'] <= budget else 'NOT met'}"
     )
 
