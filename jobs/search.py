@@ -1,17 +1,21 @@
 """Search an index with attribute manipulation: "this one, but in black".
 
-    fsnet search --index fsnet-demo/index --id 000123 --set color=black -k 10
-    fsnet search --index fsnet-demo/index --image shirt.jpg --set sleeve=long --set color=red --explain out.png
+    fsnet search --index fsnet-demo/index --id 000123 --change color=black -k 10
+    fsnet search --index fsnet-demo/index --image shirt.jpg --change sleeve=long --change color=red --explain out.png
 
 The query's attribute representations come from the index (an indexed id), the catalog (another id) or the model
-(an image file); each --set replaces that attribute's representation by its memory-block row; faiss returns the
+(an image file); each --change replaces that attribute's representation by its memory-block row; faiss returns the
 nearest gallery images to the manipulated global representation. The target is the query's attribute values
 (known labels, else the model's predictions) with the manipulations applied; a result "matches" when its
 attribute values equal the target.
 
 The model's codes are the working space: the index's and the catalog's labels are translated to them by value name
 (fsnet/schema_match.py), so a model trained before a re-pack still searches correctly; a value new since the model
-was trained cannot be a --set target, and a query's such value counts as unknown (the model's prediction stands in).
+was trained cannot be a --change target, and a query's such value counts as unknown (the model's prediction stands
+in).
+
+``--set`` overrides a config key, as on every command. Until the next release, a ``--set ATTRIBUTE=VALUE`` whose key
+is not a config key (its first part is no config section) is still a manipulation, with one warning line.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from rich.table import Table
 
 from fsnet.catalog.image_check import PIL_FORMATS, ImageRejected, check_image
 from fsnet.catalog.reader import Catalog
+from fsnet.config import Config
 from fsnet.decode import decode_batch
 from fsnet.embedding import column_array
 from fsnet.errors import FsnetError
@@ -34,7 +39,16 @@ from fsnet.index.reader import IndexReader
 from fsnet.model import RetrievalModel, load_model
 from fsnet.schema_match import SchemaMatch
 from fsnet.storage import Storage
-from jobs.command import ConfigOption, absolute_option, console, resolve_config, run_app, single_command
+from jobs.command import (
+    ConfigOption,
+    SetOption,
+    absolute_option,
+    console,
+    err_console,
+    resolve_config,
+    run_app,
+    single_command,
+)
 
 
 @dataclass
@@ -64,10 +78,20 @@ def parse_manipulations(match: SchemaMatch, items: list[str]) -> np.ndarray:
     manipulation = np.full(len(names), -1, dtype=np.int64)
     for item in items:
         if "=" not in item:
-            raise FsnetError(f"--set {item}: expected ATTRIBUTE=VALUE (attributes: {', '.join(names)})")
+            raise FsnetError(f"--change {item}: expected ATTRIBUTE=VALUE (attributes: {', '.join(names)})")
         attribute, value = (x.strip() for x in item.split("=", 1))
         manipulation[match.model.index(attribute)] = match.value_code(attribute, value)
     return manipulation
+
+
+def split_sets(sets: list[str]) -> tuple[list[str], list[str]]:
+    """--set items -> (config overrides, manipulations in the old spelling): a key whose first part names a config
+    section (storage.region=...) is a config key; any other (color=black) is a manipulation, deprecated."""
+    config, changes = [], []
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        (config if key.split(".")[0] in Config.model_fields else changes).append(item)
+    return config, changes
 
 
 def load_query(
@@ -193,8 +217,8 @@ def explain(
     gone = [i for i in r.ids if i not in images]
     if gone:
         raise FsnetError(
-            f"--explain: {len(gone)} result image(s) ({', '.join(gone[:3])}) are no longer in the catalog {reader.manifest.catalog} "
-            f"the index {reader.url} was built from; re-index it with fsnet reindex"
+            f"--explain: {len(gone)} result image(s) ({', '.join(gone[:3])}) are no longer in the catalog "
+            f"{reader.manifest.catalog} the index {reader.url} was built from; re-index it with fsnet reindex"
         )
     png = explain_png(
         model,
@@ -217,22 +241,33 @@ def cli(
     image: Annotated[
         Optional[str], typer.Option("--image", callback=absolute_option, help="Query by an image file (path or URL).")
     ] = None,
-    manipulations: Annotated[
-        Optional[list[str]], typer.Option("--set", help="ATTRIBUTE=VALUE to change; repeatable.")
+    changes: Annotated[
+        Optional[list[str]], typer.Option("--change", help="ATTRIBUTE=VALUE to change; repeatable.")
     ] = None,
     k: Annotated[int, typer.Option("-k", help="Results to show.")] = 10,
-    explain_png: Annotated[
+    explain_to: Annotated[
         Optional[str],
         typer.Option(
             "--explain", callback=absolute_option, help="Write a PNG: the query's activation map and box, the results."
         ),
     ] = None,
     config: ConfigOption = None,
-) -> None:
+    set_: SetOption = None,
+) -> SearchResult:
     """Search an index for a query image with its attributes changed."""
     if (query_id is None) == (image is None):
         raise FsnetError("give exactly one of --id or --image")
-    cfg = resolve_config(config, None)
+    sets, old_changes = split_sets(set_ or [])
+    if old_changes:  # the spelling before --change: accepted for one release
+        new = " ".join(f"--change {c}" for c in old_changes)
+        err_console.print(
+            f"warning: {' '.join(f'--set {c}' for c in old_changes)} on fsnet search is deprecated: use {new} "
+            "(--set overrides a config key, as on every command)",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+    cfg = resolve_config(config, sets)
     storage = Storage(cfg.storage)
     # not an image: one line naming it, before the index and the model load
     image_bytes = read_query_image(storage, image) if image is not None else None
@@ -244,13 +279,14 @@ def cli(
     )
     if note := match.note():
         console.print(note)
-    manipulation = parse_manipulations(match, manipulations or [])
-    query = load_query(reader, model, match, storage, query_id, image_bytes, want_image=explain_png is not None)
+    manipulation = parse_manipulations(match, [*(changes or []), *old_changes])
+    query = load_query(reader, model, match, storage, query_id, image_bytes, want_image=explain_to is not None)
     result = run_search(reader, match, model, query, manipulation, k)
     print_result(match, result)
-    if explain_png:
-        explain(reader, model, match, storage, result, explain_png)
-        console.print(f"wrote {explain_png}")
+    if explain_to:
+        explain(reader, model, match, storage, result, explain_to)
+        console.print(f"wrote {explain_to}")
+    return result  # for a caller of the command (tests, a notebook); the terminal gets the table
 
 
 if __name__ == "__main__":

@@ -222,13 +222,13 @@ def test_search_matches_by_name_and_refuses_a_value_the_model_never_saw(drift):
 
     ok = CliRunner().invoke(
         app,
-        ["search", "--index", str(root / "index-mid"), "--id", query_id, "--set", "color=black", "-k", "3"],
+        ["search", "--index", str(root / "index-mid"), "--id", query_id, "--change", "color=black", "-k", "3"],
         terminal_width=200,
     )
     assert ok.exit_code == 0, ok.output
     assert flat(ok.output).count("new since the model was trained") == 1, ok.output
     run = subprocess.run(
-        [*FSNET, "search", "--index", str(root / "index-mid"), "--id", query_id, "--set", "color=indigo"],
+        [*FSNET, "search", "--index", str(root / "index-mid"), "--id", query_id, "--change", "color=indigo"],
         capture_output=True,
         text=True,
         timeout=300,
