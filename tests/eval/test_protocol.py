@@ -32,7 +32,8 @@ def test_counts_on_hand_made_labels():
     gallery = np.array([[1, 0, 0], [2, 0, 0], [0, 1, 0], [0, 0, 0], [2, 1, 0], [1, 1, -1]])
     m = build_manipulations(queries, gallery, NAMES, NUM_VALUES)
     # query 0: colour -> 1 and -> 2 exist, sleeve -> 1 exists, collar -> 1 does not
-    # query 1: (2,1,1) -> colour 0/1 gives (0,1,1)/(1,1,1): absent; sleeve -> 0 gives (2,0,1): absent; collar -> 0 gives (2,1,0): present
+    # query 1: (2,1,1) -> colour 0/1 gives (0,1,1)/(1,1,1): absent; sleeve -> 0 gives (2,0,1): absent;
+    # collar -> 0 gives (2,1,0): present
     assert m.counts() == {"colour": 2, "sleeve": 1, "collar": 1}
     assert m.query.tolist() == [0, 0, 0, 1]
     assert m.target.tolist() == [[1, 0, 0], [2, 0, 0], [0, 1, 0], [2, 1, 0]]
