@@ -93,8 +93,8 @@ def test_with_the_flag_the_missing_gallery_images_are_named(repacked, tmp_path):
     text = flat(out.output)
     assert "split differs" in text
     assert (
-        f"gallery: {len(missing)} of the {len(gallery)} gallery images of {repacked['other']} are not in the index {index_url}"
-        in text
+        f"gallery: {len(missing)} of the {len(gallery)} gallery images of {repacked['other']} are not in the index "
+        f"{index_url}" in text
     )
     assert f"0 rejected by it, {len(missing)} never indexed" in text
     assert all(i in text for i in missing[:5])

@@ -105,7 +105,7 @@ def test_verify_a_url_that_is_neither(tmp_path):
 
 def test_verify_index_checks_what_it_honestly_can(tiny, tiny_index, tmp_path):
     """The index holds no hashes of its own files: present, decodable, row counts as the manifest says, and the
-    model's sha256. A damaged embedding file, a cut faiss file and a missing memory.pt are one line each."""
+    model's sha256. A damaged embedding file and a cut faiss file are one line each."""
     storage = tiny["storage"]
     verdict = verify(storage, tiny_index)
     assert verdict.problems == [] and "holds no hashes of the index's own files" in verdict.summary
@@ -117,16 +117,14 @@ def test_verify_index_checks_what_it_honestly_can(tiny, tiny_index, tmp_path):
     damage(embedding)
     faiss_file = version / "index.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[:-500])
-    (version / "memory.pt").unlink()
 
     problems = verify_index(storage, str(copy)).problems
-    assert len(problems) == 3, problems
+    assert len(problems) == 2, problems
     assert problems[0].startswith(f"{version / 'index.faiss'}: cannot be read (")
-    assert problems[1] == f"{version / 'memory.pt'}: missing"
-    assert problems[2].startswith(f"{embedding.parent}: cannot be read (")
+    assert problems[1].startswith(f"{embedding.parent}: cannot be read (")
 
     done = fsnet("verify", str(copy), cwd=tmp_path)
-    assert done.returncode == 2 and len(bad_lines(done)) == 3, done.stderr
+    assert done.returncode == 2 and len(bad_lines(done)) == 2, done.stderr
 
 
 # ----- jobs reading a damaged shard: one line naming it --------------------------------------------------------------
