@@ -35,9 +35,9 @@ from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
 from fsnet.model import load_model
 from fsnet.storage import Storage, join
+from jobs.embed_rows import embed_rows
 from jobs.index import index
 from jobs.pack import pack
-from jobs.pipelines import embed_rows
 from jobs.ray_runtime import start_local_ray
 from jobs.synth import synth
 from jobs.train import train

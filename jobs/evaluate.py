@@ -53,7 +53,7 @@ from fsnet.schema_match import NOT_IN_MODEL, SchemaMatch
 from fsnet.storage import Storage, join, parent
 from fsnet.timing import timed
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.pipelines import embed_rows
+from jobs.embed_rows import embed_rows
 from jobs.ray_runtime import init_ray
 
 EXAMPLE_RESULTS = 4  # results shown per retrieval example (paper Fig. 6)

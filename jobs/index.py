@@ -60,7 +60,7 @@ from fsnet.storage import Storage, join
 from fsnet.timing import timed
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.pipelines import embed_rows
+from jobs.embed_rows import embed_rows
 from jobs.ray_runtime import init_ray
 
 EMBEDDINGS = "embeddings"

@@ -65,7 +65,7 @@ from fsnet.training import (
 )
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.pipelines import embed_rows
+from jobs.embed_rows import embed_rows
 from jobs.ray_runtime import cluster_cpus, init_ray
 
 DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed

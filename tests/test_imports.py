@@ -25,7 +25,7 @@ SHARED = {  # modules of jobs/ that are not jobs: what every job may import
     "jobs.command": "the command line every job shares (--config / --set, errors as one line)",
     "jobs.ray_runtime": "starting or joining Ray, in one place",
     "jobs.interrupt": "Ctrl-C: what a job kept",
-    "jobs.pipelines": "Ray Data pipeline pieces more than one job runs (embed_rows)",
+    "jobs.embed_rows": "catalog rows -> embedding rows on Ray Data actors: train, index and evaluate all embed",
 }
 COMPOSITES = {  # modules of jobs/ that exist to call jobs
     "jobs.pipeline": "pack -> train -> index -> evaluate -> report in one job",
@@ -70,8 +70,8 @@ GRAPH = {name: imports_of(name, path, MODULES) for name, path in MODULES.items()
 
 
 def test_the_packages_are_read():
-    assert {"fsnet.config", "eval.topk", "jobs.index", "jobs.pipelines", "cluster.submit"} <= set(MODULES)
-    assert "jobs.pipelines" in GRAPH["jobs.index"] and "fsnet.embedding" in GRAPH["jobs.pipelines"]
+    assert {"fsnet.config", "eval.topk", "jobs.index", "jobs.embed_rows", "cluster.submit"} <= set(MODULES)
+    assert "jobs.embed_rows" in GRAPH["jobs.index"] and "fsnet.embedding" in GRAPH["jobs.embed_rows"]
     assert set(SHARED) | set(COMPOSITES) <= set(MODULES)
 
 

@@ -1,7 +1,8 @@
-"""Ray Data pipeline pieces that more than one job runs: one home, so that a job imports ``fsnet/``, ``eval/`` and
-this module, never another job (train, index and evaluate all embed catalog images the same way).
+"""Catalog rows -> embedding rows on a pool of Ray Data actors: the one Ray pipeline piece that train (memory block,
+stage-3 features, held-out accuracy), index and evaluate (queries) all run. It lives here, not in a job, so that a job
+imports ``fsnet/``, ``eval/`` and the shared modules of ``jobs/``, never another job.
 
-A piece takes a Ray Dataset and returns one (lazy: nothing runs until the job writes or iterates it); the callable
+The piece takes a Ray Dataset and returns one (lazy: nothing runs until the job writes or iterates it); the callable
 class it maps with lives in ``fsnet/`` (``fsnet.embedding.EmbedImages``), which never starts Ray.
 """
 
