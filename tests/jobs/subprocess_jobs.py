@@ -16,6 +16,14 @@ from pathlib import Path
 FSNET = str(Path(sys.executable).with_name("fsnet"))  # the installed entry point, as a user types it
 
 
+def user_env() -> dict[str, str]:
+    """This machine's environment as a person's shell has it: no Ray address of the test session, a wide
+    terminal so that rich does not wrap the paths we look for."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["COLUMNS"] = "400"
+    return env
+
+
 @dataclass
 class Job:
     proc: subprocess.Popen

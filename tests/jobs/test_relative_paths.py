@@ -1,12 +1,9 @@
-"""What a person types: the README's main command exactly as written, and the jobs with relative paths, each a
-`fsnet` subprocess in a fresh working directory (Ray Train and Ray Data workers run in working directories of their
-own, so a relative path that reached them meant another folder); two commands at once on one machine."""
+"""What a person types: the jobs with relative paths, each a `fsnet` subprocess in a fresh working directory (Ray
+Train and Ray Data workers run in working directories of their own, so a relative path that reached them meant
+another folder); two commands at once on one machine. The README's main command: test_demo.py."""
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
 import subprocess
 import sys
 import time
@@ -15,28 +12,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.jobs.subprocess_jobs import user_env
+
 FSNET = Path(sys.executable).with_name("fsnet")
-README = Path(__file__).resolve().parents[2] / "README.md"
 TINY_TRAIN = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.stage3.epochs=1"]
-
-
-def readme_main_command() -> list[str]:
-    """The fenced block after <!-- main-command -->, without its install part: the `.venv/bin/fsnet ...` command
-    it ends with, run with this environment's fsnet."""
-    block = re.search(r"<!-- main-command -->\s*```\w*\n(.*?)```", README.read_text(), re.S)
-    assert block, "README.md has no fenced block after <!-- main-command -->"
-    last = block.group(1).strip().split("&&")[-1].strip()
-    words = shlex.split(last)
-    assert words[0] == ".venv/bin/fsnet", f"the main command should end with .venv/bin/fsnet ...: {last!r}"
-    return [str(FSNET), *words[1:]]
-
-
-def user_env() -> dict[str, str]:
-    """This machine's environment as a person's shell has it: no Ray address of the test session, a wide
-    terminal so that rich does not wrap the paths we look for."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["COLUMNS"] = "400"
-    return env
 
 
 def fsnet(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -47,25 +26,6 @@ def fsnet(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPr
         f"fsnet {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
     return result
-
-
-@pytest.mark.slow
-def test_readme_main_command_as_written(tmp_path):
-    command = readme_main_command()
-    first = subprocess.run(command, cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=1500)
-    assert first.returncode == 0, (
-        f"{' '.join(command)} -> {first.returncode}\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
-    )
-    report = tmp_path / "fsnet-demo" / "report" / "report.html"
-    results = tmp_path / "fsnet-demo" / "eval" / "results.json"
-    assert report.is_file() and results.is_file()
-    assert str(report) in first.stdout  # it says where the report is, as an absolute path
-    # a second run finds every step done: the model and the results stay as they were
-    model = tmp_path / "fsnet-demo" / "run" / "model.pt"
-    stamps = (model.stat().st_mtime_ns, results.stat().st_mtime_ns)
-    again = subprocess.run(command, cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert (model.stat().st_mtime_ns, results.stat().st_mtime_ns) == stamps and report.is_file()
 
 
 @pytest.mark.slow
