@@ -36,5 +36,5 @@ def test_credentials_leave_the_command_line_for_the_environment(monkeypatch):
 
 
 def test_unknown_job_lists_the_jobs():
-    with pytest.raises(FsnetError, match="unknown job 'indx' \\(jobs: pack, synth, train, index, reindex"):
+    with pytest.raises(FsnetError, match="unknown job 'indx' \\(jobs: synth, pack, train, index, reindex, evaluate"):
         entrypoint("indx", [], [], [])
