@@ -74,15 +74,7 @@ class AttributeDrivenNet(nn.Module):
         """Chunks, predictions from the chunk classifiers, and whole-image boxes (no localization)."""
         reps, (h, w) = self.chunks(images)
         logits = self.chunk_logits(reps)
-        probabilities = torch.cat([lg.float().softmax(dim=1) for lg in logits], dim=1)
-        predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
-        return Embedding(
-            reps=reps,
-            predicted=predicted,
-            probabilities=probabilities,
-            boxes=whole_boxes(len(reps), len(logits), h, w, reps.device),
-            map_size=(h, w),
-        )
+        return Embedding.of(reps, logits, whole_boxes(len(reps), len(logits), h, w, reps.device), (h, w))
 
     def global_representation(
         self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None

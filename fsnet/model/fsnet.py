@@ -104,15 +104,7 @@ class FashionSearchNet(nn.Module):
         logits = self.attribute_logits(conv7)
         boxes = self.attribute_boxes(conv7, logits)
         reps = self.local_representations(conv5, boxes)
-        probabilities = torch.cat([lg.float().softmax(dim=1) for lg in logits], dim=1)
-        predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)
-        return Embedding(
-            reps=reps,
-            predicted=predicted,
-            probabilities=probabilities,
-            boxes=boxes,
-            map_size=(conv5.shape[2], conv5.shape[3]),
-        )
+        return Embedding.of(reps, logits, boxes, (conv5.shape[2], conv5.shape[3]))
 
     def global_representation(
         self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None

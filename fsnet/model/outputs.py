@@ -27,3 +27,13 @@ class Embedding:
     probabilities: torch.Tensor  # (B, C) softmax of each attribute's logits, concatenated in schema order
     boxes: torch.Tensor  # (B, A, 4) in conv5 cells
     map_size: tuple[int, int]  # (H, W) of conv5, to turn boxes into pixels
+
+    @classmethod
+    def of(
+        cls, reps: torch.Tensor, logits: list[torch.Tensor], boxes: torch.Tensor, map_size: tuple[int, int]
+    ) -> "Embedding":
+        """From the representations and each attribute's logits (B, V_a): predictions and probabilities as every
+        model derives them."""
+        probabilities = torch.cat([lg.float().softmax(dim=1) for lg in logits], dim=1)  # (B, C)
+        predicted = torch.stack([lg.argmax(dim=1) for lg in logits], dim=1)  # (B, A)
+        return cls(reps=reps, predicted=predicted, probabilities=probabilities, boxes=boxes, map_size=map_size)
