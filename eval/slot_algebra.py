@@ -10,18 +10,20 @@ slots, the projection and the memory's width; each subclass gives ``memory``, ``
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from fsnet.catalog.schema import value_offsets
 
 
-class SlotAlgebra:
+class SlotAlgebra(ABC):
     memory: np.ndarray  # (C, w) one row per attribute value, schema order
     num_values: list[int]
 
+    @abstractmethod
     def project(self, attribute: int, vectors: np.ndarray) -> np.ndarray:
         """x (n, w) in attribute ``attribute``'s slot -> its contribution to F (n, r)."""
-        raise NotImplementedError
 
     @property
     def attributes(self) -> int:

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fsnet.catalog.manifest import CatalogManifest, ShardInfo
@@ -39,7 +38,16 @@ from fsnet.config import Config, saved_config_text
 from fsnet.errors import CatalogError
 from fsnet.storage import Storage, join
 from jobs import interrupt
-from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
+from jobs.command import (
+    ConfigOption,
+    SetOption,
+    absolute_option,
+    console,
+    image_progress,
+    resolve_config,
+    run_app,
+    single_command,
+)
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
 
 
@@ -120,16 +128,7 @@ def _shard_groups(table: pa.Table, shard_rows: int, previous: Catalog | None) ->
 
 def _collect(stats: "ray.data.Dataset", total: int, show_progress: bool) -> pa.Table:
     batches = []
-    with Progress(
-        TextColumn("packing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-        transient=False,
-    ) as progress:
+    with image_progress("packing", show_progress) as progress:
         task = progress.add_task("pack", total=total)
         for batch in stats.iter_batches(batch_size=None, batch_format="pyarrow"):
             batches.append(batch)

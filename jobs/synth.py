@@ -22,12 +22,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fsnet.catalog.synthetic import SyntheticWriter
 from fsnet.config import Config, saved_config_text
 from fsnet.storage import Storage, join
-from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
+from jobs.command import (
+    ConfigOption,
+    SetOption,
+    absolute_option,
+    console,
+    image_progress,
+    resolve_config,
+    run_app,
+    single_command,
+)
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
 
 IMAGES_PER_BATCH = 256  # one PUT burst per batch; small enough that progress moves every second or so
@@ -53,15 +61,7 @@ def synth(cfg: Config, out: str, show_progress: bool = True, first: int = 0) -> 
         compute=actor_pool(min(len(blocks), cluster_cpus())),
     )
     tables = []
-    with Progress(
-        TextColumn("rendering"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-    ) as progress:
+    with image_progress("rendering", show_progress) as progress:
         task = progress.add_task("synth", total=s.n)
         for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
             tables.append(batch)
