@@ -141,6 +141,10 @@ class FaultConfig(Section):
 
 
 class TrainConfig(Section):
+    trunk: Literal["frozen", "finetune"]
+    batch_norm: Literal["frozen", "train"]
+    validation: CountOrFraction
+    negatives: Literal["random", "semihard", "hardest"]
     workers: PositiveInt
     use_gpu: bool
     cpus_per_worker: PositiveFloat
@@ -172,8 +176,17 @@ class EvalConfig(Section):
     k_max: PositiveInt
     query_chunk: PositiveInt
     at_once: PositiveInt
-    baselines: list[Literal["attribute_only", "attr_logp"]]
+    baselines: list[Literal["attribute_only", "attr_logp", "probe", "probe_attributes"]]
     protocol: Literal["auto", "generated", "catalog"]
+
+
+class ProbeConfig(Section):
+    image_size: Annotated[int, Field(ge=32)] | None
+    regularization: list[PositiveFloat] = Field(min_length=1)
+
+
+class CacheConfig(Section):
+    trunk: str | None
 
 
 class ReportConfig(Section):
@@ -197,6 +210,8 @@ class Config(Section):
     train: TrainConfig
     index: IndexConfig
     eval: EvalConfig
+    probe: ProbeConfig
+    cache: CacheConfig
     report: ReportConfig
     ray: RayConfig
 
