@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,7 @@ import typer
 import yaml
 from rich.table import Table
 
+from fsnet.cached_batches import CachedBatches
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config, StageConfig, saved_config_text
 from fsnet.embedding import column_array
@@ -61,17 +62,22 @@ from fsnet.training import (
     local_step,
     make_optimizer,
     manipulation_step,
+    stage3_movement,
     trainable,
 )
+from fsnet.trunk_features import TrunkCache, frozen_trunk
+from fsnet.validation import split_training
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_rows
 from jobs.ray_runtime import cluster_cpus, init_ray
+from jobs.trunk_cache import trunk_cache
 
 DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed
 DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU keeps up and two run side by side
 FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
 METRICS_FILE = "train_metrics.jsonl"
+VALIDATION_FILE = "validation_ids.txt"  # the training images held out for model selection, one id per line
 FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
 FAULT_REPORT_GRACE_S = 5.0  # the test-only fault waits this long, so the controller has taken the last report
 
@@ -98,6 +104,9 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         return TrainResult(model_url, json.loads(storage.read_text(join(out, "train_summary.json"))))
 
     seconds: dict[str, float] = {}  # of the stages run now (one done earlier is skipped and not timed)
+    fit_ids, validation_ids = training_ids(cfg, catalog)
+    storage.write_text(join(out, VALIDATION_FILE), "".join(f"{i}\n" for i in validation_ids))
+    console.print(f"training: {len(fit_ids):,} images, {len(validation_ids):,} held out for validation")
     previous = _initial_model(cfg, catalog, storage, out)
     for stage in training_plan(cfg):
         previous, took = run_stage(cfg, catalog, storage, out, stage, previous)
@@ -121,6 +130,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         "heldout_accuracy_mean": float(np.mean(list(accuracy.values()))) if accuracy else None,
         "seconds": seconds,
         **model.summary_figures(),
+        "stage3_movement": stage3_movement(load_model(join(out, "memory.pt"), storage), model),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_text(join(out, "train_summary.json"), json.dumps(summary, indent=1))
@@ -132,13 +142,30 @@ def training_plan(cfg: Config) -> list[Stage]:
     return model_class(cfg.model.kind).training_plan(cfg.model)
 
 
+def training_ids(cfg: Config, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """(the ids the stages train on, the validation ids held out of them): the training split, seeded by train.seed
+    (fsnet/validation.py; the same in every process that asks)."""
+    return split_training(catalog.split_ids("train").astype(str), cfg.train.validation, cfg.train.seed)
+
+
+def training_rows(cfg: Config, catalog: Catalog, columns: list[str], **read) -> "ray.data.Dataset":
+    """The catalog rows the stages train on (the training split without the validation images)."""
+    from ray.data.expressions import col
+
+    fit_ids, _ = training_ids(cfg, catalog)
+    return catalog.dataset("train", columns, **read).filter(expr=col("id").is_in(fit_ids.tolist()))
+
+
 # ----- stages (driver side) ----------------------------------------------------------------------------------
 def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) -> str:
     """The weights every stage-1 worker starts from (pretrained backbone, seeded heads), built once."""
     url = join(out, "init.pt")
     if not storage.exists(url):
         torch.manual_seed(cfg.train.seed)
-        save_model(build_model(cfg.model, catalog.schema), url, storage)
+        model = build_model(cfg.model, catalog.schema)
+        if cfg.train.trunk == "frozen":  # the trunk the cached features come from (the same unless weights: none)
+            model.backbone.trunk.load_state_dict(frozen_trunk(cfg.model).state_dict())
+        save_model(model, url, storage)
     return url
 
 
@@ -173,9 +200,13 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
     """One stage as a Ray Train TorchTrainer (resuming its run's last checkpoint); its model saved at result_url."""
     fs, path = storage.arrow_fs(out)
     datasets = {}
-    if stage.data == "images":
+    loop_config = {"cfg": cfg, "stage": stage, "start_url": start_url, "out": out}
+    if stage.data == "images" and cfg.train.trunk == "frozen":  # the workers read the cached maps themselves
+        loop_config["trunk_cache"] = trunk_cache(cfg, storage, catalog, cfg.model.image_size).url
+        loop_config["fit_ids"], loop_config["fit_labels"] = _labels_of(catalog, training_ids(cfg, catalog)[0])
+    elif stage.data == "images":
         datasets["train"] = (
-            catalog.dataset("train", ["image", *catalog.schema.names], read_cpus=DECODE_CPUS)
+            training_rows(cfg, catalog, ["id", "image", *catalog.schema.names], read_cpus=DECODE_CPUS)
             .randomize_block_order()
             .map_batches(
                 decode_for_training,
@@ -187,7 +218,7 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
         )
     trainer = ray.train.torch.TorchTrainer(
         stage_loop if stage.data == "images" else global_loop,
-        train_loop_config={"cfg": cfg, "stage": stage, "start_url": start_url, "out": out},
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.workers,
             use_gpu=cfg.train.use_gpu,
@@ -213,6 +244,13 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
     save_model(model, result_url, storage)
 
 
+def _labels_of(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (N, A) labels) of ``ids`` in catalog order, read without Ray."""
+    rows = catalog.rows(ids.tolist(), ["id", *catalog.schema.names])
+    labels = np.stack([rows[a] for a in catalog.schema.names], axis=1).astype(np.int16)
+    return rows["id"].astype(str), labels
+
+
 def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url: str, memory_url: str) -> None:
     """Fixed local features of the training split (the embedding actors the index job uses), then M as the mean
     feature per value."""
@@ -222,7 +260,7 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url
         storage.remove(join(features, name))
     with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
         embed_rows(
-            cfg, storage, start_url, catalog, catalog.dataset("train", ["id", "image", *catalog.schema.names])
+            cfg, storage, start_url, catalog, training_rows(cfg, catalog, ["id", "image", *catalog.schema.names])
         ).write_parquet(path, filesystem=fs)
 
     model = load_model(start_url, storage)
@@ -355,7 +393,8 @@ def stage_loop(config: dict) -> None:
     settings = worker.settings
 
     model = model_from_bytes(worker.storage.read_bytes(config["start_url"]))
-    params = trainable(model, stage.number)
+    frozen = cfg.train.trunk == "frozen"
+    params = trainable(model, stage.number, frozen_trunk=frozen)
     optimizer = make_optimizer(params, settings, cfg.train)
     epoch0, step = _restore(model, optimizer)
     net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
@@ -363,28 +402,44 @@ def stage_loop(config: dict) -> None:
     loss_fn = StageLoss(settings, model.variant)
     terms = [t for t in TERMS if t != "g" and loss_fn.needs(t)]
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + worker.rank)
-    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's split of the streaming decode pipeline
+    batches = _batches(worker, config)
 
     for epoch in range(epoch0, settings.epochs):
         net.train()
+        if frozen:
+            model.backbone.trunk.eval()
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
-        for batch in shard.iter_torch_batches(
-            batch_size=cfg.train.batch_size,
-            drop_last=True,
-            local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
-            device=device,
-        ):
+        for batch in batches(epoch):
             worker.maybe_fail(step)
+            images, labels = batch["image"].to(device), batch["labels"].to(device)
             if stage.step == "manipulation":
-                loss, stats = manipulation_step(net, model, batch["image"], batch["labels"], loss_fn, generator)
+                loss, stats = manipulation_step(net, model, images, labels, loss_fn, generator, from_trunk=frozen)
             else:
-                loss, stats = local_step(net, batch["image"], batch["labels"], loss_fn, generator)
+                loss, stats = local_step(net, images, labels, loss_fn, generator, from_trunk=frozen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             meter.add(stats)
             step += 1
         worker.end_epoch(epoch, step, model, optimizer, meter, terms, start)
+
+
+def _batches(worker: Worker, config: dict) -> Callable[[int], Iterable[dict[str, torch.Tensor]]]:
+    """epoch -> this worker's batches: the frozen trunk's cached maps (fsnet/cached_batches.py), or decoded images
+    from the streaming Ray Data pipeline the driver set up."""
+    cfg = worker.cfg
+    if cfg.train.trunk == "frozen":
+        found, arrays = TrunkCache.open(config["trunk_cache"], worker.storage).read(config["fit_ids"], maps=True)
+        cached = CachedBatches(
+            arrays["maps"], config["fit_labels"][found], cfg.train.batch_size, worker.rank, worker.world, cfg.train.seed
+        )
+        return lambda epoch: cached.epoch(epoch, flip=cfg.train.augment.flip)
+    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's split of the streaming decode pipeline
+    return lambda epoch: shard.iter_torch_batches(
+        batch_size=cfg.train.batch_size,
+        drop_last=True,
+        local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
+    )
 
 
 def global_loop(config: dict) -> None:
@@ -420,7 +475,7 @@ def global_loop(config: dict) -> None:
         for i in range(steps_per_epoch):
             worker.maybe_fail(step)
             queries = mine[i * cfg.train.global_batch : (i + 1) * cfg.train.global_batch]
-            loss, stats = global_step(model, reps, sampler, queries, worker_rng, loss_fn)
+            loss, stats = global_step(model, reps, sampler, queries, worker_rng, loss_fn, negatives=cfg.train.negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:  # the few stage-3 parameters: average their gradients by hand instead of wrapping in DDP

@@ -52,9 +52,10 @@ class AttributeDrivenNet(nn.Module):
     def global_dim(self) -> int:
         return len(self.schema.num_values) * self.cfg.embed_dim
 
-    def chunks(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """images (B, 3, H, W) -> the disentangled embedding (B, A, D) and conv7's (H, W)."""
-        _, conv7 = self.backbone(self.normalize(images))  # (B, C7, H/16, W/16)
+    def chunks(self, images: torch.Tensor, from_trunk: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
+        """images (B, 3, H, W), or with ``from_trunk`` the frozen trunk's maps -> the disentangled embedding
+        (B, A, D) and conv7's (H, W)."""
+        _, conv7 = self.backbone(images if from_trunk else self.normalize(images), from_trunk)  # (B, C7, H/16, W/16)
         pooled = conv7.mean(dim=(2, 3))  # GAP: (B, C7)
         # (B, A, C7): every attribute's MLP reads the same pooled features
         x = pooled.unsqueeze(1).expand(-1, len(self.classifiers), -1)
@@ -65,9 +66,9 @@ class AttributeDrivenNet(nn.Module):
         """(B, A, D) -> (B, V_a) per attribute: each chunk's own classifier."""
         return [classifier(reps[:, a]) for a, classifier in enumerate(self.classifiers)]
 
-    def forward(self, images: torch.Tensor, heads: bool = True) -> TrainOutputs:
+    def forward(self, images: torch.Tensor, heads: bool = True, from_trunk: bool = False) -> TrainOutputs:
         """One training pass (``heads`` is FashionSearchNet's switch; the chunks are needed in every stage)."""
-        reps, _ = self.chunks(images)
+        reps, _ = self.chunks(images, from_trunk)
         return TrainOutputs(logits=self.chunk_logits(reps), reps=reps, rep_logits=[], boxes=None)
 
     def embed(self, images: torch.Tensor) -> Embedding:

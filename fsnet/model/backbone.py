@@ -84,8 +84,10 @@ class Backbone(nn.Module):
         self.conv5_channels = conv5_channels
         self.conv7_channels = conv67_channels
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        conv5 = self.conv5(self.trunk(x))  # (B, C5, H/16, W/16)
+    def forward(self, x: torch.Tensor, from_trunk: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: normalised images (B, 3, H, W), or with ``from_trunk`` the trunk's maps (B, C, H/16, W/16) already
+        computed (a frozen trunk's cached features, fsnet/trunk_features.py)."""
+        conv5 = self.conv5(x if from_trunk else self.trunk(x))  # (B, C5, H/16, W/16)
         conv7 = self.conv7(self.conv6(conv5))  # (B, C7, H/16, W/16)
         return conv5, conv7
 

@@ -62,9 +62,10 @@ class FashionSearchNet(nn.Module):
         return self.global_rep.dim
 
     # ----- the pieces, in the order of the network --------------------------------------------------------
-    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> conv5 (B, C5, H/16, W/16), conv7 (B, C7, H/16, W/16)."""
-        return self.backbone(self.normalize(images))
+    def forward_features(self, images: torch.Tensor, from_trunk: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> conv5 (B, C5, H/16, W/16), conv7 (B, C7, H/16, W/16). ``from_trunk``: ``images``
+        are the frozen trunk's maps (B, C, H/16, W/16) instead (train.trunk: frozen)."""
+        return self.backbone(images if from_trunk else self.normalize(images), from_trunk)
 
     def attribute_logits(self, conv7: torch.Tensor) -> list[torch.Tensor]:
         pooled = conv7.mean(dim=(2, 3))  # GAP: (B, C7)
@@ -87,9 +88,10 @@ class FashionSearchNet(nn.Module):
         return self.heads(conv5, boxes)  # (B, A, D)
 
     # ----- what jobs call ----------------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, heads: bool = True) -> TrainOutputs:
-        """One training pass; ``heads=False`` (stage 1) stops after the GAP classifiers."""
-        conv5, conv7 = self.forward_features(images)
+    def forward(self, images: torch.Tensor, heads: bool = True, from_trunk: bool = False) -> TrainOutputs:
+        """One training pass; ``heads=False`` (stage 1) stops after the GAP classifiers; ``from_trunk``: ``images``
+        are the frozen trunk's maps."""
+        conv5, conv7 = self.forward_features(images, from_trunk)
         logits = self.attribute_logits(conv7)
         if not heads:
             return TrainOutputs(logits=logits, reps=None, rep_logits=[], boxes=None)
