@@ -8,6 +8,10 @@
   a -> v != q_a such that some image has exactly the target attribute vector; the positive is drawn among those
   images, the negative at random among images with another vector. Images are grouped by a hash of their label
   vector once, so drawing costs a dictionary lookup per candidate manipulation, whatever the catalog size.
+  Random negatives are mostly easy (they differ from the target in most attributes), and an easy triplet gives
+  the soft-triplet loss almost no gradient; so the sampler can draw several candidate negatives per triplet and
+  ``choose_negatives`` keeps one by the current distances (train.negatives): the first (random), the closest
+  (hardest), or the closest farther than the positive (semihard, FaceNet's rule, which ADDE mines by).
 - ``manipulation_triplets``: the ADDE-style model's in-batch triplets (anchor, manipulation, positive, negative):
   for every anchor with every attribute known, the positive is drawn among the other complete images that differ
   from it in the fewest attributes (at least one; mostly one or two in a batch of 64), the manipulation changes
@@ -53,15 +57,25 @@ def region_triplets(labels: torch.Tensor, generator: torch.Generator | None = No
     )
 
 
+NEGATIVE_CANDIDATES = 8  # negatives drawn per triplet when mining: among 8 random images one is usually close to
+# the query (a shared value or two) while distances stay cheap (8 x global_batch rows of F per step, no gradient)
+NEGATIVE_RULES = ("random", "semihard", "hardest")  # train.negatives
+
+
 @dataclass
 class GlobalTriplets:
     query: np.ndarray  # (T,) image indices
     manipulation: np.ndarray  # (T, A) target value per attribute, -1 = unchanged
     positive: np.ndarray  # (T,) an image with exactly the target vector
-    negative: np.ndarray  # (T,) an image with another vector
+    candidates: np.ndarray  # (T, K) images with another vector, drawn at random: the negatives to choose from
 
     def __len__(self) -> int:
         return len(self.query)
+
+    @property
+    def negative(self) -> np.ndarray:
+        """(T,) the first candidate: a random negative."""
+        return self.candidates[:, 0]
 
 
 class GlobalTripletSampler:
@@ -96,8 +110,11 @@ class GlobalTripletSampler:
             target[a] = q[a]
         return out
 
-    def sample(self, queries: np.ndarray, rng: np.random.Generator, negative_tries: int = 100) -> GlobalTriplets:
-        """One triplet per query that has a manipulation with a positive; other queries are skipped."""
+    def sample(
+        self, queries: np.ndarray, rng: np.random.Generator, negatives: int = 1, negative_tries: int = 100
+    ) -> GlobalTriplets:
+        """One triplet per query that has a manipulation with a positive, with ``negatives`` candidate negatives;
+        other queries are skipped. With one candidate the draws are those of a plain random negative."""
         n, a_count = self.labels.shape
         out_q, out_m, out_p, out_n = [], [], [], []
         for query in np.asarray(queries).tolist():
@@ -108,26 +125,45 @@ class GlobalTripletSampler:
             target = self.labels[query].copy()
             target[a] = v
             positives = self.groups[target.tobytes()]
-            negative = -1
-            for _ in range(negative_tries):
-                pick = int(rng.integers(n))
-                if not np.array_equal(self.labels[pick], target):
-                    negative = pick
-                    break
-            if negative < 0:
+            drawn = [self._negative(target, rng, negative_tries) for _ in range(negatives)]
+            if drawn[0] < 0:
                 continue
             manipulation = np.full(a_count, -1, dtype=np.int64)
             manipulation[a] = v
             out_q.append(query)
             out_m.append(manipulation)
             out_p.append(int(positives[int(rng.integers(len(positives)))]))
-            out_n.append(negative)
+            out_n.append([d if d >= 0 else drawn[0] for d in drawn])  # a failed later draw repeats the first
         return GlobalTriplets(
             query=np.asarray(out_q, dtype=np.int64),
             manipulation=np.asarray(out_m, dtype=np.int64).reshape(-1, a_count),
             positive=np.asarray(out_p, dtype=np.int64),
-            negative=np.asarray(out_n, dtype=np.int64),
+            candidates=np.asarray(out_n, dtype=np.int64).reshape(-1, negatives),
         )
+
+    def _negative(self, target: np.ndarray, rng: np.random.Generator, tries: int) -> int:
+        """A random image whose vector is not ``target`` (-1 when ``tries`` draws found none)."""
+        for _ in range(tries):
+            pick = int(rng.integers(len(self.labels)))
+            if not np.array_equal(self.labels[pick], target):
+                return pick
+        return -1
+
+
+def choose_negatives(d_positive: torch.Tensor, d_candidates: torch.Tensor, rule: str) -> torch.Tensor:
+    """The candidate each triplet keeps, by the current distances from its (manipulated) query: d_positive (T,) to
+    the positive, d_candidates (T, K) to the candidate negatives -> (T,) column in 0..K-1. random: the first;
+    hardest: the closest; semihard: the closest farther than the positive, or the closest when none is."""
+    if rule not in NEGATIVE_RULES:
+        raise ValueError(f"negatives {rule!r}: choose one of {', '.join(NEGATIVE_RULES)}")
+    if rule == "random":
+        return torch.zeros(d_candidates.shape[0], dtype=torch.long, device=d_candidates.device)
+    hardest = d_candidates.argmin(dim=1)  # (T,)
+    if rule == "hardest":
+        return hardest
+    farther = d_candidates > d_positive.unsqueeze(1)  # (T, K)
+    semihard = torch.where(farther, d_candidates, torch.inf).argmin(dim=1)  # (T,)
+    return torch.where(farther.any(dim=1), semihard, hardest)
 
 
 @dataclass

@@ -29,7 +29,13 @@ from fsnet.losses import (
 )
 from fsnet.model.adde import AttributeDrivenNet
 from fsnet.model.retrieval_model import RetrievalModel
-from fsnet.sampling import GlobalTripletSampler, manipulation_triplets, region_triplets
+from fsnet.sampling import (
+    NEGATIVE_CANDIDATES,
+    GlobalTripletSampler,
+    choose_negatives,
+    manipulation_triplets,
+    region_triplets,
+)
 
 
 def decode_for_training(
@@ -41,9 +47,11 @@ def decode_for_training(
     return {"image": images.numpy(), "labels": labels}
 
 
-def trainable(model: RetrievalModel, stage: int) -> list[torch.nn.Parameter]:
-    """Freeze everything but what ``stage`` trains (so DDP reduces only those); returns them."""
-    params = model.stage_parameters(stage)
+def trainable(model: RetrievalModel, stage: int, frozen_trunk: bool = False) -> list[torch.nn.Parameter]:
+    """Freeze everything but what ``stage`` trains (so DDP reduces only those), the pretrained trunk too when
+    ``frozen_trunk`` (train.trunk: frozen); returns them."""
+    frozen = {id(p) for p in model.backbone.trunk.parameters()} if frozen_trunk else set()
+    params = [p for p in model.stage_parameters(stage) if id(p) not in frozen]
     ids = {id(p) for p in params}
     for p in model.parameters():
         p.requires_grad_(id(p) in ids)
@@ -70,10 +78,12 @@ def local_step(
     labels: torch.Tensor,
     loss_fn: StageLoss,
     generator: torch.Generator | None = None,
+    from_trunk: bool = False,
 ) -> tuple[torch.Tensor, StepStats]:
-    """Stages 1-2: L_C, L_T, L_TC as the stage weighs them. ``net`` may be DDP-wrapped."""
+    """Stages 1-2: L_C, L_T, L_TC as the stage weighs them. ``net`` may be DDP-wrapped; ``from_trunk``: ``images``
+    are the frozen trunk's cached maps."""
     heads = loss_fn.needs("t") or loss_fn.needs("tc")
-    out = net(images, heads=heads)
+    out = net(images, heads=heads, from_trunk=from_trunk)
     terms: dict[str, torch.Tensor] = {}
     triplets = 0
     if loss_fn.needs("c"):
@@ -98,9 +108,13 @@ def global_step(
     queries: np.ndarray,
     rng: np.random.Generator,
     loss_fn: StageLoss,
+    *,
+    negatives: str,
 ) -> tuple[torch.Tensor, StepStats]:
-    """Stage 3: L_G on fixed local features ``reps`` (N, A, D) for triplets drawn around ``queries``."""
-    t = sampler.sample(queries, rng)
+    """Stage 3: L_G on fixed local features ``reps`` (N, A, D) for triplets drawn around ``queries``, each
+    negative chosen by ``negatives`` (train.negatives: random, semihard, hardest) among candidates drawn at random,
+    by the current model's distances."""
+    t = sampler.sample(queries, rng, negatives=1 if negatives == "random" else NEGATIVE_CANDIDATES)
     attributes = reps.shape[1]
     if len(t) == 0:
         zero = reps.new_zeros(()) + sum(p.sum() * 0.0 for p in model.stage_parameters(3))
@@ -108,7 +122,16 @@ def global_step(
     manipulation = torch.as_tensor(t.manipulation, device=reps.device)
     f_query = model.global_representation(reps[t.query], manipulation)  # (T, r)
     f_pos = model.global_representation(reps[t.positive])
-    f_neg = model.global_representation(reps[t.negative])
+    negative = torch.as_tensor(t.negative, device=reps.device)  # (T,) the first candidate: random
+    if t.candidates.shape[1] > 1:
+        with torch.no_grad():  # mining only chooses; the loss's gradient flows through the chosen negative
+            candidates = torch.as_tensor(t.candidates, device=reps.device)  # (T, K)
+            f_cand = model.global_representation(reps[candidates.flatten()]).view(*candidates.shape, -1)  # (T, K, r)
+            d_cand = (f_query.unsqueeze(1) - f_cand).norm(dim=2)  # (T, K)
+            d_pos = (f_query - f_pos).norm(dim=1)  # (T,)
+            column = choose_negatives(d_pos, d_cand, negatives)
+            negative = candidates.gather(1, column.unsqueeze(1)).squeeze(1)  # (T,)
+    f_neg = model.global_representation(reps[negative])
     terms = {"g": soft_triplet_loss(f_query, f_pos, f_neg)}
     loss = loss_fn(terms)
     return loss, StepStats(
@@ -121,6 +144,26 @@ def global_step(
     )
 
 
+def stage3_movement(before: RetrievalModel, after: RetrievalModel) -> dict[str, float | None] | None:
+    """How far stage 3 (L_G) moved what it trains, relative to where it started: |after - before| / |before| for
+    w_r, lambda (the positive lambda_a, not its parameter) and, when stage 3 also trains the memory block, M (None
+    otherwise). ``before`` is the memory stage's model, ``after`` the final one. None for a model whose plan has
+    no stage on the fixed features (the ADDE-style model, variants without global representation learning).
+    A w_r that moved by 1e-6 means stage 3 changed nothing retrieval can see."""
+    if not any(stage.step == "global" for stage in after.training_plan(after.cfg)):
+        return None
+
+    def relative(start: torch.Tensor, end: torch.Tensor) -> float:
+        return float((end.detach() - start.detach()).norm() / start.detach().norm())
+
+    memory_trained = any(p is after.memory.table for p in after.stage_parameters(3))
+    return {
+        "w_r": relative(before.global_rep.w_r, after.global_rep.w_r),
+        "lambda": relative(before.global_rep.lambdas, after.global_rep.lambdas),
+        "memory": relative(before.memory.table, after.memory.table) if memory_trained else None,
+    }
+
+
 def manipulation_step(
     net: torch.nn.Module,
     model: AttributeDrivenNet,
@@ -128,12 +171,13 @@ def manipulation_step(
     labels: torch.Tensor,
     loss_fn: StageLoss,
     generator: torch.Generator | None = None,
+    from_trunk: bool = False,
 ) -> tuple[torch.Tensor, StepStats]:
     """The ADDE-style model's stage 3 on one batch: chunk classification (c), the soft triplet of the manipulated
     anchor feature f + M i against a positive with the target values and a negative (t), classification of the
     manipulated feature's chunks as the target values (m), memory consistency (l1), off-diagonal penalty (off).
     ``net`` may be DDP-wrapped; ``model`` is the module inside it (its memory and classifiers are used directly)."""
-    out = net(images)
+    out = net(images, from_trunk=from_trunk)
     reps = out.reps  # (B, A, D)
     b, a, d = reps.shape
     features = reps.flatten(1)  # (B, A * D)
