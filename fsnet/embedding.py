@@ -24,21 +24,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from fsnet.columns import fixed_list
 from fsnet.decode import decode_images, resize_batch
 from fsnet.model import load_model
 from fsnet.storage import Storage
-
-
-def fixed_list(values: np.ndarray, pa_type: pa.DataType) -> pa.FixedSizeListArray:
-    """(N, ...) array -> fixed_size_list column of the trailing size."""
-    flat = np.ascontiguousarray(values).reshape(len(values), -1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), pa_type), flat.shape[1])
-
-
-def column_array(table: pa.Table, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-    """A fixed_size_list column back to an (N, *shape) array (a writable copy: torch takes it as it is)."""
-    column = table[name].combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).astype(dtype, copy=True).reshape(len(column), *shape)
+from fsnet.trunk_features import TrunkCache, trunk_fingerprint
 
 
 class EmbedImages:
@@ -50,6 +40,7 @@ class EmbedImages:
         passthrough: Sequence[str] = (),
         device: str = "auto",
         gpu_decode: bool = True,
+        trunk_cache: str | None = None,
     ):
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
@@ -61,18 +52,42 @@ class EmbedImages:
         self.decode_device = self.device if self.cuda and gpu_decode else torch.device("cpu")
         self.image_size = image_size
         self.passthrough = list(passthrough)
+        self.trunk = None  # the cache entry whose maps stand in for this model's trunk, when they are its maps
+        if trunk_cache is not None:
+            cache = TrunkCache.open(trunk_cache, storage)
+            same = cache.manifest.trunk_fingerprint == trunk_fingerprint(self.model.backbone.trunk)
+            self.trunk = cache if same and cache.manifest.image_size == image_size else None
+        self.shard: tuple[str, dict[str, int], np.ndarray] | None = None  # the last cache shard read
+
+    def _cached(self, batch: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """Row -> its trunk maps (C, h, w) for the rows of ``batch`` the cache holds (needs ``catalog_shard``)."""
+        if self.trunk is None or "catalog_shard" not in batch:
+            return {}
+        found = {}
+        for row, (image_id, shard) in enumerate(zip(batch["id"], batch["catalog_shard"])):
+            if shard not in self.trunk.manifest.shards:
+                continue
+            if self.shard is None or self.shard[0] != shard:  # batches come shard by shard: one held at a time
+                self.shard = (shard, *self.trunk.shard(shard))
+            where = self.shard[1].get(str(image_id))
+            if where is not None:
+                found[row] = self.shard[2][where]
+        return found
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         start = time.perf_counter()
         blobs = list(batch["image"])
         errors: list[str | None] = [None] * len(blobs)
+        cached = self._cached(batch)
         decoded = []
         for i, blob in enumerate(blobs):  # one bad image must not take the batch down: it is listed instead
+            if i in cached:
+                continue
             try:
                 decoded.append(decode_images([blob], self.decode_device)[0])
             except Exception as err:  # noqa: BLE001 - every decoder failure is a rejected image
                 errors[i] = f"undecodable: {type(err).__name__}: {str(err)[:200]}"
-        good = [i for i, e in enumerate(errors) if e is None]
+        good = [i for i, e in enumerate(errors) if e is None and i not in cached]
         t_decode = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -82,12 +97,19 @@ class EmbedImages:
         probabilities = np.zeros((n, sum(self.model.schema.num_values)), np.float32)
         boxes = np.zeros((n, a, 4), np.float32)
         global_ = np.zeros((n, self.model.global_dim), np.float32)
+        inputs = []  # (rows, model input, from_trunk)
         if good:
             images = resize_batch(decoded, self.image_size).to(self.device)  # (B, 3, S, S) uint8
             if self.cuda:
                 images = images.contiguous(memory_format=torch.channels_last)
+            inputs.append((good, images, False))
+        if cached:
+            rows = sorted(cached)
+            maps = torch.from_numpy(np.stack([cached[r] for r in rows])).to(self.device).float()  # (B, C, h, w)
+            inputs.append((rows, maps, True))
+        for good, x, from_trunk in inputs:
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda):
-                emb = self.model.embed(images)
+                emb = self.model.embed(x, from_trunk=from_trunk)
                 f = self.model.global_representation(emb.reps)
             h, w = emb.map_size
             scale = torch.tensor([w, h, w, h], device=emb.boxes.device, dtype=torch.float32)

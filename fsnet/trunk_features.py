@@ -4,17 +4,21 @@ maps) and by the ``probe`` baselines (logistic regression on the pooled features
 of a forward pass, so computing it once instead of once per epoch, stage, variant and re-run is what makes many
 epochs affordable.
 
-A cache entry is a folder ``<root>/<key>/``:
+A cache entry is a folder ``<root>/<backbone>-<size>px-<trunk fingerprint>/``, one sub-folder per catalog shard:
 
-    part-*.parquet  id string; error string (null, or why the image could not be decoded: its other columns are
-                    zeros); pooled fixed_size_list<float32>[C] (global average of the maps); maps
+    catalog_shard=<fp12>/*.parquet  id string; error string (null, or why the image could not be decoded: its other
+                    columns are zeros); pooled fixed_size_list<float32>[C] (global average of the maps); maps
                     fixed_size_list<float16>[C * h * w] (the trunk's output at stride 16, channel-major)
-    trunk.json      written last, so an entry without it is incomplete and is computed again: the key's parts, C,
-                    (h, w), the catalog it was computed from, images and the rejected ones
+    trunk.json      what the entry holds: the trunk (backbone, weights, fingerprint of its weights), size, C, (h, w),
+                    and each complete shard with its images and rejected ones; a shard is listed only once all its
+                    rows are written, so a run stopped in the middle leaves nothing that looks complete
 
-The key is a digest of the backbone, its weights, the image size and the catalog's shard fingerprints (not its URL
-or splits): a re-pack that leaves the shards' bytes unchanged, or the same catalog copied elsewhere, finds the same
-entry; a change to any shard computes a new one. Split membership is read from the catalog by id.
+The entry is named by the trunk's own weights (a digest of its tensors) and the image size; shards by their content
+fingerprint (the catalog's, not its URL or splits): a re-pack that leaves a shard's bytes unchanged, or the same
+catalog copied elsewhere, finds it; a changed or new shard is computed, and only that shard. Split membership is read
+from the catalog by id. The embed path (fsnet/embedding.py) reads the maps instead of decoding and running the
+trunk when the model's trunk has exactly these weights (a frozen-trunk run): index, memory and held-out evaluation
+then cost the new layers only.
 
 Images are resized as the embed path resizes them (fsnet.decode.resize_batch, no augmentation) and normalised as the
 model normalises them, so the maps equal what the model's own trunk computes in eval mode. A backbone without
@@ -25,7 +29,6 @@ process (a random-feature probe, and a frozen trunk the run's model holds too: s
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Sequence
 
 import numpy as np
@@ -34,15 +37,15 @@ import pyarrow.dataset as pads
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from fsnet.catalog.reader import Catalog
+from fsnet.columns import column_array, fixed_list
 from fsnet.config import ModelConfig
 from fsnet.decode import decode_images, resize_batch
-from fsnet.embedding import column_array, fixed_list
 from fsnet.errors import FsnetError
 from fsnet.model.backbone import ImageNetNormalize, build_backbone
 from fsnet.storage import Storage, join
 
 MANIFEST = "trunk.json"
+PARTITION = "catalog_shard"  # one folder per catalog shard: catalog_shard=<12 hex digits of its fingerprint>
 RANDOM_TRUNK_SEED = 0  # a trunk without pretrained weights: the same random weights in every process
 
 
@@ -50,31 +53,33 @@ class TrunkCacheError(FsnetError):
     pass
 
 
+class ShardEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: int
+    rejected: dict[str, str]  # id -> why
+
+
 class TrunkManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: int = 1
-    key: str
     backbone: str
     weights: str
+    trunk_fingerprint: str
     image_size: int
     channels: int
     map_size: tuple[int, int]
-    catalog: str  # where it was computed from (informative: the key does not depend on it)
-    shards: list[str]  # the catalog's shard fingerprints
-    images: int
-    rejected: dict[str, str]  # id -> why
-    seconds: float
+    shards: dict[str, ShardEntry]  # catalog shard fingerprint (12 hex digits) -> what it holds
+    seconds: float  # of the last computation
 
 
-def trunk_key(model: ModelConfig, catalog: Catalog, image_size: int) -> str:
-    """16 hex digits naming a cache entry (module docstring)."""
-    parts = {
-        "backbone": model.backbone,
-        "weights": model.weights,
-        "image_size": image_size,
-        "shards": sorted(s.fingerprint for s in catalog.manifest.shards),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+def trunk_fingerprint(trunk: torch.nn.Module) -> str:
+    """16 hex digits of the trunk's tensors (names, shapes and bytes, in order): the same weights, the same maps."""
+    digest = hashlib.sha256()
+    for name, tensor in trunk.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def frozen_trunk(model: ModelConfig) -> torch.nn.Module:
@@ -88,8 +93,9 @@ class TrunkFeatures:
     """Ray Data callable class: catalog rows (``id``, ``image`` bytes) -> pooled features and maps (see above)."""
 
     def __init__(self, model: ModelConfig, image_size: int):
-        self.trunk = frozen_trunk(model)
-        self.normalize = ImageNetNormalize()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.trunk = frozen_trunk(model).to(self.device)
+        self.normalize = ImageNetNormalize().to(self.device)
         self.image_size = image_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -104,9 +110,9 @@ class TrunkFeatures:
         good = [i for i, e in enumerate(errors) if e is None]
         maps = pooled = None
         if good:
-            images = resize_batch(decoded, self.image_size)  # (B, 3, S, S) uint8
+            images = resize_batch(decoded, self.image_size).to(self.device)  # (B, 3, S, S) uint8
             with torch.inference_mode():
-                out = self.trunk(self.normalize(images))  # (B, C, h, w)
+                out = self.trunk(self.normalize(images)).float().cpu()  # (B, C, h, w)
             pooled = np.zeros((len(blobs), out.shape[1]), np.float32)
             maps = np.zeros((len(blobs), *out.shape[1:]), np.float16)
             pooled[good] = out.mean(dim=(2, 3)).numpy()
@@ -120,6 +126,7 @@ class TrunkFeatures:
                 "error": pa.array(errors, pa.string()),
                 "pooled": fixed_list(pooled, pa.float32()),
                 "maps": fixed_list(maps, pa.float16()),
+                "catalog_shard": pa.array(batch["catalog_shard"].tolist(), pa.string()),  # the partition
             }
         )
 
@@ -130,7 +137,7 @@ class TrunkFeatures:
 
 
 class TrunkCache:
-    """One complete cache entry, read with plain pyarrow (no Ray)."""
+    """One cache entry, read with plain pyarrow (no Ray): only the shards its manifest lists."""
 
     def __init__(self, url: str, storage: Storage, manifest: TrunkManifest):
         self.url, self.storage, self.manifest = url, storage, manifest
@@ -139,64 +146,65 @@ class TrunkCache:
     def open(cls, url: str, storage: Storage) -> "TrunkCache":
         file = join(url, MANIFEST)
         if not storage.exists(file):
-            raise TrunkCacheError(f"{file} not found: no complete trunk feature cache there")
+            raise TrunkCacheError(f"{file} not found: no trunk feature cache there")
         return cls(url, storage, TrunkManifest.model_validate_json(storage.read_bytes(file)))
 
     @property
     def channels(self) -> int:
         return self.manifest.channels
 
+    def _dataset(self, shards: Sequence[str]) -> pads.Dataset:
+        fs, path = self.storage.arrow_fs(self.url)
+        parts = [pads.dataset(f"{path}/{PARTITION}={s}", filesystem=fs, format="parquet") for s in shards]
+        return pads.dataset(parts)  # the union of the shards' folders
+
     def read(self, ids: Sequence[str], maps: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(found, arrays) for ``ids``: ``found`` (len(ids),) bool (False: rejected or absent), arrays in the order
         of ``ids`` restricted to the found ones: ``pooled`` (n, C) float32 and, with ``maps``, ``maps``
         (n, C, h, w) float16."""
-        fs, path = self.storage.arrow_fs(self.url)
-        columns = ["id", "pooled", *(["maps"] if maps else [])]
-        table = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=True).to_table(
-            columns=columns,
+        table = self._dataset(list(self.manifest.shards)).to_table(
+            columns=["id", "pooled", *(["maps"] if maps else [])],
             filter=pads.field("id").isin(pa.array(list(ids), pa.string())) & pads.field("error").is_null(),
         )
         where = {i: n for n, i in enumerate(table["id"].to_pylist())}
         found = np.array([i in where for i in ids], bool)
         order = np.array([where[i] for i in ids if i in where], np.int64)
-        c, (h, w) = self.manifest.channels, self.manifest.map_size
-        out = {"pooled": column_array(table, "pooled", (c,))[order]}
+        out = {"pooled": column_array(table, "pooled", (self.channels,))[order]}
         if maps:
-            column = table["maps"].combine_chunks()
-            flat = column.values.to_numpy(zero_copy_only=False).reshape(len(column), c, h, w)
-            out["maps"] = flat[order]
+            out["maps"] = self._maps(table)[order]
         return found, out
 
+    def shard(self, shard: str) -> tuple[dict[str, int], np.ndarray]:
+        """One catalog shard's (id -> row, maps (n, C, h, w) float16) of its decodable images."""
+        table = self._dataset([shard]).to_table(columns=["id", "maps"], filter=pads.field("error").is_null())
+        return {i: n for n, i in enumerate(table["id"].to_pylist())}, self._maps(table)
 
-def write_manifest(
-    storage: Storage,
-    url: str,
-    key: str,
-    model: ModelConfig,
-    image_size: int,
-    catalog: Catalog,
-    rejected: dict[str, str],
-    seconds: float,
-) -> TrunkManifest:
-    """Read the entry's parts back for its shape and count, then write trunk.json (the entry is complete)."""
+    def _maps(self, table: pa.Table) -> np.ndarray:
+        column = table["maps"].combine_chunks()
+        h, w = self.manifest.map_size
+        return column.values.to_numpy(zero_copy_only=False).reshape(len(column), self.channels, h, w)
+
+
+def shard_entries(storage: Storage, url: str, shards: Sequence[str]) -> dict[str, ShardEntry]:
+    """What the newly written ``shards`` hold: images and the rejected ones, read back from the files."""
     fs, path = storage.arrow_fs(url)
-    dataset = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=True)
-    images = dataset.count_rows()
-    first = next(dataset.to_batches(columns=["pooled", "maps"], batch_size=1), None)
-    channels = first.column(0).type.list_size if first is not None else 0
-    side = round((first.column(1).type.list_size // max(channels, 1)) ** 0.5) if first is not None else 0  # square
-    manifest = TrunkManifest(
-        key=key,
-        backbone=model.backbone,
-        weights=model.weights,
-        image_size=image_size,
-        channels=channels,
-        map_size=(side, side),
-        catalog=catalog.url,
-        shards=[s.fingerprint for s in catalog.manifest.shards],
-        images=images,
-        rejected=rejected,
-        seconds=round(seconds, 1),
-    )
-    storage.write_text(join(url, MANIFEST), manifest.model_dump_json(indent=1))
-    return manifest
+    entries = {}
+    for shard in shards:
+        table = pads.dataset(f"{path}/{PARTITION}={shard}", filesystem=fs, format="parquet").to_table(
+            columns=["id", "error"]
+        )
+        bad = table.filter(pads.field("error").is_valid())
+        entries[shard] = ShardEntry(
+            images=table.num_rows, rejected=dict(zip(bad["id"].to_pylist(), bad["error"].to_pylist()))
+        )
+    return entries
+
+
+def map_shape(storage: Storage, url: str, shard: str) -> tuple[int, tuple[int, int]]:
+    """(C, (h, w)) of the maps in one written shard (square inputs give square maps)."""
+    fs, path = storage.arrow_fs(url)
+    dataset = pads.dataset(f"{path}/{PARTITION}={shard}", filesystem=fs, format="parquet")
+    first = next(dataset.to_batches(columns=["pooled", "maps"], batch_size=1))
+    channels = first.column(0).type.list_size
+    side = round((first.column(1).type.list_size // channels) ** 0.5)
+    return channels, (side, side)

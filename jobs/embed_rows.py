@@ -13,8 +13,10 @@ import ray
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config
 from fsnet.embedding import EmbedImages
+from fsnet.model import load_model
 from fsnet.storage import Storage
 from jobs.ray_runtime import actor_pool, cluster_cpus
+from jobs.trunk_cache import existing_trunk_cache
 
 
 def embed_rows(
@@ -29,7 +31,12 @@ def embed_rows(
     """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
     each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them).
     ``image_size``: the trained model's (index, evaluate), so that a re-index run with another config (the default
-    224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training)."""
+    224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training). Rows with
+    ``catalog_shard`` (``Catalog.dataset(with_shard=True)``) of a model whose trunk is the cached frozen trunk are
+    embedded from the cached maps (fsnet/trunk_features.py): the same figures, without decoding or the trunk."""
+    size = image_size or cfg.model.image_size
+    # a frozen-trunk model reads its trunk's maps from the cache instead of decoding (the actor checks the weights)
+    trunk = existing_trunk_cache(cfg, storage, catalog, load_model(model_url, storage).cfg, size)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
     passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
@@ -38,9 +45,10 @@ def embed_rows(
         fn_constructor_kwargs=dict(
             model_url=model_url,
             storage=storage,
-            image_size=image_size or cfg.model.image_size,
+            image_size=size,
             passthrough=passthrough,
             gpu_decode=cfg.index.gpu_decode,
+            trunk_cache=trunk.url if trunk is not None else None,
         ),
         batch_size=cfg.index.batch_size,
         batch_format="numpy",

@@ -36,8 +36,8 @@ from rich.table import Table
 import fsnet
 from fsnet.catalog.manifest import ShardInfo
 from fsnet.catalog.reader import Catalog
+from fsnet.columns import column_array
 from fsnet.config import Config, saved_config_text
-from fsnet.embedding import column_array
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.fingerprint import short_fingerprint
 from fsnet.index.faiss_index import build_index, index_bytes

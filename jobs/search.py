@@ -30,9 +30,9 @@ from rich.table import Table
 
 from fsnet.catalog.image_check import PIL_FORMATS, ImageRejected, check_image
 from fsnet.catalog.reader import Catalog
+from fsnet.columns import column_array
 from fsnet.config import Config
 from fsnet.decode import decode_batch
-from fsnet.embedding import column_array
 from fsnet.errors import FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader

@@ -1,69 +1,106 @@
-"""The trunk feature cache (fsnet/trunk_features.py) found or computed: the Ray Data piece that train (``train.trunk:
-frozen``) and evaluate (the probe baselines) share, so it lives here and not in a job.
+"""The trunk feature cache (fsnet/trunk_features.py) found or brought up to date: the Ray Data piece that train
+(``train.trunk: frozen``), the embed path and evaluate (the probe baselines) share, so it lives here and not in a job.
 
 Where: ``cache.trunk`` when set, else ``trunk-features/`` beside the catalog (a catalog is packed once and trained,
-indexed and evaluated many times: its cache serves every run, variant and re-run of it). Each entry is a folder named
-by its key; a complete one (trunk.json present) is reused as it is, an incomplete one (a run stopped in the middle) is
-computed again from the start.
+indexed and evaluated many times: its cache serves every run, variant and re-run of it). The catalog's shards that
+the entry does not list yet (all of them the first time; a re-pack's changed ones later) are computed by a pool of
+Ray Data actors and written one folder per shard; then the manifest lists them.
 """
 
 from __future__ import annotations
 
 import posixpath
+import time
 
-import pyarrow.dataset as pads
+import ray
 
 from fsnet.catalog.reader import Catalog
-from fsnet.config import Config
+from fsnet.config import Config, ModelConfig
+from fsnet.fingerprint import short_fingerprint
 from fsnet.storage import Storage, join
-from fsnet.timing import timed
-from fsnet.trunk_features import MANIFEST, TrunkCache, TrunkFeatures, trunk_key, write_manifest
+from fsnet.trunk_features import (
+    MANIFEST,
+    PARTITION,
+    TrunkCache,
+    TrunkFeatures,
+    TrunkManifest,
+    frozen_trunk,
+    map_shape,
+    shard_entries,
+    trunk_fingerprint,
+)
 from jobs.command import console
 from jobs.ray_runtime import actor_pool, cluster_cpus
 
+READ_CPUS = 0.25  # reading a shard and writing its features are I/O and little CPU
 ROWS_PER_CALL = 64  # images per trunk call: the trunk's batch on a CPU; small enough to keep every actor busy
 
 
-def cache_root(cfg: Config, catalog: Catalog) -> str:
-    if cfg.cache.trunk:
-        return cfg.cache.trunk
-    return join(posixpath.dirname(catalog.url.rstrip("/")), "trunk-features")
+def cache_url(cfg: Config, catalog: Catalog, model: ModelConfig, image_size: int) -> str:
+    """The entry of ``model``'s pretrained trunk at ``image_size`` for ``catalog`` (which may not exist yet)."""
+    root = cfg.cache.trunk or join(posixpath.dirname(catalog.url.rstrip("/")), "trunk-features")
+    return join(root, f"{model.backbone}-{image_size}px-{trunk_fingerprint(frozen_trunk(model))}")
 
 
-def trunk_cache(cfg: Config, storage: Storage, catalog: Catalog, image_size: int) -> TrunkCache:
-    """The complete cache entry of (catalog shards, cfg.model's backbone and weights, ``image_size``): found, or
-    computed for every image of the catalog (all splits: the probe needs them all) by a pool of Ray Data actors."""
-    key = trunk_key(cfg.model, catalog, image_size)
-    url = join(cache_root(cfg, catalog), f"{cfg.model.backbone}-{image_size}px-{key}")
-    if storage.exists(join(url, MANIFEST)):
-        cache = TrunkCache.open(url, storage)
-        console.print(f"trunk features: {cache.manifest.images:,} images cached at {url}")
-        return cache
-    for name in storage.listdir(url):  # a partial earlier attempt
-        storage.remove(join(url, name))
+def existing_trunk_cache(
+    cfg: Config, storage: Storage, catalog: Catalog, model: ModelConfig, image_size: int
+) -> TrunkCache | None:
+    """The entry when it holds every shard of ``catalog``, else None (nothing is computed)."""
+    url = cache_url(cfg, catalog, model, image_size)
+    if not storage.exists(join(url, MANIFEST)):
+        return None
+    cache = TrunkCache.open(url, storage)
+    wanted = {short_fingerprint(s.fingerprint) for s in catalog.manifest.shards}
+    return cache if wanted <= set(cache.manifest.shards) else None
+
+
+def trunk_cache(
+    cfg: Config, storage: Storage, catalog: Catalog, image_size: int, model: ModelConfig | None = None
+) -> TrunkCache:
+    """The entry of (``model`` or cfg.model's pretrained trunk, ``image_size``) holding every shard of ``catalog``:
+    found, or its missing shards computed now."""
+    model = model or cfg.model
+    url = cache_url(cfg, catalog, model, image_size)
+    manifest = TrunkCache.open(url, storage).manifest if storage.exists(join(url, MANIFEST)) else None
+    done = set(manifest.shards) if manifest else set()
+    missing = [s.fingerprint for s in catalog.manifest.shards if short_fingerprint(s.fingerprint) not in done]
+    if not missing:
+        console.print(f"trunk features: {sum(manifest.shards[s].images for s in done):,} images cached at {url}")
+        return TrunkCache(url, storage, manifest)
+    short = [short_fingerprint(f) for f in missing]
+    for shard in short:  # what a stopped earlier attempt left of these shards
+        for name in storage.listdir(join(url, f"{PARTITION}={shard}")):
+            storage.remove(join(url, f"{PARTITION}={shard}", name))
     fs, path = storage.arrow_fs(url)
-    seconds: dict[str, float] = {}
-    with timed(seconds, "trunk"), catalog.reading():  # a shard that cannot be read: one line naming it
-        catalog.dataset(None, ["id", "image"]).map_batches(
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    start = time.perf_counter()
+    with catalog.reading():  # a shard that cannot be read: one line naming it
+        catalog.dataset(None, ["id", "image"], read_cpus=READ_CPUS, shards=missing, with_shard=True).map_batches(
             TrunkFeatures,
-            fn_constructor_kwargs=dict(model=cfg.model, image_size=image_size),
+            fn_constructor_kwargs=dict(model=model, image_size=image_size),
             batch_size=ROWS_PER_CALL,
             batch_format="numpy",
-            compute=actor_pool(cfg.index.actors or max(1, cluster_cpus() - 1)),
-        ).write_parquet(path, filesystem=fs)
-    rejected = _rejected(url, storage)
-    manifest = write_manifest(storage, url, key, cfg.model, image_size, catalog, rejected, seconds["trunk"])
+            compute=actor_pool(cfg.index.actors or gpus or max(1, cluster_cpus() - 1)),
+            num_gpus=1 if gpus else 0,
+        ).write_parquet(path, filesystem=fs, partition_cols=[PARTITION], ray_remote_args={"num_cpus": READ_CPUS})
+    seconds = time.perf_counter() - start
+    entries = shard_entries(storage, url, short)
+    channels, size = map_shape(storage, url, short[0])
+    manifest = TrunkManifest(
+        backbone=model.backbone,
+        weights=model.weights,
+        trunk_fingerprint=url.rsplit("-", 1)[-1],
+        image_size=image_size,
+        channels=channels,
+        map_size=size,
+        shards={**(manifest.shards if manifest else {}), **entries},
+        seconds=round(seconds, 1),
+    )
+    storage.write_text(join(url, MANIFEST), manifest.model_dump_json(indent=1))
+    images = sum(e.images for e in entries.values())
+    rejected = sum(len(e.rejected) for e in entries.values())
     console.print(
-        f"trunk features: {manifest.images:,} images ({cfg.model.backbone}, {image_size} px, "
-        f"{manifest.channels} x {manifest.map_size[0]} x {manifest.map_size[1]}) in {seconds['trunk']:.0f} s, "
-        f"{len(rejected)} rejected; cached at {url}"
+        f"trunk features: {images:,} images of {len(short)} shard(s) ({model.backbone}, {image_size} px, "
+        f"{channels} x {size[0]} x {size[1]}) in {seconds:.0f} s, {rejected} rejected; cached at {url}"
     )
     return TrunkCache(url, storage, manifest)
-
-
-def _rejected(url: str, storage: Storage) -> dict[str, str]:
-    fs, path = storage.arrow_fs(url)
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
-        columns=["id", "error"], filter=~pads.field("error").is_null()
-    )
-    return dict(zip(table["id"].to_pylist(), table["error"].to_pylist()))

@@ -26,6 +26,7 @@ SHARED = {  # modules of jobs/ that are not jobs: what every job may import
     "jobs.ray_runtime": "starting or joining Ray, in one place",
     "jobs.interrupt": "Ctrl-C: what a job kept",
     "jobs.embed_rows": "catalog rows -> embedding rows on Ray Data actors: train, index and evaluate all embed",
+    "jobs.trunk_cache": "the frozen trunk's cached features: train (frozen trunk), the embed path, the probe",
 }
 COMPOSITES = {  # modules of jobs/ that exist to call jobs
     "jobs.pipeline": "pack -> train -> index -> evaluate -> report in one job",

@@ -71,9 +71,10 @@ class AttributeDrivenNet(nn.Module):
         reps, _ = self.chunks(images, from_trunk)
         return TrainOutputs(logits=self.chunk_logits(reps), reps=reps, rep_logits=[], boxes=None)
 
-    def embed(self, images: torch.Tensor) -> Embedding:
-        """Chunks, predictions from the chunk classifiers, and whole-image boxes (no localization)."""
-        reps, (h, w) = self.chunks(images)
+    def embed(self, images: torch.Tensor, from_trunk: bool = False) -> Embedding:
+        """Chunks, predictions from the chunk classifiers, and whole-image boxes (no localization); ``from_trunk``:
+        ``images`` are the frozen trunk's maps."""
+        reps, (h, w) = self.chunks(images, from_trunk)
         logits = self.chunk_logits(reps)
         return Embedding.of(reps, logits, whole_boxes(len(reps), len(logits), h, w, reps.device), (h, w))
 

@@ -100,9 +100,10 @@ class FashionSearchNet(nn.Module):
         rep_logits = [classifier(reps[:, a]) for a, classifier in enumerate(self.rep_classifiers)]
         return TrainOutputs(logits=logits, reps=reps, rep_logits=rep_logits, boxes=boxes)
 
-    def embed(self, images: torch.Tensor) -> Embedding:
-        """Attribute representations, predictions and boxes of ``images`` (call in eval mode, no grad)."""
-        conv5, conv7 = self.forward_features(images)
+    def embed(self, images: torch.Tensor, from_trunk: bool = False) -> Embedding:
+        """Attribute representations, predictions and boxes of ``images`` (call in eval mode, no grad);
+        ``from_trunk``: ``images`` are the frozen trunk's maps (training's validation)."""
+        conv5, conv7 = self.forward_features(images, from_trunk)
         logits = self.attribute_logits(conv7)
         boxes = self.attribute_boxes(conv7, logits)
         reps = self.local_representations(conv5, boxes)

@@ -52,7 +52,8 @@ class RetrievalModel(Protocol):
 
     def forward(self, images: torch.Tensor, heads: bool = True) -> TrainOutputs: ...  # one training pass
 
-    def embed(self, images: torch.Tensor) -> Embedding: ...  # what the index stores (eval mode, no grad)
+    # what the index stores (eval mode, no grad); from_trunk: images are the frozen trunk's maps
+    def embed(self, images: torch.Tensor, from_trunk: bool = False) -> Embedding: ...
 
     def global_representation(
         self, reps: torch.Tensor, manipulation: torch.Tensor | None = None, values: torch.Tensor | None = None

@@ -13,9 +13,9 @@ import torch
 from fsnet.catalog.manifest import CATALOG_FILE, CatalogManifest
 from fsnet.catalog.reader import Catalog
 from fsnet.catalog.shard_writer import shard_name
+from fsnet.columns import column_array
 from fsnet.config import load_config
 from fsnet.decode import decode_batch
-from fsnet.embedding import column_array
 from fsnet.index.manifest import MANIFEST_FILE, read_current, versions
 from fsnet.index.reader import IndexReader
 from fsnet.model import load_model
