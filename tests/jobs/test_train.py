@@ -72,6 +72,8 @@ def test_train_end_to_end(catalog_url, tmp_path):
 
     summary = json.loads(storage.read_text(join(out, "train_summary.json")))
     assert set(summary["heldout_accuracy"]) == set(catalog.schema.names) and summary["heldout_images"] == 120
+    moved = summary["stage3_movement"]  # |after - before| / |before| from memory.pt to model.pt ("full": M too)
+    assert moved["w_r"] > 0 and moved["lambda"] > 0 and moved["memory"] > 0, moved
     for name in ("config.yaml", "init.pt", "stage1.pt", "stage2.pt", "memory.pt", "stage3.pt"):
         assert storage.exists(join(out, name)), name
     assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage1")))
@@ -105,6 +107,7 @@ def test_train_adde_in_its_three_stages(catalog_url, tmp_path):
     summary = result.summary
     assert summary["kind"] == "adde" and summary["variant"] is None
     assert 0 < summary["memory_off_diagonal_share"] < 0.5 and summary["heldout_images"] == 120
+    assert summary["stage3_movement"] is None  # its stage 3 trains on images, not L_G on fixed features
 
 
 def test_train_to_s3(catalog_url, s3_endpoint):
