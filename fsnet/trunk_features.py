@@ -92,8 +92,10 @@ def frozen_trunk(model: ModelConfig) -> torch.nn.Module:
 class TrunkFeatures:
     """Ray Data callable class: catalog rows (``id``, ``image`` bytes) -> pooled features and maps (see above)."""
 
-    def __init__(self, model: ModelConfig, image_size: int):
+    def __init__(self, model: ModelConfig, image_size: int, threads: int = 1):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":  # Ray gives an actor of one CPU one thread; the job may allow it more
+            torch.set_num_threads(threads)
         self.trunk = frozen_trunk(model).to(self.device)
         self.normalize = ImageNetNormalize().to(self.device)
         self.image_size = image_size

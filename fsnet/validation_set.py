@@ -38,7 +38,7 @@ class ValidationSet:
         reps, predicted = [], []
         with torch.no_grad():
             for lo in range(0, len(inputs), EMBED_BATCH):
-                x = torch.from_numpy(inputs[lo : lo + EMBED_BATCH]).to(device)
+                x = torch.tensor(inputs[lo : lo + EMBED_BATCH], device=device)  # a copy: the cache is read-only
                 emb = model.embed(x.float() if self.from_trunk else x, from_trunk=self.from_trunk)
                 reps.append(emb.reps.float().cpu().numpy())
                 predicted.append(emb.predicted.cpu().numpy())

@@ -73,14 +73,17 @@ def trunk_cache(
             storage.remove(join(url, f"{PARTITION}={shard}", name))
     fs, path = storage.arrow_fs(url)
     gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = cfg.index.actors or gpus or max(1, cluster_cpus() - 1)
+    # the reads and writes take little CPU: the actors' torch threads may use the core they leave (2 cores: 1 x 2)
+    threads = max(1, cluster_cpus() // actors)
     start = time.perf_counter()
     with catalog.reading():  # a shard that cannot be read: one line naming it
         catalog.dataset(None, ["id", "image"], read_cpus=READ_CPUS, shards=missing, with_shard=True).map_batches(
             TrunkFeatures,
-            fn_constructor_kwargs=dict(model=model, image_size=image_size),
+            fn_constructor_kwargs=dict(model=model, image_size=image_size, threads=threads),
             batch_size=ROWS_PER_CALL,
             batch_format="numpy",
-            compute=actor_pool(cfg.index.actors or gpus or max(1, cluster_cpus() - 1)),
+            compute=actor_pool(actors),
             num_gpus=1 if gpus else 0,
         ).write_parquet(path, filesystem=fs, partition_cols=[PARTITION], ray_remote_args={"num_cpus": READ_CPUS})
     seconds = time.perf_counter() - start
