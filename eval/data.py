@@ -1,5 +1,6 @@
 """What an evaluation ranks: the gallery and query arrays, their labels in the model's codes, and what was left out.
-``jobs/evaluate.py`` loads it from the index and the catalog; every scorer (eval/scorer.py) reads it."""
+``jobs/evaluate.py`` loads it from the index and the catalog; every scorer (eval/scorer.py) reads it. The probe
+baselines' arrays (the frozen trunk's features and a linear probe's predictions) ride along when they are asked for."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eval.linear_probe import LinearProbe
 from fsnet.schema_match import SchemaMatch
+
+
+@dataclass
+class ProbeInputs:
+    """What the probe baselines (eval/probe.py) rank with, at the same query and gallery positions as the model's
+    arrays. An image the trunk feature cache rejected (undecodable) has found False: a gallery one is ranked last by
+    the probe baselines, a query one gets the fit images' mean features (what the probe knows without the image)."""
+
+    probe: LinearProbe
+    query_features: np.ndarray  # (Q, F) pooled trunk features
+    query_found: np.ndarray  # (Q,) bool
+    query_predicted: np.ndarray  # (Q, A) the probe's values
+    gallery_features: np.ndarray  # (N, F), zeros where not found
+    gallery_found: np.ndarray  # (N,) bool
+    gallery_predicted: np.ndarray  # (N, A), -1 where not found
+    gallery_probabilities: np.ndarray  # (N, C) per-attribute softmax, concatenated; zeros where not found
 
 
 @dataclass
@@ -27,6 +45,7 @@ class EvalData:
     match: SchemaMatch | None = None  # model vs catalog schema: every label above is in the model's codes
     # left out: a label value new since the model was trained
     queries_unpredictable: list[str] = field(default_factory=list)
+    probe: ProbeInputs | None = None  # None: no probe baseline asked for, or it could not be built
 
     @property
     def num_values(self) -> list[int]:
