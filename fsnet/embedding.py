@@ -30,6 +30,8 @@ from fsnet.model import load_model
 from fsnet.storage import Storage
 from fsnet.trunk_features import TrunkCache, trunk_fingerprint
 
+SHARDS_HELD = 4  # trunk-cache shards an actor keeps in memory (fashion-product-small at 96 px: ~45 MB each)
+
 
 class EmbedImages:
     def __init__(
@@ -57,7 +59,7 @@ class EmbedImages:
             cache = TrunkCache.open(trunk_cache, storage)
             same = cache.manifest.trunk_fingerprint == trunk_fingerprint(self.model.backbone.trunk)
             self.trunk = cache if same and cache.manifest.image_size == image_size else None
-        self.shard: tuple[str, dict[str, int], np.ndarray] | None = None  # the last cache shard read
+        self.shards: dict[str, tuple[dict[str, int], np.ndarray]] = {}  # cache shards read, oldest first
 
     def _cached(self, batch: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
         """Row -> its trunk maps (C, h, w) for the rows of ``batch`` the cache holds (needs ``catalog_shard``)."""
@@ -67,11 +69,14 @@ class EmbedImages:
         for row, (image_id, shard) in enumerate(zip(batch["id"], batch["catalog_shard"])):
             if shard not in self.trunk.manifest.shards:
                 continue
-            if self.shard is None or self.shard[0] != shard:  # batches come shard by shard: one held at a time
-                self.shard = (shard, *self.trunk.shard(shard))
-            where = self.shard[1].get(str(image_id))
+            if shard not in self.shards:  # blocks of a few shards interleave: a few are held, the oldest dropped
+                if len(self.shards) >= SHARDS_HELD:
+                    self.shards.pop(next(iter(self.shards)))
+                self.shards[shard] = self.trunk.shard(shard)
+            index, maps = self.shards[shard]
+            where = index.get(str(image_id))
             if where is not None:
-                found[row] = self.shard[2][where]
+                found[row] = maps[where]
         return found
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
