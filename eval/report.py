@@ -1,9 +1,11 @@
 """The benchmark report's content, built once from Results (eval/results.py), and its two renderers.
 
 ``build_report`` computes every table: the Top-k accuracy per attribute and averaged (paper Table 1, the best of
-each column marked), NDCG@10 averaged, the runs' facts (dataset, model, hardware, speeds), the Top-K curves' data
-(paper Fig. 5) and the retrieval examples (Fig. 6). ``render_html`` (self-contained, the curves inlined) and
-``render_markdown`` (images beside it) only lay it out; ``curves_png`` draws the curves. jobs/report.py reads the
+each column marked) with each run's difference to the ``probe`` baseline (the yardstick, eval/probe.py), the
+held-out accuracy of the models' classifiers and of the probe, NDCG@10 averaged, the runs' facts (dataset, model,
+hardware, speeds), the Top-K curves' data (paper Fig. 5) and the retrieval examples (Fig. 6). ``render_html``
+(self-contained, the curves inlined) and ``render_markdown`` (images beside it) only lay it out; ``curves_png``
+draws the curves. jobs/report.py reads the
 files and writes the outputs.
 """
 
@@ -20,6 +22,8 @@ from fsnet.errors import FsnetError
 TABLE_K = 20  # the paper's Table 1 reports Top-20
 NDCG_K = 10
 AVERAGE = "average"
+MEAN = "mean"
+PROBE = "probe"  # the probe baseline's run (eval/probe.py): every other run's average is compared with it
 
 
 @dataclass
@@ -44,6 +48,10 @@ class Report:
     groups: list[str]  # the table's columns: groups (attributes) in first-run order, then "average"
     top: list[list[float | None]]  # per run, per column: Top-k accuracy (None: the run has no such group)
     best: list[float | None]  # per column: the best value, marked in the table; None with one run or none present
+    vs_probe: list[float | None] | None  # per run: average Top-k minus the probe's; None: no probe run in the report
+    accuracy_columns: list[str]  # the held-out accuracy table's: attributes, then "mean"
+    accuracy: list[tuple[str, list[float | None]]]  # (row: a model run's label or "probe", a cell per column)
+    probe_notes: list[str]  # how the probe was built; why one could not be
     ndcg_k: int
     ndcg: list[tuple[float, float]]  # per run: average NDCG@ndcg_k (full target, manipulated attribute)
     facts: list[tuple[str, list[str]]]  # (row name, one cell per run)
@@ -85,7 +93,77 @@ def build_report(loaded: list[tuple[str, Results]]) -> Report:
     ndcg = [(at(r.run.average.ndcg_full, nk), at(r.run.average.ndcg_attribute, nk)) for r in runs]
     curves = {g: [Curve(r.label, r.run.k, c.top_k) for r in runs if (c := _curves(r.run, g))] for g in groups}
     examples = [(r, x) for r in runs if r.run.role == "model" for x in r.results.examples if x.method == r.run.method]
-    return Report(runs, k, groups, top, best, nk, ndcg, facts(runs), curves, examples)
+    columns, accuracy = accuracy_table(runs)
+    return Report(
+        runs,
+        k,
+        groups,
+        top,
+        best,
+        vs_probe(runs, k),
+        columns,
+        accuracy,
+        probe_notes(runs),
+        nk,
+        ndcg,
+        facts(runs),
+        curves,
+        examples,
+    )
+
+
+def vs_probe(runs: list[ReportRun], k: int) -> list[float | None] | None:
+    """Per run, its average Top-k minus the probe's: the probe run of the same results.json (the same gallery and
+    manipulations), else the report's; None for the probe itself. None when no run is a probe."""
+    shown = next((r.run for r in runs if r.run.method == PROBE), None)  # every file's runs are in ``runs``
+    if shown is None:
+        return None
+    out: list[float | None] = []
+    for r in runs:
+        probe = next((x for x in r.results.runs if x.method == PROBE), shown)
+        mine = r.run.method == PROBE and r.run is probe
+        out.append(None if probe is None or mine else at(r.run.average.top_k, k) - at(probe.average.top_k, k))
+    return out
+
+
+def accuracy_table(runs: list[ReportRun]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
+    """Held-out classifier accuracy: a row per model run that recorded it, then the probe's (of the probe run
+    shown); columns: the attributes, then their mean. No rows: ([], [])."""
+    rows: list[tuple[str, dict[str, float | None], float | None]] = [
+        (r.label, r.results.model.accuracy, r.results.model.mean_accuracy)
+        for r in runs
+        if r.run.role == "model" and r.results.model.accuracy is not None
+    ]
+    probe = next((r.results.probe for r in runs if r.run.method == PROBE and r.results.probe), None)
+    if probe is not None:
+        rows.append((PROBE, probe.accuracy, probe.mean_accuracy))
+    if not rows:
+        return [], []
+    names = list(dict.fromkeys(a for _, accuracy, _ in rows for a in accuracy))
+    return [*names, MEAN], [(label, [acc.get(a) for a in names] + [mean]) for label, acc, mean in rows]
+
+
+def probe_notes(runs: list[ReportRun]) -> list[str]:
+    """One line on the probe shown (its trunk, fit and strengths), and one per results.json whose probe could not
+    be built."""
+    notes = []
+    shown = next((r for r in runs if r.run.method == PROBE and r.results.probe), None)
+    if shown is not None:
+        p = shown.results.probe
+        strengths = ", ".join(f"{a} {'–' if c is None else f'{c:g}'}" for a, c in p.strength.items())
+        notes.append(
+            f"probe: {p.backbone} ({p.weights}) frozen at {p.image_size} px, {p.features} pooled features, one "
+            f"logistic regression per attribute fitted on {p.fit_images:,} training images in {p.fit_s:.1f} s, the "
+            f"inverse L2 strength chosen on {p.validation_images:,} validation images ({strengths}); "
+            f"{p.gallery_rejected.count:,} gallery images without trunk features ranked last"
+        )
+    seen = set()
+    for r in runs:
+        line = r.results.probe_unavailable
+        if line and r.source not in seen:
+            seen.add(r.source)
+            notes.append(f"{r.source}: {line}")
+    return notes
 
 
 def _curves(run: Run, group: str):
@@ -112,7 +190,9 @@ def facts(runs: list[ReportRun]) -> list[tuple[str, list[str]]]:
         return f"{h.machine}, {h.cpus} CPUs, {h.gpu or 'no GPU'}"
 
     def variant(r: ReportRun) -> str:
-        v = r.results.model.variant
+        v, p = r.results.model.variant, r.results.probe
+        if r.run.method.startswith(PROBE) and p is not None:
+            return f"baseline (frozen {p.backbone}, {p.image_size} px)"
         return v if r.run.role == "model" else f"baseline (model of {v})"
 
     def speed(r: ReportRun) -> str:
@@ -142,9 +222,21 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
+def _signed(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.3f}"
+
+
+VS_PROBE_NOTE = "vs probe: the run's average minus the probe's (the frozen pretrained trunk's linear probe)."
+ACCURACY_NOTE = (
+    "On the query and gallery images (each once; unknown labels do not count): the models' own attribute "
+    "classifiers and the probe's."
+)
+
+
 def render_html(report: Report, curves: bytes) -> str:
     """report.html: self-contained (the curves and examples inlined as base64 PNG); table cells carry their
-    values (data-method, data-group, data-value) for tests and scripts."""
+    values (data-method and data-group, data-vs-probe, data-accuracy and data-column; data-value) for tests and
+    scripts."""
     e = html.escape
     out = [
         "<!DOCTYPE html>",
@@ -161,10 +253,14 @@ def render_html(report: Report, curves: bytes) -> str:
         f"<p>{len(report.runs)} run(s). Top-K: a hit when one of the K nearest gallery images has exactly the target "
         "attributes (the query's, with the manipulation). Averages count each attribute once.</p>",
         f"<h2>Top-{report.k} accuracy per attribute</h2>",
+        *([f"<p>{e(VS_PROBE_NOTE)}</p>"] if report.vs_probe is not None else []),
         '<table id="top-table">',
-        "<tr><th>method</th>" + "".join(f"<th>{e(g)}</th>" for g in report.groups) + "</tr>",
+        "<tr><th>method</th>"
+        + "".join(f"<th>{e(g)}</th>" for g in report.groups)
+        + ("<th>vs probe</th>" if report.vs_probe is not None else "")
+        + "</tr>",
     ]
-    for r, row in zip(report.runs, report.top):
+    for n, (r, row) in enumerate(zip(report.runs, report.top)):
         cells = []
         for g, x, best in zip(report.groups, row, report.best):
             text = _fmt(x)
@@ -172,9 +268,30 @@ def render_html(report: Report, curves: bytes) -> str:
                 text = f"<b>{text}</b>"
             value = "" if x is None else repr(x)
             cells.append(f'<td data-method="{e(r.label)}" data-group="{e(g)}" data-value="{value}">{text}</td>')
+        if report.vs_probe is not None:
+            x = report.vs_probe[n]
+            cells.append(
+                f'<td data-vs-probe="{e(r.label)}" data-value="{"" if x is None else repr(x)}">{_signed(x)}</td>'
+            )
         out.append(f"<tr><td>{e(r.label)}</td>{''.join(cells)}</tr>")
+    out.append("</table>")
+    if report.accuracy:
+        out += [
+            "<h2>Held-out classifier accuracy</h2>",
+            f"<p>{e(ACCURACY_NOTE)}</p>",
+            '<table id="accuracy-table">',
+            "<tr><th></th>" + "".join(f"<th>{e(c)}</th>" for c in report.accuracy_columns) + "</tr>",
+        ]
+        for label, values in report.accuracy:
+            cells = "".join(
+                f'<td data-accuracy="{e(label)}" data-column="{e(c)}" data-value="{"" if x is None else repr(x)}">'
+                f"{_fmt(x)}</td>"
+                for c, x in zip(report.accuracy_columns, values)
+            )
+            out.append(f"<tr><td>{e(label)}</td>{cells}</tr>")
+        out.append("</table>")
+    out += [f'<p class="probe">{e(line)}</p>' for line in report.probe_notes]
     out += [
-        "</table>",
         "<h2>Top-K curves</h2>",
         f'<img id="curves" alt="Top-K curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">',
         f"<h2>NDCG@{report.ndcg_k} (average over attributes)</h2>",
@@ -216,12 +333,30 @@ def render_markdown(report: Report) -> str:
         "",
         f"## Top-{report.k} accuracy per attribute",
         "",
-        "| method | " + " | ".join(groups) + " |",
-        "| --- |" + " --- |" * len(groups),
+        "| method | " + " | ".join([*groups, *(["vs probe"] if report.vs_probe is not None else [])]) + " |",
+        "| --- |" + " --- |" * (len(groups) + (report.vs_probe is not None)),
     ]
-    for r, row in zip(report.runs, report.top):
+    for n, (r, row) in enumerate(zip(report.runs, report.top)):
         cells = [f"**{_fmt(x)}**" if x is not None and x == best else _fmt(x) for x, best in zip(row, report.best)]
+        if report.vs_probe is not None:
+            cells.append(_signed(report.vs_probe[n]))
         lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    if report.vs_probe is not None:
+        lines += ["", VS_PROBE_NOTE]
+    if report.accuracy:
+        columns = report.accuracy_columns
+        lines += [
+            "",
+            "## Held-out classifier accuracy",
+            "",
+            "| | " + " | ".join(columns) + " |",
+            "| --- |" + " --- |" * len(columns),
+            *(f"| {label} | " + " | ".join(_fmt(x) for x in values) + " |" for label, values in report.accuracy),
+            "",
+            ACCURACY_NOTE,
+        ]
+    if report.probe_notes:
+        lines += ["", *report.probe_notes]
     lines += [
         "",
         "## Top-K curves",

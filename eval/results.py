@@ -4,7 +4,8 @@ Format 2 (this one) names each run's role (``"model"`` or ``"baseline"``); forma
 every model (an ADDE-style run included) and ``"baseline"``. ``read_results`` reads both, translating ``kind`` to
 ``role``. Format-1 files grew keys over time without a new number, and a hand-made file may hold only what the
 report reads: the fields the report reads are required, every other one may be absent (None) in a format-1 file.
-A file fsnet evaluate writes today holds every field.
+A file fsnet evaluate writes today holds every field; fields added to format 2 later (``probe``,
+``probe_unavailable``, ``model.accuracy``) are optional, absent in the files written before them.
 """
 
 from __future__ import annotations
@@ -132,6 +133,44 @@ class ModelFacts(_Model):
     """D: the width of each attribute representation."""
     global_dim: int | None = None
     """r: the width of the global representation the gallery is ranked by."""
+    accuracy: dict[str, float | None] | None = None
+    """Held-out accuracy of its attribute classifiers per attribute, on the query and gallery images (each once;
+    unknown labels do not count; None: no known label); None in files written before it was recorded."""
+    mean_accuracy: float | None = None
+    """The mean of ``accuracy`` over the attributes that have one."""
+
+
+class ProbeFacts(_Model):
+    """The linear probe the ``probe`` and ``probe_attributes`` baselines rank with (eval/probe.py)."""
+
+    backbone: str
+    """The frozen trunk: the index's model's backbone."""
+    weights: str
+    """Its pretrained weights (``none``: a seeded random trunk, a random-feature probe)."""
+    image_size: int
+    """The trunk's input size in pixels (probe.image_size, or the model's)."""
+    features: int
+    """F: pooled trunk features per image."""
+    cache: str
+    """The trunk feature cache entry it read."""
+    fit_images: int
+    """Training images it was fitted on: the training split less the validation images (labelled or not)."""
+    validation_images: int
+    """Validation images the strengths were chosen on."""
+    strength: dict[str, float | None]
+    """The inverse L2 strength kept per attribute (None: the fit images have one value, a constant)."""
+    validation_accuracy: dict[str, float | None]
+    """Per attribute, the kept strength's accuracy on the validation images (None: no labelled one)."""
+    accuracy: dict[str, float | None]
+    """Held-out accuracy per attribute on the query and gallery images (as ``model.accuracy``)."""
+    mean_accuracy: float | None
+    """The mean of ``accuracy`` over the attributes that have one."""
+    fit_s: float
+    """Seconds of the fit (every attribute, every strength)."""
+    gallery_rejected: Listed
+    """Gallery images the trunk cache rejected: ranked last by the probe baselines."""
+    queries_rejected: Listed
+    """Query images the trunk cache rejected: the probe saw the fit images' mean features for them."""
 
 
 class IndexFacts(_Model):
@@ -235,6 +274,10 @@ class Results(_Model):
     """The brute-force comparison; None without --check."""
     runs: list[Run]
     """The model's run first, then each baseline's."""
+    probe: ProbeFacts | None = None
+    """The probe baselines' linear probe; None when neither was asked for or it could not be built."""
+    probe_unavailable: str | None = None
+    """Why the probe baselines asked for could not be built (one line); None otherwise."""
     examples: list[Example] = []
     """Retrieval examples of the model's run (report.examples of them)."""
     config: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ import numpy as np
 from eval.attr_logp import AttrLogp
 from eval.attribute_only import AttributeOnly
 from eval.data import EvalData
+from eval.probe import ProbeAttributes, ProbeLogp
 from eval.protocol import Manipulations
 from eval.results import Role
 from eval.topk import TopK, factorized_topk
@@ -51,4 +52,6 @@ class ModelScorer:
 BASELINES: dict[str, Callable[[EvalData, object], Scorer]] = {
     "attribute_only": AttributeOnly,
     "attr_logp": AttrLogp,
+    "probe": ProbeLogp,  # the yardstick (eval/probe.py): built only when evaluate could fit the probe
+    "probe_attributes": ProbeAttributes,
 }

@@ -11,8 +11,9 @@ ranking, localization or global learning, so every variant with the same feature
 stage 2, the memory block and the stage-3 features are shared by variants with the same ranking, localization
 and fusion (rank_l, rank_lg, full). A shared stage is the donor's weights moved into the receiving variant's
 model (parameters only one of them has keep the receiver's seeded initial values). The ADDE-style model shares
-nothing (another network). Baselines named in --variants (attribute_only, attr_logp) are the ones every
-evaluation runs and the report shows; none named: eval.baselines as configured. Layout:
+nothing (another network). Baselines named in --variants (attribute_only, attr_logp, probe, probe_attributes:
+eval/scorer.BASELINES) are the ones every evaluation runs and the report shows; none named: eval.baselines as
+configured. The probe's trunk features are computed once per catalog and reused by every variant's evaluation. Layout:
 <out>/<method>/{run,index,eval}, <out>/report/.
 """
 
@@ -136,7 +137,7 @@ def cli(
         str,
         typer.Option(
             "--variants",
-            help="Comma-separated methods: FSN variants, adde, and the baselines to show (attribute_only, attr_logp).",
+            help=f"Comma-separated methods: FSN variants, adde, and the baselines to show ({', '.join(BASELINES)}).",
         ),
     ] = "wo_rank,rank,rank_l,rank_lg,full,full_ff",
     catalog: Annotated[

@@ -12,7 +12,9 @@ Cluster:
 
 The gallery is the catalog's gallery split as the index holds it (images the index rejected are counted and
 left out). Query representations come from the index when it covers them (--split all), else from the model on
-Ray Data actors (the same EmbedImages the index job runs).
+Ray Data actors (the same EmbedImages the index job runs). The probe baselines (eval/probe.py) read the frozen
+trunk's pooled features from the trunk feature cache (jobs/trunk_cache.py: computed on Ray Data actors the first
+time, beside the catalog) and fit their probe on the training split here.
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ from rich.table import Table
 
 import fsnet
 from eval.algebra import algebra_of
-from eval.data import EvalData
+from eval.data import EvalData, ProbeInputs
+from eval.linear_probe import ProbeUnavailable, mean_accuracy
 from eval.metrics import summarize
+from eval.probe import PROBE_BASELINES, build_probe, held_out_accuracy
 from eval.protocol import Manipulations, build_manipulations, stored_manipulations
 from eval.results import RESULTS_FILE, Check, Example, Hit, Results, Run
 from eval.scorer import BASELINES, ModelScorer, Scorer
 from eval.topk import brute_force_topk
 from fsnet.catalog.reader import Catalog
+from fsnet.columns import column_array
 from fsnet.config import Config, config_dict
-from fsnet.embedding import column_array
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
@@ -52,9 +56,11 @@ from fsnet.model import RetrievalModel, load_model
 from fsnet.schema_match import NOT_IN_MODEL, SchemaMatch
 from fsnet.storage import Storage, join, parent
 from fsnet.timing import timed
+from fsnet.trunk_features import TrunkCache
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_rows
 from jobs.ray_runtime import init_ray
+from jobs.trunk_cache import existing_trunk_cache, trunk_cache
 
 EXAMPLE_RESULTS = 4  # results shown per retrieval example (paper Fig. 6)
 LISTED = 50  # ids listed in results.json for rejected queries / gallery images left out (all are counted)
@@ -103,6 +109,9 @@ def evaluate(
             queries = embed_queries(cfg, opened)
         data = load_data(opened, protocol, queries)
     _print_left_out(opened, catalog_url, data)
+    # the yardstick: a linear probe on the frozen pretrained trunk (None, and one line why, when it cannot be built)
+    data.probe, probe = probe_baselines(cfg, opened, data, timings)
+    baselines = [n for n in cfg.eval.baselines if data.probe is not None or n not in PROBE_BASELINES]
 
     with timed(timings, "protocol"):
         manipulations = eval_manipulations(cfg, opened.catalog, data)
@@ -113,7 +122,7 @@ def evaluate(
         )
 
     model = ModelScorer(opened.model.method, algebra, data, cfg.eval.query_chunk)
-    scorers: list[Scorer] = [model, *(make(data, algebra) for n, make in BASELINES.items() if n in cfg.eval.baselines)]
+    scorers: list[Scorer] = [model, *(make(data, algebra) for n, make in BASELINES.items() if n in baselines)]
     ranked: list[np.ndarray] = []  # (M, k_max) gallery positions per scorer
     for scorer in scorers:
         with timed(timings, "topk" if scorer is model else scorer.name):
@@ -136,7 +145,7 @@ def evaluate(
     timings["total"] = time.perf_counter() - start
 
     results = results_of(
-        cfg, opened, index_url, catalog_url, data, manipulations, timings, model, checked, runs, examples
+        cfg, opened, index_url, catalog_url, data, manipulations, timings, model, checked, runs, examples, probe
     )
     opened.storage.write_text(join(out, RESULTS_FILE), results.dumps())
     return results.model_dump(mode="json")
@@ -155,6 +164,68 @@ def open_index(cfg: Config, index_url: str, catalog_url: str, allow_catalog_mism
     if match.note():
         console.print(match.note())
     return Opened(storage, reader, catalog, model, match, mismatch)
+
+
+def probe_baselines(
+    cfg: Config, opened: Opened, data: EvalData, timings: dict[str, float]
+) -> tuple[ProbeInputs | None, dict[str, Any]]:
+    """The probe baselines' inputs when eval.baselines names one: the pretrained trunk of the index's model (not
+    necessarily cfg.model's), frozen, at probe.image_size or the model's input size (so that a frozen-trunk
+    training and the probe share one cache entry), and the probe fitted on the training split less its validation
+    images (train.validation, train.seed). With results.json's ``probe`` (or ``probe_unavailable``: the line printed,
+    and no inputs, when it cannot be built); (None, {}) when no probe baseline is asked for."""
+    if not set(PROBE_BASELINES) & set(cfg.eval.baselines):
+        return None, {}
+    storage, catalog, model, names = opened.storage, opened.catalog, opened.model.cfg, opened.match.names
+    size = cfg.probe.image_size or opened.reader.manifest.image_size
+    with timed(timings, "trunk_features"):
+        cache = existing_trunk_cache(cfg, storage, catalog, model, size)
+        if cache is None:  # computed once per catalog, trunk and size
+            init_ray(cfg.ray)  # Ray: the trunk pass on Ray Data actors
+            cache = trunk_cache(cfg, storage, catalog, size, model=model)
+    with timed(timings, "probe_fit"):
+        train_ids = np.sort(catalog.split_ids("train").astype(str))
+        labels = opened.match.to_model(_aligned(catalog.rows(train_ids.tolist(), ["id", *names]), train_ids, names))
+        try:
+            inputs = build_probe(
+                cache, data, train_ids, labels, cfg.train.validation, cfg.train.seed, cfg.probe.regularization
+            )
+        except ProbeUnavailable as err:
+            console.print(f"{err}; the probe baselines are left out")
+            return None, {"probe_unavailable": str(err)}
+    return inputs, {"probe": probe_facts(cache, inputs, data)}
+
+
+def probe_facts(cache: TrunkCache, inputs: ProbeInputs, data: EvalData) -> dict[str, Any]:
+    """results.json's ``probe``: the trunk, the fit, the held-out accuracy, the images without trunk features."""
+    linear, trunk, names = inputs.probe, cache.manifest, data.match.names
+    accuracy = held_out_accuracy(
+        data, inputs.query_predicted, inputs.gallery_predicted, inputs.query_found, inputs.gallery_found
+    )
+    return {
+        "backbone": trunk.backbone,
+        "weights": trunk.weights,
+        "image_size": trunk.image_size,
+        "features": int(linear.mean.shape[0]),
+        "cache": cache.url,
+        "fit_images": linear.fit_images,
+        "validation_images": linear.validation_images,
+        "strength": dict(zip(names, linear.strengths)),
+        "validation_accuracy": dict(zip(names, linear.validation_accuracy)),
+        **_accuracy(names, accuracy),
+        "fit_s": round(linear.seconds, 2),
+        "gallery_rejected": _listed(data.gallery_ids[~inputs.gallery_found].tolist()),
+        "queries_rejected": _listed(data.query_ids[~inputs.query_found].tolist()),
+    }
+
+
+def _accuracy(names: list[str], per_attribute: list[float | None]) -> dict[str, Any]:
+    """results.json's ``accuracy`` (per attribute) and ``mean_accuracy``."""
+    return {"accuracy": dict(zip(names, per_attribute)), "mean_accuracy": mean_accuracy(per_attribute)}
+
+
+def _listed(ids: list[str]) -> dict[str, Any]:
+    return {"count": len(ids), "ids": ids[:LISTED]}
 
 
 def agreement(reference: np.ndarray, factorized: np.ndarray, k: int, timings: dict[str, float]) -> Check:
@@ -179,9 +250,11 @@ def results_of(
     checked: Check | None,
     runs: list[Run],
     examples: list[Example],
+    probe: dict[str, Any],
 ) -> Results:
-    """results.json: what was evaluated, with what, where, how fast, and every run's curves."""
-    reader, schema, listed = opened.reader, opened.model.schema, lambda ids: {"count": len(ids), "ids": ids[:LISTED]}
+    """results.json: what was evaluated, with what, where, how fast, and every run's curves; ``probe``: the probe's
+    fields (probe_baselines)."""
+    reader, schema, listed = opened.reader, opened.model.schema, _listed
     return Results.model_validate(
         {
             "fsnet_version": fsnet.__version__,
@@ -212,6 +285,7 @@ def results_of(
                 "image_size": opened.model.cfg.image_size,
                 "embed_dim": opened.model.cfg.embed_dim,
                 "global_dim": int(data.gallery_global.shape[1]),
+                **_accuracy(data.match.names, held_out_accuracy(data, data.query_predicted, data.gallery_predicted)),
             },
             "index": {
                 "url": index_url,
@@ -229,6 +303,7 @@ def results_of(
             },
             "check": checked,
             "runs": runs,
+            **probe,
             "examples": examples,
             "config": config_dict(cfg, secrets="drop"),
         }
@@ -257,7 +332,7 @@ def queries_in_index(opened: Opened, protocol: str) -> QueryRows | None:
 def embed_queries(cfg: Config, opened: Opened) -> QueryRows:
     """The query split embedded by the index's model at its image size, on Ray Data actors (Ray started)."""
     reader, catalog = opened.reader, opened.catalog
-    rows = catalog.dataset("query", ["id", "image", *catalog.schema.names])
+    rows = catalog.dataset("query", ["id", "image", *catalog.schema.names], with_shard=True)
     embedded = embed_rows(
         cfg, opened.storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
     ).select_columns(["id", "error", "reps", "predicted"])
@@ -505,6 +580,12 @@ def print_results(results: Results) -> None:
     if results.check:
         line += f"; brute force (faiss) {t['brute_force']:.2f} s, identical hits"
     console.print(line)
+    if results.probe and results.probe.mean_accuracy is not None and results.model.mean_accuracy is not None:
+        p = results.probe
+        console.print(
+            f"held-out classifier accuracy (mean over attributes): {results.model.mean_accuracy:.3f} the model, "
+            f"{p.mean_accuracy:.3f} the probe ({p.backbone} frozen at {p.image_size} px, fitted in {p.fit_s:.1f} s)"
+        )
 
 
 def cli(

@@ -99,3 +99,51 @@ def test_no_runs_is_one_line():
     empty = results("full", [0.1] * 3, [0.1] * 3).model_copy(update={"runs": []})
     with pytest.raises(FsnetError, match="^no runs in a.json$"):
         build_report([("a.json", empty)])
+
+
+def with_probe(base: Results, probe_color: list[float], probe_size: list[float]) -> Results:
+    """``base`` with a probe run and the probe's facts, and the model's held-out accuracy."""
+    probe_run = results("probe", probe_color, probe_size).runs[0].model_copy(update={"role": "baseline"})
+    facts = {
+        "backbone": "tiny",
+        "weights": "none",
+        "image_size": 64,
+        "features": 8,
+        "cache": "/c/trunk-features/x",
+        "fit_images": 90,
+        "validation_images": 10,
+        "strength": {"color": 0.1, "size": None},
+        "validation_accuracy": {"color": 0.5, "size": 1.0},
+        "accuracy": {"color": 0.5, "size": 0.75},
+        "mean_accuracy": 0.625,
+        "fit_s": 1.5,
+        "gallery_rejected": {"count": 2},
+        "queries_rejected": {"count": 0},
+    }
+    model = base.model.model_copy(update={"accuracy": {"color": 0.25, "size": None}, "mean_accuracy": 0.25})
+    return Results.model_validate(
+        base.model_dump()
+        | {"runs": [*base.model_dump()["runs"], probe_run.model_dump()], "probe": facts}
+        | {"model": model.model_dump()}
+    )
+
+
+def test_every_run_against_its_own_evaluations_probe_and_the_accuracies():
+    full = with_probe(results("full", [0.25, 0.5, 0.75], [0.5, 0.5, 1.0]), [0.5] * 3, [0.5] * 3)
+    rank = with_probe(results("rank_lg", [0.5, 0.625, 0.875], [0.25, 0.25, 0.5]), [0.25] * 3, [0.25] * 3)
+    md = render_markdown(build_report([("a.json", full), ("b.json", rank)]))
+    top = table_rows(md, "Top-3 accuracy per attribute")
+    # K = 3 averages: full 0.875, attr_logp 0.15, probe of a.json 0.5; rank_lg 0.6875, probe of b.json 0.25
+    assert top["full"][-1] == "+0.375" and top["rank_lg"][-1] == "+0.438" and top["attr_logp"][-1] == "-0.350"
+    assert top["probe"][-1] == "–" and "| method | color | size | average | vs probe |" in md
+    accuracy = table_rows(md, "Held-out classifier accuracy")
+    assert accuracy == {
+        "full": ["0.250", "–", "0.250"],
+        "rank_lg": ["0.250", "–", "0.250"],
+        "probe": ["0.500", "0.750", "0.625"],
+    }
+    assert "probe: tiny (none) frozen at 64 px, 8 pooled features" in md and "(color 0.1, size –)" in md
+    assert "2 gallery images without trunk features ranked last" in md
+    unavailable = results("full", [0.1] * 3, [0.1] * 3).model_copy(update={"probe_unavailable": "probe: no labels"})
+    md = render_markdown(build_report([("c.json", unavailable)]))
+    assert "vs probe" not in md and "c.json: probe: no labels" in md and "Held-out" not in md

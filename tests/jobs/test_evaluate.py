@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from eval.protocol import build_manipulations
+from eval.report import build_report, render_markdown
 from eval.results import read_results
 from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
@@ -55,10 +56,20 @@ def test_evaluate_counts_checks_and_writes_results(indexed, location):
     assert saved["dataset"]["queries"] == len(q["id"]) and saved["dataset"]["gallery"] == len(g["id"])
 
     methods = [r["method"] for r in saved["runs"]]
-    assert methods == ["full", "attribute_only", "attr_logp"]
-    assert saved["format"] == 2 and [r["role"] for r in saved["runs"]] == ["model", "baseline", "baseline"]
-    steps = ["load", "protocol", "topk", "attribute_only", "attr_logp", "brute_force", "metrics", "examples", "total"]
-    assert list(saved["timings"]) == steps
+    assert methods == ["full", "attribute_only", "attr_logp", "probe", "probe_attributes"]
+    assert saved["format"] == 2 and [r["role"] for r in saved["runs"]] == ["model", *["baseline"] * 4]
+    steps = ["load", "trunk_features", "probe_fit", "protocol", "topk", *methods[1:], "brute_force", "metrics"]
+    assert list(saved["timings"]) == [*steps, "examples", "total"]
+    # the probe: the tiny backbone has no pretrained weights, so a seeded random trunk's features (fit on them)
+    probe = saved["probe"]
+    assert (probe["backbone"], probe["weights"], probe["image_size"]) == ("tiny", "none", 64)
+    assert set(probe["strength"]) == set(names) and set(probe["strength"].values()) <= set(cfg.probe.regularization)
+    assert probe["fit_images"] + probe["validation_images"] == len(catalog.split_ids("train"))
+    assert 0 < probe["mean_accuracy"] <= 1 and 0 < saved["model"]["mean_accuracy"] <= 1
+    assert probe["gallery_rejected"]["count"] == 0 and probe["queries_rejected"]["count"] == 0
+    top = table_rows(render_markdown(build_report([(out, read_results(json.dumps(saved), out))])), "Top-20")
+    assert top["header"][-1] == "vs probe" and top["probe"][-1] == "–"
+    assert float(top["full"][-1]) == pytest.approx(at_20(saved, "full") - at_20(saved, "probe"), abs=1e-3)
     assert read_results(Storage(cfg.storage).read_text(join(out, "results.json")), out).model_dump(mode="json") == saved
     for run in saved["runs"]:
         assert run["k"] == list(range(1, cfg.eval.k_max + 1))
@@ -70,6 +81,18 @@ def test_evaluate_counts_checks_and_writes_results(indexed, location):
     assert Image.open(io.BytesIO(base64.b64decode(example["png"]))).size[0] > 100
     assert len(example["results"]) == 4 and " -> " in example["change"]
     assert saved["model"]["variant"] == "full" and saved["index"]["version"] == 1
+
+
+def at_20(results: dict, method: str) -> float:
+    return next(r for r in results["runs"] if r["method"] == method)["average"]["top_k"][19]
+
+
+def table_rows(markdown: str, title: str) -> dict[str, list[str]]:
+    """The Markdown table under the heading that starts with ``## title``: its header row as "header", then first
+    cell -> the other cells."""
+    lines = markdown.split(f"## {title}", 1)[1].split("\n\n", 2)[1].splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return {"header": cells[0][1:], **{row[0]: row[1:] for row in cells[2:]}}
 
 
 def test_queries_embedded_when_the_index_holds_the_gallery_only(indexed, tmp_path):

@@ -82,6 +82,8 @@ def test_report_html_markdown_and_chromium(evaluated, tmp_path):
         "rank_lg": results["runs"][0],
         "attribute_only": results["runs"][1],
         "attr_logp": results["runs"][2],
+        "probe": results["runs"][3],
+        "probe_attributes": results["runs"][4],
     }
     assert {c["data-method"] for c in parser.cells} == set(by_method)  # each baseline once, though both files hold them
     for cell in parser.cells:

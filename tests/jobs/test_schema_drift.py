@@ -171,7 +171,7 @@ def test_shifted_and_kept_codes_evaluate_the_same(drift, tmp_path):
     mid = evaluate(cfg, str(root / "index-mid"), drift["mid"], str(tmp_path / "mid"))
     end = evaluate(cfg, str(root / "index-end"), drift["end"], str(tmp_path / "end"))
     assert mid["dataset"]["counts"] == end["dataset"]["counts"]
-    assert [r["method"] for r in mid["runs"]] == ["full", "attribute_only", "attr_logp"]
+    assert [r["method"] for r in mid["runs"]] == ["full", "attribute_only", "attr_logp", "probe", "probe_attributes"]
     for a, b in zip(mid["runs"], end["runs"]):  # two index runs: float noise of other batchings at most
         np.testing.assert_allclose(a["average"]["top_k"], b["average"]["top_k"], err_msg=a["method"])
         np.testing.assert_allclose(a["average"]["ndcg_full"], b["average"]["ndcg_full"], err_msg=a["method"])
