@@ -1,6 +1,7 @@
 """fsnet train on a real local Ray: 2 CPU workers (DDP over gloo), the tiny preset on a synthetic catalog,
 local and S3 run directories, an injected worker death, and an interrupted run resumed by the same command."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -13,10 +14,11 @@ from fsnet.config import load_config, saved_config_text
 from fsnet.decode import decode_batch
 from fsnet.errors import ConfigError
 from fsnet.model import load_model
+from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms
 from fsnet.storage import Storage, join
 from jobs.pack import pack
 from jobs.synth import synth
-from jobs.train import train
+from jobs.train import plain_batches, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -74,6 +76,17 @@ def test_train_end_to_end(catalog_url, tmp_path):
     assert set(summary["heldout_accuracy"]) == set(catalog.schema.names) and summary["heldout_images"] == 120
     moved = summary["stage3_movement"]  # |after - before| / |before| from memory.pt to model.pt ("full": M too)
     assert moved["w_r"] > 0 and moved["lambda"] > 0 and moved["memory"] > 0, moved
+    # the tiny trunk trains its BatchNorm statistics: re-estimated on plain training images after each image stage,
+    # so the saved ones are those of the final weights (not the running averages of the last batches), and the
+    # eval-mode classifiers score on plain training images what they score with freshly re-estimated statistics
+    names = set(catalog.schema.names)
+    assert set(summary["train_accuracy"]) == names == set(summary["train_accuracy_reestimated"])
+    assert summary["train_images"] > 0 and summary["train_images"] % cfg.train.batch_size == 0
+    assert abs(summary["train_accuracy_mean"] - summary["train_accuracy_reestimated_mean"]) <= 0.05
+    fresh = reestimate_statistics(copy.deepcopy(model), plain_batches(cfg, catalog)[0], cfg.train)
+    for saved, again in zip(trained_batch_norms(model, cfg.train), trained_batch_norms(fresh, cfg.train), strict=True):
+        torch.testing.assert_close(saved.running_mean, again.running_mean)
+        torch.testing.assert_close(saved.running_var, again.running_var)
     for name in ("config.yaml", "init.pt", "stage1.pt", "stage2.pt", "memory.pt", "stage3.pt"):
         assert storage.exists(join(out, name)), name
     assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage1")))
