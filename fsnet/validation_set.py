@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fsnet.catalog.reader import Catalog
-from fsnet.decode import decode_images, resize_batch
 from fsnet.model.memory import value_sums
 from fsnet.model.retrieval_model import RetrievalModel
 
@@ -59,20 +57,3 @@ class ValidationSet:
         scored = copy.deepcopy(model)
         scored.memory.set_means(sums.to(device), counts.to(device))
         return scored
-
-
-def plain_images(catalog: Catalog, ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(found (len(ids),) bool, (n, 3, size, size) uint8) the images of ``ids`` resized as the embed path resizes
-    them (no augmentation), read without Ray; an undecodable image is left out (found False)."""
-    rows = catalog.rows(ids.tolist(), ["id", "image"])
-    blobs = dict(zip(rows["id"].astype(str), rows["image"]))
-    found = np.zeros(len(ids), bool)
-    decoded = []
-    for n, i in enumerate(ids):
-        try:
-            decoded.append(decode_images([blobs[i]])[0])
-            found[n] = True
-        except Exception:  # noqa: BLE001 - absent or undecodable: the index rejects it too
-            continue
-    images = resize_batch(decoded, size).numpy() if decoded else np.zeros((0, 3, size, size), np.uint8)
-    return found, images

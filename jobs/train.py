@@ -42,15 +42,16 @@ import typer
 import yaml
 from rich.table import Table
 
+from eval.validation_ranking import validation_top_k
 from fsnet.cached_batches import CachedBatches
 from fsnet.catalog.reader import Catalog
+from fsnet.columns import column_array
 from fsnet.config import Config, StageConfig, saved_config_text
-from fsnet.embedding import column_array
 from fsnet.errors import ConfigError
 from fsnet.losses import StageLoss
 from fsnet.losses.stage_loss import TERMS
 from fsnet.model import RetrievalModel, Stage, build_model, load_model, model_class, save_model
-from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms
+from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms, training_mode
 from fsnet.model.checkpoint import model_from_bytes
 from fsnet.model.memory import value_sums
 from fsnet.sampling import GlobalTripletSampler
@@ -70,6 +71,8 @@ from fsnet.training import (
 from fsnet.training_sample import classifier_accuracy, training_sample
 from fsnet.trunk_features import TrunkCache, frozen_trunk
 from fsnet.validation import split_training
+from fsnet.validation_set import IMAGES as VALIDATION_IMAGES
+from fsnet.validation_set import ValidationSet
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_rows
@@ -81,6 +84,7 @@ DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU 
 FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
 METRICS_FILE = "train_metrics.jsonl"
 VALIDATION_FILE = "validation_ids.txt"  # the training images held out for model selection, one id per line
+SELECT_K = 20  # a stage keeps its epoch of best validation Top-20 (the report's headline K)
 FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
 FAULT_REPORT_GRACE_S = 5.0  # the test-only fault waits this long, so the controller has taken the last report
 
@@ -135,6 +139,9 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         "heldout_accuracy_mean": float(np.mean(list(accuracy.values()))) if accuracy else None,
         **on_training_images,
         "seconds": seconds,
+        "trunk": cfg.train.trunk,
+        "validation_images": len(validation_ids),
+        "selection": _selection(storage, out),
         **model.summary_figures(),
         "stage3_movement": stage3_movement(load_model(join(out, "memory.pt"), storage), model),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -146,6 +153,16 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
 def training_plan(cfg: Config) -> list[Stage]:
     """The stages of ``model.kind``, in order: its model class declares them (fsnet/model/training_plan.py)."""
     return model_class(cfg.model.kind).training_plan(cfg.model)
+
+
+def _selection(storage: Storage, out: str) -> dict[str, Any]:
+    """Per stage: the validation metric, the epoch kept and its figure, and each epoch's (Worker.select)."""
+    found = {}
+    for stage in ("stage1", "stage2", "stage3"):
+        url = join(out, f"{stage}.selection.json")
+        if storage.exists(url):
+            found[stage] = json.loads(storage.read_text(url))
+    return found
 
 
 def training_ids(cfg: Config, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
@@ -245,6 +262,7 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
     fs, path = storage.arrow_fs(out)
     datasets = {}
     loop_config = {"cfg": cfg, "stage": stage, "start_url": start_url, "out": out}
+    loop_config["validation"] = validation_set(cfg, storage, catalog)
     if stage.data == "images" and cfg.train.trunk == "frozen":  # the workers read the cached maps themselves
         loop_config["trunk_cache"] = trunk_cache(cfg, storage, catalog, cfg.model.image_size).url
         loop_config["fit_ids"], loop_config["fit_labels"] = _labels_of(catalog, training_ids(cfg, catalog)[0])
@@ -283,9 +301,32 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
         result = interrupt.outside_main_thread(trainer.fit)
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, "state.pt"), map_location="cpu", weights_only=True)
+    best = join(out, f"{stage.name}.best.pt")  # the epoch of best validation figures (Worker.select)
+    if storage.exists(best):
+        storage.write_bytes(result_url, storage.read_bytes(best))
+        return
     model = model_from_bytes(storage.read_bytes(start_url), origin=start_url)
     model.load_state_dict(state["model"])
     save_model(model, result_url, storage)
+
+
+def validation_set(cfg: Config, storage: Storage, catalog: Catalog) -> ValidationSet:
+    """The validation images and a training sample (fsnet/validation_set.py) as the stages' models read them."""
+    fit_ids, validation_ids = training_ids(cfg, catalog)
+    if cfg.train.trunk == "frozen":  # the cached maps of a seeded choice of each
+        rng = np.random.default_rng(cfg.train.seed)
+        chosen = [np.sort(rng.permutation(ids)[:VALIDATION_IMAGES]) for ids in (validation_ids, fit_ids)]
+        (val_ids, val_labels), (sample_ids, sample_labels) = (_labels_of(catalog, ids) for ids in chosen)
+        cache = trunk_cache(cfg, storage, catalog, cfg.model.image_size)
+        (val_found, val), (sample_found, sample) = (cache.read(ids, maps=True) for ids in (val_ids, sample_ids))
+        return ValidationSet(
+            val["maps"], val_labels[val_found], sample["maps"], sample_labels[sample_found], from_trunk=True
+        )
+    (val, val_labels), (sample, sample_labels) = (  # plain decoded images, as the embed path sees them
+        training_sample(catalog, ids, cfg.model.image_size, cfg.train.seed, VALIDATION_IMAGES)
+        for ids in (validation_ids, fit_ids)
+    )
+    return ValidationSet(val.numpy(), val_labels.numpy(), sample.numpy(), sample_labels.numpy(), from_trunk=False)
 
 
 def _labels_of(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -303,9 +344,8 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
     with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
-        embed_rows(
-            cfg, storage, start_url, catalog, training_rows(cfg, catalog, ["id", "image", *catalog.schema.names])
-        ).write_parquet(path, filesystem=fs)
+        rows = training_rows(cfg, catalog, ["id", "image", *catalog.schema.names], with_shard=True)
+        embed_rows(cfg, storage, start_url, catalog, rows).write_parquet(path, filesystem=fs)
 
     model = load_model(start_url, storage)
     sums = counts = None
@@ -330,7 +370,7 @@ def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url:
     names = catalog.schema.names
     correct = np.zeros(len(names))
     known = np.zeros(len(names))
-    rows = catalog.dataset(["query", "gallery"], ["id", "image", *names])
+    rows = catalog.dataset(["query", "gallery"], ["id", "image", *names], with_shard=True)
     with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
         for batch in embed_rows(cfg, storage, model_url, catalog, rows).iter_batches(
             batch_size=None, batch_format="pyarrow"
@@ -384,13 +424,18 @@ class Worker:
         meter: EpochMeter,
         terms: list[str],
         start: float,
+        validation: ValidationSet | None = None,
+        reps: np.ndarray | None = None,
     ) -> None:
-        """All-reduce the epoch's figures, report them with rank 0's checkpoint, and log them (rank 0)."""
+        """All-reduce the epoch's figures, score the validation images and keep the best epoch (rank 0), report
+        them with rank 0's checkpoint, and log them (rank 0)."""
         totals = meter.totals(terms)
         if self.world > 1:
             dist.all_reduce(totals)
         metrics = epoch_metrics(totals, terms, model.schema.names, time.perf_counter() - start)
         metrics.update(stage=self.stage.number, epoch=epoch, step=step)
+        if self.rank == 0 and validation is not None:
+            metrics.update(self.select(epoch, model, validation, reps))
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if self.rank == 0:
@@ -412,6 +457,50 @@ class Worker:
                 f"stage {self.stage.number} epoch {epoch}: loss {metrics['loss']:.4f}, "
                 f"{metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step"
             )
+
+    def select(
+        self, epoch: int, model: RetrievalModel, validation: ValidationSet, reps: np.ndarray | None
+    ) -> dict[str, float]:
+        """Validation figures of this epoch's model; the best epoch's model kept as <stage>.best.pt (rank 0).
+        Stage 1 (no representations yet) selects by classifier accuracy, later stages by validation Top-20 of the
+        evaluation's manipulations (eval/validation_ranking.py). ``reps``: the fixed validation features of a
+        stage on features (stage 3), else they are embedded now."""
+        device = next(model.parameters()).device
+        figures: dict[str, float] = {}
+        scored = model
+        if not validation.from_trunk and trained_batch_norms(model, self.cfg.train):
+            # scored as the stage's result will be: with statistics re-estimated on plain images (run_stage)
+            batches = torch.from_numpy(validation.memory_inputs).split(self.cfg.train.batch_size)
+            scored = reestimate_statistics(copy.deepcopy(model), batches, self.cfg.train)
+        if reps is None:
+            reps, predicted = validation.embed(scored, validation.inputs, device)
+            figures["val_accuracy"] = validation.accuracy(predicted)
+        if self.stage.number > 1:
+            # stage 3 comes after the memory stage; before it, the training sample's means stand in for the memory
+            if self.stage.number < 3:
+                scored = validation.with_sample_memory(scored, device)
+            top = validation_top_k(scored, reps, validation.labels, k=SELECT_K)
+            if top is not None:
+                figures[f"val_top{SELECT_K}"] = top
+        metric = f"val_top{SELECT_K}" if f"val_top{SELECT_K}" in figures else "val_accuracy"
+        url = join(self.out, f"{self.stage.name}.selection.json")
+        record = json.loads(self.storage.read_text(url)) if self.storage.exists(url) else {"metric": metric}
+        history = [h for h in record.get("history", []) if h["epoch"] < epoch] + [{"epoch": epoch, **figures}]
+        best = record.get("best")
+        if metric in figures and (best is None or figures[metric] > best):
+            save_model(model, join(self.out, f"{self.stage.name}.best.pt"), self.storage)
+            record.update(best=figures[metric], best_epoch=epoch)
+        record.update(metric=metric, history=history)
+        self.storage.write_text(url, json.dumps(record, indent=1))
+        model.train()
+        return figures
+
+    def record_start(self, top: float | None) -> None:
+        """The validation Top-20 of the stage's starting model, beside its epochs' (rank 0)."""
+        url = join(self.out, f"{self.stage.name}.selection.json")
+        record = json.loads(self.storage.read_text(url)) if self.storage.exists(url) else {}
+        record.setdefault(f"start_val_top{SELECT_K}", top)
+        self.storage.write_text(url, json.dumps(record, indent=1))
 
     def maybe_fail(self, step: int) -> None:
         """Test only: the last worker dies once at train.fault.stage / train.fault.step."""
@@ -449,9 +538,7 @@ def stage_loop(config: dict) -> None:
     batches = _batches(worker, config)
 
     for epoch in range(epoch0, settings.epochs):
-        net.train()
-        if frozen:
-            model.backbone.trunk.eval()
+        training_mode(model, cfg.train)  # the frozen trunk, or a pretrained trunk's frozen BatchNorm, in eval mode
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
         for batch in batches(epoch):
             worker.maybe_fail(step)
@@ -465,7 +552,7 @@ def stage_loop(config: dict) -> None:
             optimizer.step()
             meter.add(stats)
             step += 1
-        worker.end_epoch(epoch, step, model, optimizer, meter, terms, start)
+        worker.end_epoch(epoch, step, model, optimizer, meter, terms, start, validation=config.get("validation"))
 
 
 def _batches(worker: Worker, config: dict) -> Callable[[int], Iterable[dict[str, torch.Tensor]]]:
@@ -509,6 +596,11 @@ def global_loop(config: dict) -> None:
     complete = np.flatnonzero((labels >= 0).all(axis=1))
     loss_fn = StageLoss(settings, model.variant)
     steps_per_epoch = max(1, len(complete) // (world * cfg.train.global_batch))  # equal on every worker
+    validation = config.get("validation")
+    val_reps = None
+    if validation is not None and rank == 0:  # the starting point the epochs are compared with
+        val_reps = validation.embed(model, validation.inputs, device)[0]
+        worker.record_start(validation_top_k(model, val_reps, validation.labels, k=SELECT_K))
 
     for epoch in range(epoch0, settings.epochs):
         model.train()
@@ -531,7 +623,7 @@ def global_loop(config: dict) -> None:
             optimizer.step()
             meter.add(stats)
             step += 1
-        worker.end_epoch(epoch, step, model, optimizer, meter, ["g"], start)
+        worker.end_epoch(epoch, step, model, optimizer, meter, ["g"], start, validation, val_reps)
 
 
 def _restore(model: RetrievalModel, optimizer: torch.optim.Optimizer) -> tuple[int, int]:

@@ -41,6 +41,10 @@ def catalog_url(tmp_path_factory, ray_cluster):
     return str(root / "catalog")
 
 
+def catalog_ids(catalog_url, *splits):
+    return Catalog.open(catalog_url, Storage(load_config(["tiny"]).storage)).split_ids(list(splits)).astype(str)
+
+
 def metrics_of(storage, out):
     return [json.loads(line) for line in storage.read_text(join(out, "train_metrics.jsonl")).splitlines()]
 
@@ -60,6 +64,16 @@ def test_train_end_to_end(catalog_url, tmp_path):
     assert len(stage2) == 2 and all(m["triplets_per_step"] > 10 for m in stage2)  # valid in-batch triplets
     assert {"loss_c", "loss_t", "loss_tc"} <= set(stage2[0]) and "acc_color" in stage2[0]
     assert [m["epoch"] for m in metrics if m["stage"] == 3] == [0, 1]
+    # every epoch scored on the validation images carved from the training split, the best one kept per stage
+    assert all(0 <= m["val_accuracy"] <= 1 for m in stage1 + stage2)
+    assert all(0 <= m["val_top20"] <= 1 for m in metrics if m["stage"] > 1)
+    validation_ids = storage.read_text(join(out, "validation_ids.txt")).split()
+    assert 0 < len(validation_ids) < 120 and not set(validation_ids) & set(catalog_ids(catalog_url, "query", "gallery"))
+    selection = json.loads(storage.read_text(join(out, "stage2.selection.json")))
+    assert selection["metric"] == "val_top20" and [h["epoch"] for h in selection["history"]] == [0, 1]
+    assert selection["best"] == max(h["val_top20"] for h in selection["history"])
+    best, kept = load_model(join(out, "stage2.best.pt"), storage), load_model(join(out, "stage2.pt"), storage)
+    assert all(torch.equal(p, q) for p, q in zip(best.parameters(), kept.parameters()))  # statistics re-estimated
 
     catalog = Catalog.open(catalog_url, storage)
     model = load_model(result.model_url, storage)
@@ -123,7 +137,9 @@ def test_train_adde_in_its_three_stages(catalog_url, tmp_path):
     assert summary["stage3_movement"] is None  # its stage 3 trains on images, not L_G on fixed features
 
 
-def test_train_to_s3(catalog_url, s3_endpoint):
+def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
+    """train.trunk: frozen with the run on S3: the trunk's maps computed once beside the catalog, stages 1-2 on
+    them, the trunk unchanged from init.pt to model.pt."""
     from tests.conftest import BUCKET, s3_sets
 
     cfg = load_config(
@@ -131,6 +147,7 @@ def test_train_to_s3(catalog_url, s3_endpoint):
         [
             *RUN,
             "model.variant=rank_lg",
+            "train.trunk=frozen",
             "train.stage1.epochs=1",
             "train.stage2.epochs=1",
             "train.stage3.epochs=1",
@@ -145,6 +162,12 @@ def test_train_to_s3(catalog_url, s3_endpoint):
     assert not model.variant.memory_updatable and model.memory.counts.sum() > 0
     assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage2")))
     assert [m["stage"] for m in metrics_of(storage, out)] == [1, 2, 3]
+    (entry,) = storage.listdir(join(catalog_url, "..", "trunk-features"))
+    assert storage.exists(join(catalog_url, "..", "trunk-features", entry, "trunk.json"))
+    initial = load_model(join(out, "init.pt"), storage)
+    for before, after in zip(initial.backbone.trunk.state_dict().values(), model.backbone.trunk.state_dict().values()):
+        assert torch.equal(before, after)
+    assert not torch.equal(initial.backbone.conv5[0].weight, model.backbone.conv5[0].weight)
 
 
 def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
