@@ -482,9 +482,11 @@ class Worker:
             top = validation_top_k(scored, reps, validation.labels, k=SELECT_K)
             if top is not None:
                 figures[f"val_top{SELECT_K}"] = top
-        metric = f"val_top{SELECT_K}" if f"val_top{SELECT_K}" in figures else "val_accuracy"
         url = join(self.out, f"{self.stage.name}.selection.json")
-        record = json.loads(self.storage.read_text(url)) if self.storage.exists(url) else {"metric": metric}
+        record = json.loads(self.storage.read_text(url)) if self.storage.exists(url) else {}
+        # the stage's metric is chosen once, at its first scored epoch: Top-20 where the validation images hold
+        # targets of manipulations, else classifier accuracy; an epoch without that figure cannot be the best
+        metric = record.get("metric") or (f"val_top{SELECT_K}" if f"val_top{SELECT_K}" in figures else "val_accuracy")
         history = [h for h in record.get("history", []) if h["epoch"] < epoch] + [{"epoch": epoch, **figures}]
         best = record.get("best")
         if metric in figures and (best is None or figures[metric] > best):

@@ -66,12 +66,16 @@ def test_train_end_to_end(catalog_url, tmp_path):
     assert [m["epoch"] for m in metrics if m["stage"] == 3] == [0, 1]
     # every epoch scored on the validation images carved from the training split, the best one kept per stage
     assert all(0 <= m["val_accuracy"] <= 1 for m in stage1 + stage2)
-    assert all(0 <= m["val_top20"] <= 1 for m in metrics if m["stage"] > 1)
     validation_ids = storage.read_text(join(out, "validation_ids.txt")).split()
     assert 0 < len(validation_ids) < 120 and not set(validation_ids) & set(catalog_ids(catalog_url, "query", "gallery"))
     selection = json.loads(storage.read_text(join(out, "stage2.selection.json")))
-    assert selection["metric"] == "val_top20" and [h["epoch"] for h in selection["history"]] == [0, 1]
-    assert selection["best"] == max(h["val_top20"] for h in selection["history"])
+    assert [h["epoch"] for h in selection["history"]] == [0, 1]
+    # Top-20 among a dozen validation images exists only when some manipulation's target is among them; without
+    # one the stage selects by classifier accuracy, and says so
+    metric = selection["metric"]
+    scored = [h[metric] for h in selection["history"] if metric in h]
+    assert metric in ("val_top20", "val_accuracy") and scored and all(0 <= x <= 1 for x in scored)
+    assert selection["best"] == max(scored)
     best, kept = load_model(join(out, "stage2.best.pt"), storage), load_model(join(out, "stage2.pt"), storage)
     assert all(torch.equal(p, q) for p, q in zip(best.parameters(), kept.parameters()))  # statistics re-estimated
 
