@@ -59,7 +59,7 @@ def one_step(model, train) -> None:
 
 
 def test_a_trunk_without_pretrained_weights_trains_every_batch_norm():
-    model, train = tiny()  # train.batch_norm: frozen (the default) concerns pretrained trunks only
+    model, train = tiny("train.batch_norm=frozen")  # frozen concerns pretrained trunks only
     assert train.batch_norm == "frozen" and train.trunk == "finetune"
     training_mode(model, train)
     norms = trunk_norms(model)
@@ -84,7 +84,7 @@ def test_a_frozen_trunk_stays_in_eval_mode_and_keeps_its_statistics():
 
 
 def test_a_pretrained_trunk_keeps_its_statistics_unless_batch_norm_trains(tmp_path):
-    model, train = pretrained(tmp_path)  # train.batch_norm: frozen
+    model, train = pretrained(tmp_path, "train.batch_norm=frozen")
     norms = trunk_norms(model)
     training_mode(model, train)
     assert len(norms) > 30 and not any(m.training for m in norms)
@@ -95,7 +95,8 @@ def test_a_pretrained_trunk_keeps_its_statistics_unless_batch_norm_trains(tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(before, statistics(norms)))  # its ImageNet statistics kept
     assert any(not torch.equal(s, m.weight) for s, m in zip(scales, norms))  # its affine parameters train
 
-    model, train = pretrained(tmp_path, "train.batch_norm=train")
+    model, train = pretrained(tmp_path)  # the default: train, re-estimated after each stage
+    assert train.batch_norm == "train"
     training_mode(model, train)
     assert all(m.training for m in trunk_norms(model)) and trained_batch_norms(model, train) == trunk_norms(model)
 
