@@ -470,7 +470,7 @@ class Worker:
         scored = model
         if not validation.from_trunk and trained_batch_norms(model, self.cfg.train):
             # scored as the stage's result will be: with statistics re-estimated on plain images (run_stage)
-            batches = torch.from_numpy(validation.memory_inputs).split(self.cfg.train.batch_size)
+            batches = torch.tensor(validation.memory_inputs).split(self.cfg.train.batch_size)  # a copy: read-only
             scored = reestimate_statistics(copy.deepcopy(model), batches, self.cfg.train)
         if reps is None:
             reps, predicted = validation.embed(scored, validation.inputs, device)
