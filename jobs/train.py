@@ -14,7 +14,11 @@ Cluster (GPU workers, DDP over NCCL, checkpoints on S3):
 Outputs under --out: config.yaml, init.pt (the initial weights every worker starts from), stage1/ stage2/ stage3/
 (Ray Train runs with per-epoch checkpoints), stage1.pt stage2.pt (each stage's model, written when it finishes),
 features/ (fixed local features of the training split), memory.pt, model.pt (the final model), train_metrics.jsonl,
-train_summary.json (held-out classification accuracy, times). The same command with the same --out resumes: a
+train_summary.json (held-out classification accuracy, accuracy on training images with saved and re-estimated
+BatchNorm statistics, validation selection, stage-3 movement, times), validation_ids.txt (the training images held
+out for model selection), <stage>.best.pt and <stage>.selection.json (each epoch's validation figures, the best kept).
+With train.trunk: frozen, stages 1-2 read the pretrained trunk's maps from the catalog's trunk cache
+(jobs/trunk_cache.py), computed first when missing. The same command with the same --out resumes: a
 stage whose .pt exists is never redone; an unfinished one continues from its last checkpoint.
 """
 
