@@ -87,6 +87,7 @@ DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call,
 DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU keeps up and two run side by side
 FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
 METRICS_FILE = "train_metrics.jsonl"
+RUN_DEFINING_TRAIN_KEYS = ("trunk", "batch_norm")  # with the model's keys, what a resumed --out must keep
 VALIDATION_FILE = "validation_ids.txt"  # the training images held out for model selection, one id per line
 SELECT_K = 20  # a stage keeps its epoch of best validation Top-20 (the report's headline K)
 FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
@@ -650,11 +651,17 @@ def _check_run_dir(cfg: Config, storage: Storage, out: str) -> None:
     url = join(out, "config.yaml")
     if not storage.exists(url):
         return
-    saved = yaml.safe_load(storage.read_text(url)).get("model", {})
-    current = cfg.model.model_dump(mode="json")
+    saved_cfg = yaml.safe_load(storage.read_text(url))
+    # the model's own keys, and the training keys that decide which weights a finished stage holds (a frozen
+    # trunk's stage 1 is not a fine-tuned one's, and the other way round)
+    saved = {f"model.{k}": v for k, v in saved_cfg.get("model", {}).items()}
+    train_keys = [k for k in RUN_DEFINING_TRAIN_KEYS if k in saved_cfg.get("train", {})]  # a run older than the key
+    saved.update({f"train.{k}": saved_cfg["train"][k] for k in train_keys})
+    current = {f"model.{k}": v for k, v in cfg.model.model_dump(mode="json").items()}
+    current.update({f"train.{k}": getattr(cfg.train, k) for k in train_keys})
     changed = [k for k in current if saved.get(k) != current[k]]
     if changed:
-        shown = ", ".join(f"model.{k}: {saved.get(k)!r} there, {current[k]!r} now" for k in changed)
+        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {current[k]!r} now" for k in changed)
         raise ConfigError(
             f"{out} holds a run of another model ({shown}); resume it with its config or use another --out"
         )

@@ -213,6 +213,11 @@ def test_bad_config_values(catalog_url, tmp_path):
         ConfigError, match=r"holds a run of another model \(model.backbone: 'tiny' there, 'alexnet' now\)"
     ):
         train(cfg, catalog_url, train_dir)
+    frozen = load_config(["tiny"], ["train.trunk=frozen"])  # stage 1 on a frozen trunk is not a fine-tuned one
+    frozen_dir = str(tmp_path / "c")
+    Storage(cfg.storage).write_text(join(frozen_dir, "config.yaml"), saved_config_text(load_config(["tiny"])))
+    with pytest.raises(ConfigError, match=r"another model \(train.trunk: 'finetune' there, 'frozen' now\)"):
+        train(frozen, catalog_url, frozen_dir)
     run = subprocess.run(
         [
             sys.executable,
