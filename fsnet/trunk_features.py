@@ -28,6 +28,7 @@ process (a random-feature probe, and a frozen trunk the run's model holds too: s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Sequence
 
@@ -82,10 +83,21 @@ def trunk_fingerprint(trunk: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=8)
+def pretrained_fingerprint(backbone: str, weights: str) -> str:
+    """trunk_fingerprint of the pretrained trunk, built once per process (naming a cache entry is asked for by
+    every job step, and building MobileNetV2 or AlexNet each time costs a second or more)."""
+    return trunk_fingerprint(_pretrained(backbone, weights))
+
+
 def frozen_trunk(model: ModelConfig) -> torch.nn.Module:
     """The pretrained trunk alone (eval mode): the one construction the cache and a frozen-trunk model share."""
+    return _pretrained(model.backbone, model.weights)
+
+
+def _pretrained(backbone: str, weights: str) -> torch.nn.Module:
     torch.manual_seed(RANDOM_TRUNK_SEED)  # only matters for weights: none
-    trunk = build_backbone(model.backbone, model.weights, 8, 8).trunk
+    trunk = build_backbone(backbone, weights, 8, 8).trunk
     return trunk.eval()
 
 

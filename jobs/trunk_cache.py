@@ -24,10 +24,9 @@ from fsnet.trunk_features import (
     TrunkCache,
     TrunkFeatures,
     TrunkManifest,
-    frozen_trunk,
     map_shape,
+    pretrained_fingerprint,
     shard_entries,
-    trunk_fingerprint,
 )
 from jobs.command import console
 from jobs.ray_runtime import actor_pool, cluster_cpus
@@ -39,7 +38,7 @@ ROWS_PER_CALL = 64  # images per trunk call: the trunk's batch on a CPU; small e
 def cache_url(cfg: Config, catalog: Catalog, model: ModelConfig, image_size: int) -> str:
     """The entry of ``model``'s pretrained trunk at ``image_size`` for ``catalog`` (which may not exist yet)."""
     root = cfg.cache.trunk or join(posixpath.dirname(catalog.url.rstrip("/")), "trunk-features")
-    return join(root, f"{model.backbone}-{image_size}px-{trunk_fingerprint(frozen_trunk(model))}")
+    return join(root, f"{model.backbone}-{image_size}px-{pretrained_fingerprint(model.backbone, model.weights)}")
 
 
 def existing_trunk_cache(
