@@ -12,7 +12,8 @@ the index job share. ``__init__`` loads the model once; ``__call__`` takes a bat
     t_decode, t_model  float32: this row's share of the batch's decode and model seconds (where time goes)
     + the pass-through columns (labels, shard fingerprint, ...) unchanged
 
-On a GPU: JPEG decode with nvJPEG inside the actor (``gpu_decode``), fp16 autocast and channels_last.
+On a GPU: JPEG decode with nvJPEG inside the actor (``gpu_decode``; the batch in one call, one resize per input
+size), fp16 autocast and channels_last.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pyarrow as pa
 import torch
 
 from fsnet.columns import fixed_list
-from fsnet.decode import decode_images, resize_batch
+from fsnet.decode import decode_or_reject, resize_batch
 from fsnet.model import load_model
 from fsnet.storage import Storage
 from fsnet.trunk_features import TrunkCache, trunk_fingerprint
@@ -87,15 +88,15 @@ class EmbedImages:
         blobs = list(batch["image"])
         errors: list[str | None] = [None] * len(blobs)
         cached = self._cached(batch)
-        decoded = []
-        for i, blob in enumerate(blobs):  # one bad image must not take the batch down: it is listed instead
-            if i in cached:
-                continue
-            try:
-                decoded.append(decode_images([blob], self.decode_device)[0])
-            except Exception as err:  # noqa: BLE001 - every decoder failure is a rejected image
-                errors[i] = f"undecodable: {type(err).__name__}: {str(err)[:200]}"
-        good = [i for i, e in enumerate(errors) if e is None and i not in cached]
+        todo = [i for i in range(len(blobs)) if i not in cached]
+        # one bad image must not take the batch down: it is listed instead; nvJPEG decodes the batch in one call
+        images, why = decode_or_reject(
+            [blobs[i] for i in todo], self.decode_device, batched=self.decode_device.type == "cuda"
+        )
+        for i, reason in zip(todo, why):
+            errors[i] = reason
+        decoded = [image for image in images if image is not None]
+        good = [i for i, reason in zip(todo, why) if reason is None]
         t_decode = time.perf_counter() - start
 
         start = time.perf_counter()
