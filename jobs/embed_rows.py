@@ -8,6 +8,8 @@ class it maps with lives in ``fsnet/`` (``fsnet.embedding.EmbedImages``), which 
 
 from __future__ import annotations
 
+import math
+
 import ray
 
 from fsnet.catalog.reader import Catalog
@@ -29,7 +31,8 @@ def embed_rows(
     image_size: int | None = None,
 ) -> "ray.data.Dataset":
     """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
-    each): one per GPU, or on CPU one per CPU but one (the read tasks need a CPU, or the pool starves them).
+    each): one per GPU (index.actors more: they share them), or on CPU one per CPU but one (the read tasks need a
+    CPU, or the pool starves them).
     ``image_size``: the trained model's (index, evaluate), so that a re-index run with another config (the default
     224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training). Rows with
     ``catalog_shard`` (``Catalog.dataset(with_shard=True)``) of a model whose trunk is the cached frozen trunk are
@@ -53,5 +56,14 @@ def embed_rows(
         batch_size=cfg.index.batch_size,
         batch_format="numpy",
         compute=actor_pool(actors),
-        num_gpus=1 if gpus else 0,
+        num_gpus=gpus_per_actor(gpus, actors),
     )
+
+
+def gpus_per_actor(gpus: int, actors: int) -> float:
+    """A whole GPU per embed actor, or an equal share where index.actors asks for more actors than there are GPUs
+    (two on one GPU overlap one's CPU work, reading batches and building the output table, with the other's decode
+    and model); without the share such a pool waits for GPUs that never come. 0 on a CPU cluster."""
+    if not gpus:
+        return 0
+    return 1 / math.ceil(actors / gpus) if actors > gpus else 1
