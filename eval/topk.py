@@ -163,7 +163,7 @@ def factorized_topk(
                 # safely below it are scored over the whole gallery
                 loose = np.flatnonzero(
                     (prune < n)
-                    & (approx[:, -1] >= bound[user, -1] - torch.from_numpy(tie[block]).float()).cpu().numpy()
+                    & (approx[:, -1] >= bound[user, -1] - torch.from_numpy(tie[block]).float().to(device)).cpu().numpy()
                 )
                 full_rows += len(loose)
                 if len(loose):
