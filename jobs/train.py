@@ -435,8 +435,10 @@ class Worker:
         """All-reduce the epoch's figures, score the validation images and keep the best epoch (rank 0), report
         them with rank 0's checkpoint, and log them (rank 0)."""
         totals = meter.totals(terms)
-        if self.world > 1:
+        if self.world > 1:  # on the workers' device: NCCL (GPU workers) reduces CUDA tensors only
+            totals = totals.to(next(model.parameters()).device)
             dist.all_reduce(totals)
+            totals = totals.cpu()
         metrics = epoch_metrics(totals, terms, model.schema.names, time.perf_counter() - start)
         metrics.update(stage=self.stage.number, epoch=epoch, step=step)
         if self.rank == 0 and validation is not None:
