@@ -49,10 +49,14 @@ class AdditiveMemory(SlotAlgebra):
         return np.where((values >= 0)[:, :, None], self.memory[rows], 0.0)
 
     def gallery_products(self, gallery: torch.Tensor) -> Callable[[int, np.ndarray], torch.Tensor]:
-        """(a, x (n, r)) -> (n, N) x . g_n: memory columns are full width, so the products are too."""
+        """(a, x (n, r)) -> (n, N) x . g_n (with ``into``: added to it, times ``alpha``, in place): memory columns
+        are full width, so the products are too."""
 
-        def products(a: int, x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(x.astype(np.float32)).to(gallery.device) @ gallery.T
+        def products(a: int, x: np.ndarray, into: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
+            xt = torch.from_numpy(x.astype(np.float32)).to(gallery.device)
+            if into is not None:
+                return into.addmm_(xt, gallery.T, alpha=alpha)
+            return xt @ gallery.T
 
         return products
 

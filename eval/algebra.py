@@ -46,8 +46,9 @@ class ManipulationAlgebra(Protocol):
         """F' (n, r) float64 of F (n, r), slots (n, A, w) and change (n, A; new value or -1)."""
         ...
 
-    def gallery_products(self, gallery: torch.Tensor) -> Callable[[int, np.ndarray], torch.Tensor]:
-        """(a, x (n, w) in slot a) -> (n, N) products of project_a(x) with the gallery's F (N, r)."""
+    def gallery_products(self, gallery: torch.Tensor) -> Callable[..., torch.Tensor]:
+        """(a, x (n, w) in slot a) -> (n, N) products of project_a(x) with the gallery's F (N, r); with
+        ``into=`` (n, N) and ``alpha=``, into += alpha * products in place (eval/threshold_topk.py: no temporary)."""
         ...
 
     def long_way(self, reps: np.ndarray, values: np.ndarray | None, change: np.ndarray) -> np.ndarray:

@@ -54,7 +54,8 @@ class LinearGlobal(SlotAlgebra):
 
     def gallery_products(self, gallery: torch.Tensor) -> Callable[[int, np.ndarray], torch.Tensor]:
         """For gallery F (N, r) on the evaluation device: a function (a, x (n, D) in slot a) -> (n, N) of
-        lambda_a (x W_a) . g_n. Where D < r it precomputes P_a = G W_a^T (N, D), so each product is D wide."""
+        lambda_a (x W_a) . g_n (with ``into``: added to it, times ``alpha``, in place). Where D < r it precomputes
+        P_a = G W_a^T (N, D), so each product is D wide."""
         a_count, d = self.attributes, self.embed_dim
         device = gallery.device
         if self.blocks is None:
@@ -64,11 +65,12 @@ class LinearGlobal(SlotAlgebra):
             slots = [gallery @ blocks[a].T if d < gallery.shape[1] else None for a in range(a_count)]
         lambdas = self.lambdas.astype(np.float32)
 
-        def products(a: int, x: np.ndarray) -> torch.Tensor:
+        def products(a: int, x: np.ndarray, into: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
             xt = torch.from_numpy(x.astype(np.float32)).to(device)
-            if slots[a] is not None:
-                return lambdas[a] * (xt @ slots[a].T)
-            return lambdas[a] * ((xt @ blocks[a]) @ gallery.T)
+            lhs, rhs = (xt, slots[a].T) if slots[a] is not None else (xt @ blocks[a], gallery.T)
+            if into is not None:  # into += alpha * the products, inside the product (no (n, N) temporary)
+                return into.addmm_(lhs, rhs, alpha=alpha * float(lambdas[a]))
+            return lambdas[a] * (lhs @ rhs)
 
         return products
 
