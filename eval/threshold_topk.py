@@ -3,37 +3,49 @@ eval/topk.py's ``factorized_topk`` and ``brute_force_topk``, ties included, with
 per manipulation or per (query, attribute).
 
 For the manipulations of one query that change the same attribute(s) S, eval/topk.py's factorized score of
-gallery image n is score_v[n] = shared[n] + sum_{a in S} mem[a, v_a][n] with mem[a, v] = -2 m_av . g_n, and
+gallery image n is score_v[n] = shared[n] + sum_{a in S} term[a, v_a][n] with term[a, v] = -2 m_av . g_n, and
 
-    bound[n] = shared[n] + sum_{a in S} min_v mem[a, v][n]  <=  score_v[n]  for every value v
+    bound[n] = shared[n] + sum_{a in S} min_{v != q_a} term[a, v][n]  <=  score_v[n]  for every new value v
 
-(exactly, in float32: the terms are added in the same order and rounding is monotone). A threshold T on the bound,
-the value a strided sample of it puts about ``prune`` images under, keeps the candidates bound < T: a compare over
-the gallery once per (query, S), no sort. Every other image scores >= T, so a manipulation whose k + MARGIN smallest
-candidate scores end below T - tie has its k + MARGIN nearest among the candidates, found by a sort of about
-``prune`` scores; the rest (the bound is loose for them: rare) are scored over the whole gallery, as the old path
-does. Float32 candidates are finished by eval/topk.py's ``_finish`` wherever float32 could misorder them (float64
-distances rounded to float32, then gallery position), so the order is the exact one of both other paths.
+(exactly, in float32: the terms are added in the same order and rounding is monotone). Leaving out the query's own
+value q_a, which no manipulation takes, keeps the bound tight near the query, where most images share that value.
+
+- Candidates, once per (query, S): a cut on the bound, the value a strided sample of it puts about ``prune``
+  images under, keeps the images below it: a compare over the gallery, no selection; the few kept are sorted by
+  bound. Every image outside has bound >= the cut.
+- Per manipulation: its scores over the first 2 (k + MARGIN) candidates, then 4, 8, then all, until the
+  k + MARGIN smallest end safely (a float32 allowance) under the bound of everything outside those candidates: a
+  sort of a few hundred scores. A manipulation no tier settles (rare) is scored over the whole gallery.
+- Exactness: where two of the first k + 1 float32 distances are too close for float32 to order (eval/topk.py's
+  TIE), the candidates in such runs are ordered by float64 distance rounded to float32, then gallery position, as
+  eval/topk.py's ``_finish`` orders them; where the last candidate is that close to the k-th, ``_finish`` itself
+  orders the whole gallery. So the lists are those of both other paths, ties included.
 
 Why whole Top-k lists and not only each manipulation's first exact match: the Top-K curves need only that rank, but
 the NDCG curves (eval/metrics.py, K = 1..k_max, kept in results.json) give each of the first k_max results a
 relevance of its own (its share of the target's attributes; whether it has the new value), so they need the k_max
 nearest in order. The first-match rank comes from the same list (eval/metrics.py ``hit_ranks``).
 
-Memory: arrays of (query_chunk, N) per chunk and (rows, ~prune) per block of manipulations, never (M, N)."""
+Memory: arrays of (query_chunk, N) reused chunk after chunk, (rows, <= prune) per block of manipulations, the
+(C, N) memory terms; never (M, N)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from eval.algebra import ManipulationAlgebra
 from eval.protocol import Manipulations
-from eval.topk import FINISH_ROWS, MARGIN, PRUNE, SCORE_BYTES, TIE, TopK, _device, _finish
+from eval.topk import FINISH_ROWS, MARGIN, SCORE_BYTES, TIE, TopK, _device, _finish
 
-SAMPLE_HITS = 32  # sampled bounds under the threshold: its candidate count varies by about 1 / sqrt(32) = 18%
-OVERFULL = 4  # a sampled threshold keeping over 4 x prune candidates (or under k + MARGIN) is set exactly instead
-SAFE = 1.01  # the float32 distances a row's norm comes from are not _finish's float64 ones: flag a little more
+PRUNE = 1024  # most candidates a (query, changed attributes) keeps: a value rare near the query needs many
+TIERS = (2, 4, 8)  # candidate widths (x k + MARGIN) a manipulation tries before all of them
+SAMPLE_HITS = 32  # sampled bounds under a cut: the count it keeps varies by about 1 / sqrt(32) = 18%
+OVERFULL = 4  # a cut keeping over 4 x prune (the sample misjudged) is set exactly, by a selection over N
+SAFE = 1.01  # the allowance here comes from ||F'||^2 computed otherwise than _finish's: flag a little more
 
 
 def threshold_topk(
@@ -48,153 +60,265 @@ def threshold_topk(
 ) -> TopK:
     """reps (Q, A, D) of the queries, gallery (N, r) global representations: the k nearest gallery positions of
     every manipulated query, in manipulation order (any order of queries: a stored list need not be sorted).
-    ``values`` (Q, A): the queries' current values, which an additive memory (the ADDE-style model) subtracts."""
+    ``values`` (Q, A): the queries' current values, which an additive memory (the ADDE-style model) subtracts; the
+    bound leaves them out where no manipulation of the query takes them (without ``values``, it keeps them)."""
     device = _device()
     m, n = len(manipulations), len(gallery)
     k = min(k, n)
     c = min(k + MARGIN, n)
     prune = min(max(prune, c), n)
-    gallery64 = gallery.astype(np.float64)
-    g_scale = float(np.einsum("nr,nr->n", gallery64, gallery64).max())
     reps = reps.astype(np.float64)
     global_ = model.global_of(reps)  # (Q, r) F(q)
     slots = model.slots(reps, values)  # (Q, A, w) what a manipulation of each attribute takes out
-    g = torch.from_numpy(gallery.astype(np.float32)).to(device)  # (N, r)
-    g_norm = (g * g).sum(1)  # (N,)
-    offsets = model.offsets
-    slot_products = model.gallery_products(g)  # (a, (n, w) in slot a) -> (n, N) products with the gallery
-    memory = torch.cat(
-        [-2 * slot_products(a, model.memory_rows(a)) for a in range(model.attributes)]
-    )  # (C, N) -2 m_c . g_n, row offsets[a] + v
-    lowest = [memory[o : o + v].min(dim=0).values for o, v in zip(offsets, model.num_values)]  # A x (N,)
-    projected = np.concatenate(
-        [model.project(a, model.memory_rows(a)) for a in range(model.attributes)]
-    )  # (C, r) project_a(m_av): F' = F + sum_a (projected - project_a(slot_a)) gives each row's ||F'||^2
-
-    positions = np.zeros((m, k), dtype=np.int64)
-    distances = np.zeros((m, k), dtype=np.float64)
-    exact_rows = full_rows = 0
+    side = _GallerySide.of(model, gallery, device)
+    out = TopK(np.zeros((m, k), dtype=np.int64), np.zeros((m, k)), exact_rows=0, full_rows=0)
     rows_per_block = max(1, SCORE_BYTES // (4 * n))
     by_query = np.argsort(manipulations.query, kind="stable")  # a chunk of queries is then a slice of rows
     starts = np.searchsorted(manipulations.query[by_query], np.arange(0, len(reps) + query_chunk, query_chunk))
+    # (Qc, N) arrays written in place chunk after chunk: a fresh (Qc, N) array costs more in page faults than a pass
+    shape = (min(query_chunk, len(reps)), n)
+    base, shared_of, bound_of = (torch.empty(shape, device=device) for _ in range(3))
+    keep_of = torch.empty(shape, dtype=torch.bool, device=device)
     for chunk, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
         if lo == hi:
             continue
         q0 = chunk * query_chunk
         queries = np.arange(q0, min(q0 + query_chunk, len(reps)))
         chunk_rows = by_query[lo:hi]  # manipulation indexes
-        base = g_norm[None, :] - 2 * (torch.from_numpy(global_[queries].astype(np.float32)).to(device) @ g.T)  # (Qc, N)
+        f = torch.from_numpy(global_[queries].astype(np.float32)).to(device)
+        chunk_base = torch.mm(f, side.g.T, out=base[: len(queries)]).mul_(-2).add_(side.g_norm)  # ||g||^2 - 2 F.g
         for group in np.unique(manipulations.group[chunk_rows]):
             # the chunk's rows that change the same attribute(s), in query order
             rows = chunk_rows[manipulations.group[chunk_rows] == group]
             attributes = np.flatnonzero(manipulations.change[rows[0]] >= 0)
             users, which = np.unique(manipulations.query[rows] - q0, return_inverse=True)
-            users_t = torch.from_numpy(users).to(device)
-            shared = base[users_t] + sum(
-                2 * slot_products(a, slots[queries[users], a]) for a in attributes
-            )  # (U, N): + 2 u_qa . g_n
-            bound = shared.clone()
+            mine = queries[users]
+            shared = torch.index_select(chunk_base, 0, torch.from_numpy(users).to(device), out=shared_of[: len(users)])
             for a in attributes:
-                bound += lowest[a]  # in the order the scores add their memory terms: bound <= score exactly
-            idx, count, threshold = _candidates(bound, prune, c)  # (U, W) positions, (U,), (U,)
-            del bound
-            kept = shared.gather(1, idx).masked_fill_(
-                torch.arange(idx.shape[1], device=device)[None, :] >= count[:, None], float("inf")
-            )  # (U, W) shared part of the candidates' scores, +inf past each user's count
-            moved = {a: model.project(a, slots[queries[users], a]) for a in attributes}  # a -> (U, r) project_a(slot)
+                side.products(a, slots[mine, a], into=shared, alpha=2.0)  # (U, N) += 2 u_qa . g_n, in the product
+            bound = bound_of[: len(users)]
+            for i, a in enumerate(attributes):
+                floor = torch.from_numpy(side.floor_rows(a, manipulations, rows, which, mine, values)).to(device)
+                if i == 0:
+                    torch.index_select(side.floors, 0, floor, out=bound).add_(shared)  # (U, N) bound
+                else:
+                    bound += side.floors[floor]
+            idx, cand_bound, threshold = _candidates(bound, prune, keep_of[: len(users)])  # (U, P) sorted, (U,)
+            cand_shared = shared.gather(1, idx).masked_fill_(cand_bound == float("inf"), float("inf"))  # (U, P)
+            # F' - sum_a project_a(m_av) = F - sum_a project_a(slot_a): (U, r) per user, for the rows' ||F'||^2
+            rest = global_[mine] - sum(model.project(a, slots[mine, a]) for a in attributes)
             for b0 in range(0, len(rows), rows_per_block):
-                block = rows[b0 : b0 + rows_per_block]
-                which_b = which[b0 : b0 + rows_per_block]
-                user = torch.from_numpy(which_b).to(device)
-                value = {a: offsets[a] + manipulations.change[block, a].astype(np.int64) for a in attributes}
-                value_t = {a: torch.from_numpy(v).to(device) for a, v in value.items()}  # a -> (R,) memory rows
-                cand = idx[user]  # (R, W)
-                score = kept[user]
-                for a in attributes:
-                    score += memory[value_t[a][:, None], cand]
-                approx, at = torch.topk(score, c, dim=1, largest=False, sorted=True)  # (R, c)
-                cand = cand.gather(1, at)
-                del score
-                norm = _norms(global_, manipulations.query[block], projected, moved, value, which_b)  # (R,)
-                tie = SAFE * TIE * (norm + g_scale)  # (R,) float32 error allowance
-                # every image outside the candidates scores >= the threshold: rows whose c-th score is not safely
-                # below it (or that have fewer than c candidates) are scored over the whole gallery
-                loose = np.flatnonzero(
-                    (approx[:, -1] >= threshold[user] - torch.from_numpy(tie).to(device)).cpu().numpy()
-                )
-                full_rows += len(loose)
-                if len(loose):
-                    loose_t = torch.from_numpy(loose).to(device)
-                    full = shared[user[loose_t]]  # (L, N)
-                    for a in attributes:
-                        full += memory[value_t[a][loose_t]]
-                    approx[loose_t], cand[loose_t] = torch.topk(full, c, dim=1, largest=False, sorted=True)
-                    del full
-                approx = approx.double().cpu().numpy() + norm[:, None]  # (R, c) distances
-                cand = cand.cpu().numpy()
-                positions[block], distances[block] = cand[:, :k], approx[:, :k]
-                exact_rows += _refine(
-                    model,
-                    global_,
-                    slots,
-                    manipulations,
+                users_of = which[b0 : b0 + rows_per_block]
+                block = _Block(rows[b0 : b0 + rows_per_block], users_of, torch.from_numpy(users_of).to(device))
+                _rank(
                     block,
-                    gallery64,
-                    g_scale,
-                    (cand, approx, tie),
-                    k,
-                    (positions, distances),
+                    attributes,
+                    manipulations,
+                    side,
+                    (shared, idx, cand_shared, cand_bound, threshold),
+                    rest,
+                    c,
+                    out,
                 )
-    return TopK(positions, distances, exact_rows, full_rows)
+                _refine(model, global_, slots, manipulations, block, side, k, out)
+    return out
 
 
-def _candidates(bound: torch.Tensor, prune: int, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(U, N) lower bounds -> the candidates of each row: positions (U, W) in gallery order, padded with 0 past the
-    row's count (U,), and its threshold (U,): every image outside has bound >= threshold. The threshold is the
-    value a strided sample of the row puts about ``prune`` images under (a compare over N instead of a selection);
-    a row where it keeps fewer than ``c`` or more than OVERFULL * prune gets the exact prune-th bound instead."""
+@dataclass
+class _GallerySide:
+    """What every chunk reads of the gallery: F (N, r) on the device, ||g||^2, the products closure, the memory
+    terms -2 m_c . g_n, and the floors the bounds are made of."""
+
+    g: torch.Tensor  # (N, r)
+    g_norm: torch.Tensor  # (N,)
+    gallery64: np.ndarray  # (N, r) float64, for exact distances
+    g_scale: float  # max ||g||^2: the float32 error allowance's scale
+    products: Callable[..., torch.Tensor]  # (a, (n, w) in slot a, into=, alpha=) -> (n, N)
+    terms: torch.Tensor  # (C, N) -2 m_c . g_n, row offsets[a] + v
+    # (C + A, N): row offsets[a] + u the smallest term of attribute a over its values other than u; row C + a the
+    # smallest over all its values
+    floors: torch.Tensor
+    projected: np.ndarray  # (C, r) project_a(m_av)
+    offsets: np.ndarray  # (A,) memory row of each attribute's first value
+
+    @classmethod
+    def of(cls, model: ManipulationAlgebra, gallery: np.ndarray, device: torch.device) -> "_GallerySide":
+        gallery64 = gallery.astype(np.float64)
+        g = torch.from_numpy(gallery.astype(np.float32)).to(device)
+        products = model.gallery_products(g)
+        terms = [-2 * products(a, model.memory_rows(a)) for a in range(model.attributes)]  # A x (V_a, N)
+        lowest, others = [], []
+        for t in terms:
+            two, which = torch.topk(t, min(2, len(t)), dim=0, largest=False)  # (2, N): smallest, second smallest
+            second = two[-1]
+            others.append(
+                torch.where(which[0][None, :] == torch.arange(len(t), device=device)[:, None], second, two[0])
+            )
+            lowest.append(two[0])
+        return cls(
+            g=g,
+            g_norm=(g * g).sum(1),
+            gallery64=gallery64,
+            g_scale=float(np.einsum("nr,nr->n", gallery64, gallery64).max()),
+            products=products,
+            terms=torch.cat(terms),
+            floors=torch.cat([*others, torch.stack(lowest)]),
+            projected=np.concatenate([model.project(a, model.memory_rows(a)) for a in range(model.attributes)]),
+            offsets=model.offsets,
+        )
+
+    def floor_rows(
+        self,
+        a: int,
+        manipulations: Manipulations,
+        rows: np.ndarray,
+        which: np.ndarray,
+        mine: np.ndarray,
+        values: np.ndarray | None,
+    ) -> np.ndarray:
+        """(U,) the row of ``floors`` each user's bound adds for attribute a: its value left out where the user
+        has one and none of its rows (``rows``, user ``which``) takes it; else the smallest over all values."""
+        plain = np.full(len(mine), len(self.terms) + a, dtype=np.int64)
+        if values is None:
+            return plain
+        own = np.asarray(values)[mine, a].astype(np.int64)  # (U,)
+        takes_own = np.zeros(len(mine), dtype=bool)
+        takes_own[which[manipulations.change[rows, a] == own[which]]] = True
+        return np.where((own >= 0) & ~takes_own, self.offsets[a] + own, plain)
+
+
+@dataclass
+class _Block:
+    """Manipulation rows ranked together, with their user (row of the group's (U, ...) arrays) and, once ranked,
+    their float32 candidates, distances and error allowance."""
+
+    rows: np.ndarray  # (R,) manipulation indexes
+    users: np.ndarray  # (R,)
+    users_t: torch.Tensor  # (R,)
+    cand: np.ndarray | None = None  # (R, c) gallery positions, ascending distance
+    approx: np.ndarray | None = None  # (R, c) squared distances from the float32 scores
+    tie: np.ndarray | None = None  # (R,)
+
+
+def _rank(
+    block: _Block,
+    attributes: np.ndarray,
+    manipulations: Manipulations,
+    side: _GallerySide,
+    candidates: tuple[torch.Tensor, ...],
+    rest: np.ndarray,
+    c: int,
+    out: TopK,
+) -> None:
+    """The c float32 nearest of each row of ``block`` among its user's candidates (shared (U, N); positions,
+    shared scores and bounds (U, P) sorted by bound; threshold (U,)), in tiers: the first TIERS[0] * c candidates,
+    then more, then all P. A tier settles a row when its c-th score ends safely under the bound of everything
+    outside the tier; the rows no tier settles are scored over the whole gallery. Fills block.cand / approx / tie
+    and out's positions, distances (in candidate order) and full_rows."""
+    shared, idx, cand_shared, cand_bound, threshold = candidates
+    device = shared.device
+    value = {a: side.offsets[a] + manipulations.change[block.rows, a].astype(np.int64) for a in attributes}
+    value_t = {a: torch.from_numpy(v).to(device) for a, v in value.items()}  # a -> (R,) memory row of the new value
+    norm = _norms(rest, block.users, side.projected, value)  # (R,) ||F'||^2
+    tie = SAFE * TIE * (norm + side.g_scale)  # (R,) float32 error allowance
+    tie_t = torch.from_numpy(tie).to(device)
+    approx = torch.empty((len(block.rows), c), device=device)
+    cand = torch.empty((len(block.rows), c), dtype=torch.int64, device=device)
+    pending = torch.arange(len(block.rows), device=device)  # rows not settled yet
+    p = idx.shape[1]
+    for width in sorted({min(t * c, p) for t in TIERS} | {p}) if p >= c else []:
+        users = block.users_t[pending]
+        tier_idx = idx[:, :width][users]  # (R', width)
+        score = cand_shared[:, :width][users]
+        for a in attributes:
+            score += side.terms[value_t[a][pending][:, None], tier_idx]  # the rows' scores
+        top, at = _smallest(score, c)  # (R', c)
+        outside = threshold[users] if width == p else torch.minimum(cand_bound[users, width], threshold[users])
+        settled = top[:, -1] < outside - tie_t[pending]  # every image outside the tier scores >= outside
+        approx[pending[settled]], cand[pending[settled]] = top[settled], tier_idx.gather(1, at)[settled]
+        pending = pending[~settled]
+        if not len(pending):
+            break
+    out.full_rows += len(pending)
+    if len(pending):  # no tier settles them: the whole gallery
+        full = shared[block.users_t[pending]]  # (L, N)
+        for a in attributes:
+            full += side.terms[value_t[a][pending]]
+        approx[pending], cand[pending] = _smallest(full, c)
+        del full
+    block.cand, block.approx, block.tie = cand.cpu().numpy(), approx.double().cpu().numpy() + norm[:, None], tie
+    k = out.positions.shape[1]
+    out.positions[block.rows], out.distances[block.rows] = block.cand[:, :k], block.approx[:, :k]
+
+
+def _smallest(x: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, W) float32 -> the c smallest of each row, ascending: values (R, c) and columns (R, c). On a GPU
+    torch.topk; on the CPU numpy's vectorised partition and sort (several times torch's there), on float64 keys
+    that carry the column in the 29 low mantissa bits a float32 leaves zero: ordered by value first. Equal values
+    come in some fixed order."""
+    if x.is_cuda or x.shape[1] >= 2**29:
+        return torch.topk(x, c, dim=1, largest=False, sorted=True)
+    keys = np.minimum(x.numpy(), _ABOVE, dtype=np.float64)  # (R, W); +inf (a NaN with a column) -> 2^128
+    keys.view(np.int64)[...] |= np.arange(x.shape[1], dtype=np.int64)
+    if c < x.shape[1]:
+        keys = np.partition(keys, c - 1, axis=1)[:, :c]
+    keys.sort(axis=1)
+    bits = keys.view(np.int64)
+    with np.errstate(over="ignore"):  # 2^128 -> +inf again
+        values = (bits & ~_COLUMN).view(np.float64).astype(np.float32)
+    return torch.from_numpy(values), torch.from_numpy(bits & _COLUMN)
+
+
+_COLUMN = np.int64(2**29 - 1)  # the low float64 mantissa bits _smallest keeps a column in
+_ABOVE = 2.0**128  # above every finite float32, +inf once back in float32
+
+
+def _candidates(bound: torch.Tensor, prune: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U, N) bounds -> up to ``prune`` candidates per row, sorted by bound: positions (U, P) and bounds (U, P)
+    (+inf past a row's count), and the row's threshold (U,): every image not among its candidates has bound >= it.
+
+    The cut is the value a strided sample of the row puts about ``prune`` images under: a compare over N (into
+    ``keep``, (U, N) bool) and a sort of the few kept, no selection over N. A row where the sample misjudged (over
+    OVERFULL * prune kept) gets the exact prune-th bound as its cut."""
     u, n = bound.shape
     device = bound.device
     if prune >= n:  # every image is a candidate
-        return (
-            torch.arange(n, device=device).expand(u, n),
-            torch.full((u,), n, device=device),
-            torch.full((u,), float("inf"), device=device),
-        )
+        cand_bound, idx = _smallest(bound, n)
+        return idx, cand_bound, torch.full((u,), float("inf"), device=device)
     stride = max(1, prune // SAMPLE_HITS)
     sample = bound[:, ::stride]  # (U, S)
     rank = min(sample.shape[1], max(1, round(prune * sample.shape[1] / n)))
-    threshold = torch.topk(sample, rank, dim=1, largest=False, sorted=False).values.max(dim=1).values  # (U,)
-    keep = bound < threshold[:, None]  # (U, N)
-    count = keep.sum(dim=1)
-    odd = torch.nonzero((count < c) | (count > OVERFULL * prune)).flatten()
-    if len(odd):
-        threshold[odd] = torch.topk(bound[odd], prune, dim=1, largest=False, sorted=False).values.max(dim=1).values
-        keep[odd] = bound[odd] < threshold[odd, None]  # under prune; under c only where the prune-th ties
-        count[odd] = keep[odd].sum(dim=1)
+    cut = torch.topk(sample, rank, dim=1, largest=False, sorted=False).values.max(dim=1).values  # (U,)
+    torch.lt(bound, cut[:, None], out=keep)
     row, col = keep.nonzero(as_tuple=True)  # row-major: each row's columns ascending
-    start = torch.cumsum(count, 0) - count  # (U,) first entry of each row
-    idx = torch.zeros((u, max(int(count.max()), c)), dtype=torch.int64, device=device)
-    idx[row, torch.arange(len(row), device=device) - start[row]] = col
-    return idx, count, threshold
+    count = torch.bincount(row, minlength=u)  # (U,)
+    over = torch.nonzero(count > OVERFULL * prune).flatten()
+    if len(over):
+        cut[over] = torch.topk(bound[over], prune, dim=1, largest=False, sorted=False).values.max(dim=1).values
+        keep[over] = bound[over] < cut[over, None]
+        row, col = keep.nonzero(as_tuple=True)
+        count = torch.bincount(row, minlength=u)
+    width = max(int(count.max()), 1)
+    position = torch.arange(len(row), device=device) - (torch.cumsum(count, 0) - count)[row]
+    idx = torch.zeros((u, width), dtype=torch.int64, device=device)
+    cand_bound = torch.full((u, width), float("inf"), device=device)
+    idx[row, position], cand_bound[row, position] = col, bound[row, col]
+    cand_bound, order = _smallest(cand_bound, width)  # (U, W) ascending
+    idx = idx.gather(1, order)
+    if width <= prune:
+        return idx, cand_bound, cut
+    return idx[:, :prune], cand_bound[:, :prune], torch.minimum(cand_bound[:, prune], cut)
 
 
-def _norms(
-    global_: np.ndarray,
-    query: np.ndarray,
-    projected: np.ndarray,
-    moved: dict[int, np.ndarray],
-    value: dict[int, np.ndarray],
-    user: np.ndarray,
-) -> np.ndarray:
-    """(R,) ||F'||^2 of rows of queries ``query`` (R,): F' = F + sum_a (projected[value[a]] - moved[a][user]), in
-    parts of FINISH_ROWS rows (r may be A * D wide)."""
-    out = np.empty(len(query))
-    for f0 in range(0, len(query), FINISH_ROWS):
+def _norms(rest: np.ndarray, users: np.ndarray, projected: np.ndarray, value: dict[int, np.ndarray]) -> np.ndarray:
+    """(R,) ||F'||^2 of rows F' = rest[users] + sum_a projected[value[a]], float64, in parts of FINISH_ROWS rows
+    (r may be A * D wide)."""
+    out = np.empty(len(users))
+    for f0 in range(0, len(users), FINISH_ROWS):
         part = slice(f0, f0 + FINISH_ROWS)
-        f_prime = global_[query[part]]  # (p, r)
-        for a in value:
-            f_prime = f_prime + (projected[value[a][part]] - moved[a][user[part]])
+        f_prime = rest[users[part]]  # (p, r)
+        for rows in value.values():
+            f_prime += projected[rows[part]]
         out[part] = np.einsum("nr,nr->n", f_prime, f_prime)
     return out
 
@@ -204,31 +328,48 @@ def _refine(
     global_: np.ndarray,
     slots: np.ndarray,
     manipulations: Manipulations,
-    block: np.ndarray,
-    gallery64: np.ndarray,
-    g_scale: float,
-    found: tuple[np.ndarray, np.ndarray, np.ndarray],
+    block: _Block,
+    side: _GallerySide,
     k: int,
-    out: tuple[np.ndarray, np.ndarray],
-) -> int:
-    """Rows of ``block`` whose float32 order may be wrong (two of the first k + 1 candidates, or the k-th and the
-    last, within ``tie``) are finished by eval/topk.py's ``_finish`` with F' in float64 as the old path computes it
-    (model.manipulated); the others keep their candidate order, which is then the exact one. Writes into
-    ``out`` (positions, distances) and returns the rows re-ranked over the whole gallery. ``found``: the block's
-    candidates (R, c), their distances (R, c) ascending and the float32 error allowance (R,)."""
-    cand, approx, tie = found
-    positions, distances = out
-    n = len(gallery64)
-    near = (np.diff(approx[:, : min(k + 1, approx.shape[1])], axis=1) < tie[:, None]).any(axis=1)
-    unsure = (approx.shape[1] < n) & (approx[:, -1] <= approx[:, k - 1] + tie)
-    redo = np.flatnonzero(near | unsure)
-    redone = 0
-    for f0 in range(0, len(redo), FINISH_ROWS):
+    out: TopK,
+) -> None:
+    """The exact order where float32 may be wrong, as eval/topk.py's ``_finish`` makes it. Consecutive candidates
+    closer than the allowance form runs; a run reaching into the first k is ordered by float64 distance (F' as the
+    old path computes it, model.manipulated) rounded to float32, then gallery position; runs keep their order (a
+    gap of at least the allowance separates them). Rows whose last candidate is that close to the k-th go to
+    ``_finish`` itself (the whole gallery)."""
+    cand, approx, tie = block.cand, block.approx, block.tie  # (R, c), (R, c), (R,)
+    c = cand.shape[1]
+    close = np.diff(approx, axis=1) < tie[:, None]  # (R, c - 1): j and j + 1 may be misordered
+    run = np.concatenate([np.zeros((len(cand), 1), dtype=np.int64), np.cumsum(~close, axis=1)], axis=1)  # (R, c)
+    member = np.zeros(cand.shape, dtype=bool)
+    member[:, 1:] |= close
+    member[:, :-1] |= close
+    member &= run <= run[:, k - 1 : k]  # runs that reach into the first k
+    unsure = (c < len(side.gallery64)) & (approx[:, -1] <= approx[:, k - 1] + tie)
+    member[unsure] = False
+    for f0 in range(0, len(cand), FINISH_ROWS):  # runs, in parts of FINISH_ROWS rows
+        part = np.arange(f0, min(f0 + FINISH_ROWS, len(cand)))
+        near = part[member[part].any(axis=1)]
+        if not len(near):
+            continue
+        q, change = manipulations.query[block.rows[near]], manipulations.change[block.rows[near]]
+        f_prime = model.manipulated(global_[q], slots[q], change)  # (n, r) float64
+        r_, j_ = np.nonzero(member[near])  # the runs' candidates
+        diff = f_prime[r_] - side.gallery64[cand[near][r_, j_]]  # (pairs, r)
+        exact = np.zeros((len(near), c))
+        exact[r_, j_] = np.einsum("pr,pr->p", diff, diff)
+        order = np.lexsort((cand[near], exact.astype(np.float32), run[near]), axis=1)[:, :k]
+        rows = block.rows[near]
+        dist = np.where(member[near], exact, approx[near])
+        out.positions[rows] = np.take_along_axis(cand[near], order, 1)
+        out.distances[rows] = np.take_along_axis(dist, order, 1)
+    redo = np.flatnonzero(unsure)
+    for f0 in range(0, len(redo), FINISH_ROWS):  # the whole gallery
         part = redo[f0 : f0 + FINISH_ROWS]
-        rows = block[part]
+        rows = block.rows[part]
         q = manipulations.query[rows]
         f_prime = model.manipulated(global_[q], slots[q], manipulations.change[rows])  # (p, r) float64
-        p, dist, full = _finish(f_prime, gallery64, g_scale, cand[part], approx[part], k)
-        positions[rows], distances[rows] = p, dist
-        redone += full
-    return redone
+        p, dist, full = _finish(f_prime, side.gallery64, side.g_scale, cand[part], approx[part], k)
+        out.positions[rows], out.distances[rows] = p, dist
+        out.exact_rows += full
