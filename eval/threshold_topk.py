@@ -73,6 +73,7 @@ def threshold_topk(
     side = _GallerySide.of(model, gallery, device)
     out = TopK(np.zeros((m, k), dtype=np.int64), np.zeros((m, k)), exact_rows=0, full_rows=0)
     rows_per_block = max(1, SCORE_BYTES // (4 * n))
+    tiers = [t * c for t in TIERS if t * c < prune] + [prune]  # candidate widths a manipulation tries
     by_query = np.argsort(manipulations.query, kind="stable")  # a chunk of queries is then a slice of rows
     starts = np.searchsorted(manipulations.query[by_query], np.arange(0, len(reps) + query_chunk, query_chunk))
     # (Qc, N) arrays written in place chunk after chunk: a fresh (Qc, N) array costs more in page faults than a pass
@@ -87,6 +88,10 @@ def threshold_topk(
         chunk_rows = by_query[lo:hi]  # manipulation indexes
         f = torch.from_numpy(global_[queries].astype(np.float32)).to(device)
         chunk_base = torch.mm(f, side.g.T, out=base[: len(queries)]).mul_(-2).add_(side.g_norm)  # ||g||^2 - 2 F.g
+        # project_a(slot_a) of the chunk's queries (Qc, r) float64, for F' (numpy's products at once, not between
+        # torch's: their thread pools wait on each other)
+        changed = np.flatnonzero((manipulations.change[chunk_rows] >= 0).any(axis=0))
+        moved = {a: model.project(a, slots[queries, a]) for a in changed}
         for group in np.unique(manipulations.group[chunk_rows]):
             # the chunk's rows that change the same attribute(s), in query order
             rows = chunk_rows[manipulations.group[chunk_rows] == group]
@@ -103,24 +108,13 @@ def threshold_topk(
                     torch.index_select(side.floors, 0, floor, out=bound).add_(shared)  # (U, N) bound
                 else:
                     bound += side.floors[floor]
-            idx, cand_bound, threshold = _candidates(bound, prune, keep_of[: len(users)])  # (U, P) sorted, (U,)
-            cand_shared = shared.gather(1, idx).masked_fill_(cand_bound == float("inf"), float("inf"))  # (U, P)
-            # F' - sum_a project_a(m_av) = F - sum_a project_a(slot_a): (U, r) per user, for the rows' ||F'||^2
-            rest = global_[mine] - sum(model.project(a, slots[mine, a]) for a in attributes)
+            found = _candidates(bound, shared, prune, keep_of[: len(users)], tiers)  # numpy (U, P) x 3, (U,)
+            # F' - sum_a project_a(m_av) = F - sum_a project_a(slot_a): (U, r) per user, for the rows' F'
+            rest = global_[mine] - sum(moved[a][users] for a in attributes)
             for b0 in range(0, len(rows), rows_per_block):
-                users_of = which[b0 : b0 + rows_per_block]
-                block = _Block(rows[b0 : b0 + rows_per_block], users_of, torch.from_numpy(users_of).to(device))
-                _rank(
-                    block,
-                    attributes,
-                    manipulations,
-                    side,
-                    (shared, idx, cand_shared, cand_bound, threshold),
-                    rest,
-                    c,
-                    out,
-                )
-                _refine(model, global_, slots, manipulations, block, side, k, out)
+                block = _Block(rows[b0 : b0 + rows_per_block], which[b0 : b0 + rows_per_block])
+                _rank(block, attributes, manipulations, side, shared, found, rest, tiers, out)
+                _refine(block, rest, side, k, out)
     return out
 
 
@@ -135,6 +129,7 @@ class _GallerySide:
     g_scale: float  # max ||g||^2: the float32 error allowance's scale
     products: Callable[..., torch.Tensor]  # (a, (n, w) in slot a, into=, alpha=) -> (n, N)
     terms: torch.Tensor  # (C, N) -2 m_c . g_n, row offsets[a] + v
+    flat_terms: np.ndarray  # (C * N,) the same on the CPU, for the per-manipulation gathers
     # (C + A, N): row offsets[a] + u the smallest term of attribute a over its values other than u; row C + a the
     # smallest over all its values
     floors: torch.Tensor
@@ -149,12 +144,11 @@ class _GallerySide:
         terms = [-2 * products(a, model.memory_rows(a)) for a in range(model.attributes)]  # A x (V_a, N)
         lowest, others = [], []
         for t in terms:
-            two, which = torch.topk(t, min(2, len(t)), dim=0, largest=False)  # (2, N): smallest, second smallest
-            second = two[-1]
-            others.append(
-                torch.where(which[0][None, :] == torch.arange(len(t), device=device)[:, None], second, two[0])
-            )
-            lowest.append(two[0])
+            low, home = t.min(dim=0)  # (N,) the smallest term and its value
+            mine = home[None, :] == torch.arange(len(t), device=device)[:, None]  # (V_a, N)
+            second = t.masked_fill(mine, float("inf")).min(dim=0).values if len(t) > 1 else low  # (N,)
+            others.append(torch.where(mine, second, low))  # (V_a, N) the smallest over the other values
+            lowest.append(low)
         return cls(
             g=g,
             g_norm=(g * g).sum(1),
@@ -162,6 +156,7 @@ class _GallerySide:
             g_scale=float(np.einsum("nr,nr->n", gallery64, gallery64).max()),
             products=products,
             terms=torch.cat(terms),
+            flat_terms=torch.cat(terms).cpu().numpy().reshape(-1),
             floors=torch.cat([*others, torch.stack(lowest)]),
             projected=np.concatenate([model.project(a, model.memory_rows(a)) for a in range(model.attributes)]),
             offsets=model.offsets,
@@ -190,14 +185,14 @@ class _GallerySide:
 @dataclass
 class _Block:
     """Manipulation rows ranked together, with their user (row of the group's (U, ...) arrays) and, once ranked,
-    their float32 candidates, distances and error allowance."""
+    their float32 candidates, distances, error allowance and new values' memory rows."""
 
     rows: np.ndarray  # (R,) manipulation indexes
     users: np.ndarray  # (R,)
-    users_t: torch.Tensor  # (R,)
     cand: np.ndarray | None = None  # (R, c) gallery positions, ascending distance
     approx: np.ndarray | None = None  # (R, c) squared distances from the float32 scores
     tie: np.ndarray | None = None  # (R,)
+    value: dict[int, np.ndarray] | None = None  # attribute -> (R,) memory row of each row's new value
 
 
 def _rank(
@@ -205,77 +200,96 @@ def _rank(
     attributes: np.ndarray,
     manipulations: Manipulations,
     side: _GallerySide,
-    candidates: tuple[torch.Tensor, ...],
+    shared: torch.Tensor,
+    found: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     rest: np.ndarray,
-    c: int,
+    tiers: list[int],
     out: TopK,
 ) -> None:
-    """The c float32 nearest of each row of ``block`` among its user's candidates (shared (U, N); positions,
-    shared scores and bounds (U, P) sorted by bound; threshold (U,)), in tiers: the first TIERS[0] * c candidates,
-    then more, then all P. A tier settles a row when its c-th score ends safely under the bound of everything
-    outside the tier; the rows no tier settles are scored over the whole gallery. Fills block.cand / approx / tie
-    and out's positions, distances (in candidate order) and full_rows."""
-    shared, idx, cand_shared, cand_bound, threshold = candidates
-    device = shared.device
-    value = {a: side.offsets[a] + manipulations.change[block.rows, a].astype(np.int64) for a in attributes}
-    value_t = {a: torch.from_numpy(v).to(device) for a, v in value.items()}  # a -> (R,) memory row of the new value
+    """The c = k + MARGIN float32 nearest of each row of ``block`` among its user's candidates (``found``:
+    positions, shared scores and bounds (U, P), ordered by bound as far as ``tiers`` need; threshold (U,)), in tiers:
+    the first tiers[0] candidates, then more, then all P. A tier settles a row when its c-th score ends safely under
+    the bound of everything outside the tier; the rows no tier settles are scored over the whole gallery (shared
+    (U, N) on the device). On the CPU in numpy (its gathers and sorts of short rows are several times torch's).
+    Fills block.cand / approx / tie / value and out's positions, distances (in candidate order) and full_rows."""
+    idx, cand_shared, cand_bound, threshold = found
+    n, c = shared.shape[1], min(out.positions.shape[1] + MARGIN, shared.shape[1])
+    block.value = value = {
+        a: side.offsets[a] + manipulations.change[block.rows, a].astype(np.int64) for a in attributes
+    }
     norm = _norms(rest, block.users, side.projected, value)  # (R,) ||F'||^2
     tie = SAFE * TIE * (norm + side.g_scale)  # (R,) float32 error allowance
-    tie_t = torch.from_numpy(tie).to(device)
-    approx = torch.empty((len(block.rows), c), device=device)
-    cand = torch.empty((len(block.rows), c), dtype=torch.int64, device=device)
-    pending = torch.arange(len(block.rows), device=device)  # rows not settled yet
+    approx = np.empty((len(block.rows), c), dtype=np.float32)
+    cand = np.empty((len(block.rows), c), dtype=np.int64)
+    pending = np.arange(len(block.rows))  # rows not settled yet
     p = idx.shape[1]
-    for width in sorted({min(t * c, p) for t in TIERS} | {p}) if p >= c else []:
-        users = block.users_t[pending]
+    for width in [w for w in tiers if w < p] + [p] if p >= c else []:
+        users = block.users[pending]
         tier_idx = idx[:, :width][users]  # (R', width)
         score = cand_shared[:, :width][users]
         for a in attributes:
-            score += side.terms[value_t[a][pending][:, None], tier_idx]  # the rows' scores
+            score += side.flat_terms.take(value[a][pending][:, None] * n + tier_idx)  # the rows' scores
         top, at = _smallest(score, c)  # (R', c)
-        outside = threshold[users] if width == p else torch.minimum(cand_bound[users, width], threshold[users])
-        settled = top[:, -1] < outside - tie_t[pending]  # every image outside the tier scores >= outside
-        approx[pending[settled]], cand[pending[settled]] = top[settled], tier_idx.gather(1, at)[settled]
+        outside = threshold[users] if width == p else np.minimum(cand_bound[users, width], threshold[users])
+        settled = top[:, -1] < outside - tie[pending]  # every image outside the tier scores >= outside
+        approx[pending[settled]] = top[settled]
+        cand[pending[settled]] = _pick(tier_idx[settled], at[settled])
         pending = pending[~settled]
         if not len(pending):
             break
     out.full_rows += len(pending)
     if len(pending):  # no tier settles them: the whole gallery
-        full = shared[block.users_t[pending]]  # (L, N)
+        full = shared[torch.from_numpy(block.users[pending]).to(shared.device)]  # (L, N)
         for a in attributes:
-            full += side.terms[value_t[a][pending]]
-        approx[pending], cand[pending] = _smallest(full, c)
+            full += side.terms[torch.from_numpy(value[a][pending]).to(shared.device)]
+        approx[pending], cand[pending] = _smallest(full.cpu().numpy(), c)
         del full
-    block.cand, block.approx, block.tie = cand.cpu().numpy(), approx.double().cpu().numpy() + norm[:, None], tie
+    block.cand, block.approx, block.tie = cand, approx.astype(np.float64) + norm[:, None], tie
     k = out.positions.shape[1]
     out.positions[block.rows], out.distances[block.rows] = block.cand[:, :k], block.approx[:, :k]
 
 
-def _smallest(x: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(R, W) float32 -> the c smallest of each row, ascending: values (R, c) and columns (R, c). On a GPU
-    torch.topk; on the CPU numpy's vectorised partition and sort (several times torch's there), on float64 keys
-    that carry the column in the 29 low mantissa bits a float32 leaves zero: ordered by value first. Equal values
-    come in some fixed order."""
-    if x.is_cuda or x.shape[1] >= 2**29:
-        return torch.topk(x, c, dim=1, largest=False, sorted=True)
-    keys = np.minimum(x.numpy(), _ABOVE, dtype=np.float64)  # (R, W); +inf (a NaN with a column) -> 2^128
-    keys.view(np.int64)[...] |= np.arange(x.shape[1], dtype=np.int64)
-    if c < x.shape[1]:
-        keys = np.partition(keys, c - 1, axis=1)[:, :c]
-    keys.sort(axis=1)
+def _smallest(x: np.ndarray, c: int, kth: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(R, W) float32 -> the c smallest of each row, ascending: values (R, c) and columns (R, c), by numpy's
+    vectorised partition and sort of float64 keys that carry the column in the 29 low mantissa bits a float32
+    leaves zero (ordered by value first; equal values in some fixed order). Several times torch.topk's speed on
+    the CPU for rows of a few hundred. With ``kth``, the c = W are only partitioned there: each kth-th in its
+    sorted place, the smaller ones before it in some order."""
+    r, w = x.shape
+    if w >= 2**29:
+        top, at = torch.topk(torch.from_numpy(x), c, dim=1, largest=False, sorted=True)
+        return top.numpy(), at.numpy()
+    keys = np.minimum(x, _ABOVE, dtype=np.float64)  # (R, W); +inf (a NaN with a column) -> 2^128
+    keys.view(np.int64)[...] |= np.arange(w, dtype=np.int64)
+    if kth is not None:
+        if kth:
+            keys.partition(kth, axis=1)
+    else:
+        if c < w:
+            keys = np.partition(keys, c - 1, axis=1)[:, :c]
+        keys.sort(axis=1)
     bits = keys.view(np.int64)
     with np.errstate(over="ignore"):  # 2^128 -> +inf again
         values = (bits & ~_COLUMN).view(np.float64).astype(np.float32)
-    return torch.from_numpy(values), torch.from_numpy(bits & _COLUMN)
+    return values, bits & _COLUMN
+
+
+def _pick(x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """x (R, W)[row, columns (R, c)] -> (R, c): np.take_along_axis by flat index (several times faster)."""
+    return x.reshape(-1).take(columns + (np.arange(len(x)) * x.shape[1])[:, None])
 
 
 _COLUMN = np.int64(2**29 - 1)  # the low float64 mantissa bits _smallest keeps a column in
 _ABOVE = 2.0**128  # above every finite float32, +inf once back in float32
 
 
-def _candidates(bound: torch.Tensor, prune: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(U, N) bounds -> up to ``prune`` candidates per row, sorted by bound: positions (U, P) and bounds (U, P)
-    (+inf past a row's count), and the row's threshold (U,): every image not among its candidates has bound >= it.
+def _candidates(
+    bound: torch.Tensor, shared: torch.Tensor, prune: int, keep: torch.Tensor, tiers: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(U, N) bounds and shared scores on the device -> up to ``prune`` candidates per row, sorted by bound, in
+    numpy: positions, shared scores, bounds (U, P) (+inf past a row's count), and the row's threshold (U,): every
+    image not among its candidates has bound >= it. Sorted as far as the ``tiers`` widths need: each w-th in its
+    place, the w smaller before it.
 
     The cut is the value a strided sample of the row puts about ``prune`` images under: a compare over N (into
     ``keep``, (U, N) bool) and a sort of the few kept, no selection over N. A row where the sample misjudged (over
@@ -283,61 +297,80 @@ def _candidates(bound: torch.Tensor, prune: int, keep: torch.Tensor) -> tuple[to
     u, n = bound.shape
     device = bound.device
     if prune >= n:  # every image is a candidate
-        cand_bound, idx = _smallest(bound, n)
-        return idx, cand_bound, torch.full((u,), float("inf"), device=device)
-    stride = max(1, prune // SAMPLE_HITS)
-    sample = bound[:, ::stride]  # (U, S)
-    rank = min(sample.shape[1], max(1, round(prune * sample.shape[1] / n)))
-    cut = torch.topk(sample, rank, dim=1, largest=False, sorted=False).values.max(dim=1).values  # (U,)
-    torch.lt(bound, cut[:, None], out=keep)
-    row, col = keep.nonzero(as_tuple=True)  # row-major: each row's columns ascending
-    count = torch.bincount(row, minlength=u)  # (U,)
-    over = torch.nonzero(count > OVERFULL * prune).flatten()
-    if len(over):
-        cut[over] = torch.topk(bound[over], prune, dim=1, largest=False, sorted=False).values.max(dim=1).values
-        keep[over] = bound[over] < cut[over, None]
-        row, col = keep.nonzero(as_tuple=True)
-        count = torch.bincount(row, minlength=u)
+        row, col = np.repeat(np.arange(u), n), np.tile(np.arange(n), u)
+        cut = np.full(u, np.inf, dtype=np.float32)
+    else:
+        stride = max(1, prune // SAMPLE_HITS)
+        sample = bound[:, ::stride]  # (U, S)
+        rank = min(sample.shape[1], max(1, round(prune * sample.shape[1] / n)))
+        cut_t = torch.topk(sample, rank, dim=1, largest=False, sorted=False).values.max(dim=1).values  # (U,)
+        torch.lt(bound, cut_t[:, None], out=keep)
+        row, col = _nonzero(keep)  # row-major: each row's columns ascending
+        over = np.flatnonzero(np.bincount(row, minlength=u) > OVERFULL * prune)
+        if len(over):
+            over_t = torch.from_numpy(over).to(device)
+            cut_t[over_t] = torch.topk(bound[over_t], prune, dim=1, largest=False).values.max(dim=1).values
+            keep[over_t] = bound[over_t] < cut_t[over_t, None]
+            row, col = _nonzero(keep)
+        cut = cut_t.cpu().numpy()
+    at = row * n + col
+    if bound.is_cuda:
+        at_t = torch.from_numpy(at).to(device)
+        kept_bound, kept_shared = (t.reshape(-1)[at_t].cpu().numpy() for t in (bound, shared))
+    else:
+        kept_bound, kept_shared = (t.numpy().reshape(-1).take(at) for t in (bound, shared))
+    # side by side, (U, W), padded with +inf, then sorted by bound
+    count = np.bincount(row, minlength=u)
     width = max(int(count.max()), 1)
-    position = torch.arange(len(row), device=device) - (torch.cumsum(count, 0) - count)[row]
-    idx = torch.zeros((u, width), dtype=torch.int64, device=device)
-    cand_bound = torch.full((u, width), float("inf"), device=device)
-    idx[row, position], cand_bound[row, position] = col, bound[row, col]
-    cand_bound, order = _smallest(cand_bound, width)  # (U, W) ascending
-    idx = idx.gather(1, order)
+    flat = row * width + np.arange(len(row)) - (np.cumsum(count) - count)[row]
+    padded = [np.full(u * width, fill, dtype=dtype) for fill, dtype in ((np.inf, np.float32),) * 2 + ((0, np.int64),)]
+    for array, values in zip(padded, (kept_bound, kept_shared, col)):
+        array[flat] = values
+    # ordered by bound as far as the tiers read it: the first w smallest (any order) before the (w+1)-th, for each
+    # tier width w (_tiers) and prune
+    kth = [w for w in sorted({*tiers, prune}) if w < width]
+    cand_bound, order = _smallest(padded[0].reshape(u, width), width, kth)  # (U, W)
+    cand_shared, idx = (_pick(a.reshape(u, width), order) for a in padded[1:])
     if width <= prune:
-        return idx, cand_bound, cut
-    return idx[:, :prune], cand_bound[:, :prune], torch.minimum(cand_bound[:, prune], cut)
+        return idx, cand_shared, cand_bound, cut
+    return idx[:, :prune], cand_shared[:, :prune], cand_bound[:, :prune], np.minimum(cand_bound[:, prune], cut)
+
+
+def _nonzero(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(U, N) bool -> (rows, columns) of its True entries, row-major, in numpy (flatnonzero is twice torch's
+    nonzero on the CPU)."""
+    if mask.is_cuda:
+        row, col = mask.nonzero(as_tuple=True)
+        return row.cpu().numpy(), col.cpu().numpy()
+    flat = np.flatnonzero(mask.numpy())
+    return flat // mask.shape[1], flat % mask.shape[1]
+
+
+def _f_prime(rest: np.ndarray, users: np.ndarray, projected: np.ndarray, value: dict[int, np.ndarray]) -> np.ndarray:
+    """F' (R, r) float64 of rows: rest[users] + sum_a projected[value[a]] (F - sum_a project_a(slot_a) + sum_a
+    project_a(m_av), the formula model.manipulated computes in another order)."""
+    f_prime = rest[users]
+    for rows in value.values():
+        f_prime += projected[rows]
+    return f_prime
 
 
 def _norms(rest: np.ndarray, users: np.ndarray, projected: np.ndarray, value: dict[int, np.ndarray]) -> np.ndarray:
-    """(R,) ||F'||^2 of rows F' = rest[users] + sum_a projected[value[a]], float64, in parts of FINISH_ROWS rows
-    (r may be A * D wide)."""
+    """(R,) ||F'||^2 of rows (_f_prime), in parts of FINISH_ROWS rows (r may be A * D wide)."""
     out = np.empty(len(users))
     for f0 in range(0, len(users), FINISH_ROWS):
         part = slice(f0, f0 + FINISH_ROWS)
-        f_prime = rest[users[part]]  # (p, r)
-        for rows in value.values():
-            f_prime += projected[rows[part]]
+        f_prime = _f_prime(rest, users[part], projected, {a: v[part] for a, v in value.items()})  # (p, r)
         out[part] = np.einsum("nr,nr->n", f_prime, f_prime)
     return out
 
 
-def _refine(
-    model: ManipulationAlgebra,
-    global_: np.ndarray,
-    slots: np.ndarray,
-    manipulations: Manipulations,
-    block: _Block,
-    side: _GallerySide,
-    k: int,
-    out: TopK,
-) -> None:
+def _refine(block: _Block, rest: np.ndarray, side: _GallerySide, k: int, out: TopK) -> None:
     """The exact order where float32 may be wrong, as eval/topk.py's ``_finish`` makes it. Consecutive candidates
-    closer than the allowance form runs; a run reaching into the first k is ordered by float64 distance (F' as the
-    old path computes it, model.manipulated) rounded to float32, then gallery position; runs keep their order (a
-    gap of at least the allowance separates them). Rows whose last candidate is that close to the k-th go to
-    ``_finish`` itself (the whole gallery)."""
+    closer than the allowance form runs; a run reaching into the first k is ordered by float64 distance (F' in
+    float64, _f_prime) rounded to float32, then gallery position; runs keep their order (a gap of at least the
+    allowance separates them). Rows whose last candidate is that close to the k-th go to ``_finish`` itself (the
+    whole gallery)."""
     cand, approx, tie = block.cand, block.approx, block.tie  # (R, c), (R, c), (R,)
     c = cand.shape[1]
     close = np.diff(approx, axis=1) < tie[:, None]  # (R, c - 1): j and j + 1 may be misordered
@@ -348,15 +381,17 @@ def _refine(
     member &= run <= run[:, k - 1 : k]  # runs that reach into the first k
     unsure = (c < len(side.gallery64)) & (approx[:, -1] <= approx[:, k - 1] + tie)
     member[unsure] = False
+
+    def f_prime(rows: np.ndarray) -> np.ndarray:  # (p, r) float64 of rows of the block
+        return _f_prime(rest, block.users[rows], side.projected, {a: v[rows] for a, v in block.value.items()})
+
     for f0 in range(0, len(cand), FINISH_ROWS):  # runs, in parts of FINISH_ROWS rows
         part = np.arange(f0, min(f0 + FINISH_ROWS, len(cand)))
         near = part[member[part].any(axis=1)]
         if not len(near):
             continue
-        q, change = manipulations.query[block.rows[near]], manipulations.change[block.rows[near]]
-        f_prime = model.manipulated(global_[q], slots[q], change)  # (n, r) float64
         r_, j_ = np.nonzero(member[near])  # the runs' candidates
-        diff = f_prime[r_] - side.gallery64[cand[near][r_, j_]]  # (pairs, r)
+        diff = f_prime(near)[r_] - side.gallery64[cand[near][r_, j_]]  # (pairs, r)
         exact = np.zeros((len(near), c))
         exact[r_, j_] = np.einsum("pr,pr->p", diff, diff)
         order = np.lexsort((cand[near], exact.astype(np.float32), run[near]), axis=1)[:, :k]
@@ -368,8 +403,6 @@ def _refine(
     for f0 in range(0, len(redo), FINISH_ROWS):  # the whole gallery
         part = redo[f0 : f0 + FINISH_ROWS]
         rows = block.rows[part]
-        q = manipulations.query[rows]
-        f_prime = model.manipulated(global_[q], slots[q], manipulations.change[rows])  # (p, r) float64
-        p, dist, full = _finish(f_prime, side.gallery64, side.g_scale, cand[part], approx[part], k)
+        p, dist, full = _finish(f_prime(part), side.gallery64, side.g_scale, cand[part], approx[part], k)
         out.positions[rows], out.distances[rows] = p, dist
         out.exact_rows += full
