@@ -17,7 +17,8 @@ from eval.data import EvalData
 from eval.probe import ProbeAttributes, ProbeLogp
 from eval.protocol import Manipulations
 from eval.results import Role
-from eval.topk import TopK, factorized_topk
+from eval.threshold_topk import threshold_topk
+from eval.topk import TopK
 
 
 class Scorer(Protocol):
@@ -30,9 +31,10 @@ class Scorer(Protocol):
 
 
 class ModelScorer:
-    """The trained model: F' of each manipulated query by the manipulation algebra, exact Top-K by the factorized
-    evaluator (eval/topk.py). ``last`` keeps the latest TopK (its exact_rows go into results.json; --check compares
-    its positions with the brute-force reference)."""
+    """The trained model: F' of each manipulated query by the manipulation algebra, exact Top-K by the threshold
+    evaluator (eval/threshold_topk.py: the factorized products, no selection over the gallery per manipulation).
+    ``last`` keeps the latest TopK (its exact_rows go into results.json; --check compares its positions with the
+    brute-force reference)."""
 
     role: Role = "model"
 
@@ -42,7 +44,7 @@ class ModelScorer:
 
     def topk(self, manipulations: Manipulations, k: int) -> np.ndarray:
         d = self.data
-        self.last = factorized_topk(
+        self.last = threshold_topk(
             self.algebra, d.query_reps, d.gallery_global, manipulations, k, self.query_chunk, values=d.query_labels
         )
         return self.last.positions

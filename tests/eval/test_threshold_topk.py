@@ -111,3 +111,18 @@ def test_a_gallery_of_one_vector_is_all_ties():
     assert new.full_rows == len(m)
     assert (new.positions == np.arange(8)[None, :]).all()
     np.testing.assert_array_equal(new.positions, brute_force_topk(model, reps, gallery, m, 8, values=values).positions)
+
+
+@pytest.mark.parametrize("algebra", ["replace", "additive"])
+def test_a_stored_list_that_keeps_a_value_or_has_unknown_ones(algebra):
+    """The bound leaves out each query's own value only where none of its manipulations takes it: a stored list
+    (ADDE's files) may 'change' an attribute to the value the query has, and its queries may have unknown values."""
+    model, reps, gallery, labels, m, values = tied_case(4, algebra)
+    values = values.copy()
+    values[::3, 1] = -1  # unknown
+    change = m.change.copy()
+    keep = np.flatnonzero(m.group == 0)[::2]
+    change[keep, 0] = values[m.query[keep], 0]  # the query's own value
+    s = Manipulations(m.query, change, np.where(change >= 0, change, values[m.query]), m.group, m.groups)
+    new = threshold_topk(model, reps, gallery, s, 10, query_chunk=8, prune=40, values=values)
+    np.testing.assert_array_equal(new.positions, brute_force_topk(model, reps, gallery, s, 10, values=values).positions)
