@@ -97,3 +97,29 @@ def test_the_comparison_catches_a_wrong_row_or_weight(method):
     for bad in wrong:
         assert not np.allclose(algebra_f_prime(bad, reps, values, change), expected, rtol=1e-4, atol=1e-5)
         assert not np.allclose(bad.long_way(reps, values, change), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "algebra",
+    [
+        LinearGlobal(np.array([0.5, 2.0]), np.random.default_rng(0).normal(size=(2, 3, 5)), np.ones((5, 3)), [2, 3]),
+        LinearGlobal(np.array([0.5, 2.0]), np.random.default_rng(1).normal(size=(2, 3, 2)), np.ones((5, 3)), [2, 3]),
+        LinearGlobal(np.array([0.5, 2.0]), None, np.ones((5, 3)), [2, 3]),
+        AdditiveMemory(np.ones((5, 6)), [2, 3], 3),
+    ],
+    ids=["r > D: G W_a^T kept", "r < D: x W_a first", "concatenation", "additive"],
+)
+def test_gallery_products_into_adds_in_place(algebra):
+    """products(a, x, into=acc, alpha=2) is acc + 2 * products(a, x), written into acc (eval/threshold_topk.py
+    builds its bounds this way)."""
+    rng = np.random.default_rng(2)
+    width = algebra.global_of(np.zeros((1, 2, 3))).shape[1]
+    products = algebra.gallery_products(torch.from_numpy(rng.normal(size=(7, width)).astype(np.float32)))
+    slot = 6 if isinstance(algebra, AdditiveMemory) else 3
+    for a in range(2):
+        x = rng.normal(size=(4, slot))
+        acc = torch.from_numpy(rng.normal(size=(4, 7)).astype(np.float32))
+        want = acc + 2 * products(a, x)
+        got = products(a, x, into=acc, alpha=2.0)
+        assert got.data_ptr() == acc.data_ptr()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
