@@ -1,7 +1,18 @@
-"""Exact Top-K of every manipulation: the factorized evaluator against the faiss brute-force reference, on the
-Shopping100k-size protocol with random embeddings, in one run: time, peak memory, identical hits.
+"""Exact Top-K of every manipulation, on the Shopping100k-size protocol with random embeddings, in one run on the
+same threads: the threshold evaluator (eval/threshold_topk.py, what fsnet evaluate runs), the old factorized one
+(eval/topk.py), the faiss brute-force reference, and the floor: one plain matrix product of the size the factorized
+form cannot avoid, (Q + P + C) x N x w (P: the (query, changed attribute) products the protocol needs, at most
+Q * A; C: the memory rows; w = min(D, r)). Time, ratios, peak memory, identical lists.
 
     python bench/eval_bench.py [--queries 2000] [--gallery 18000] [--k 50] [--embed-dim 256] [--global-dim 256]
+    python bench/eval_bench.py --small            # 300 queries, 3,000 gallery: a quick run
+    python bench/eval_bench.py --families 30 --redraw 0.05   # dense labels: ~62 manipulations per query at full size
+    OPENBLAS_NUM_THREADS=1 python bench/eval_bench.py --threads 1   # on cores other work shares (see below)
+
+Threads: every timing runs on the same torch / faiss threads. On cores that other processes keep busy, parallel
+regions wait for a descheduled thread at every barrier, which costs each small operation milliseconds (measured
+here: 0.45 s single-threaded, 11 s on 2 threads beside a running job, for the threshold path at --small); one thread
+each then gives the figures the arithmetic explains.
 
 Labels: 12 attributes with Shopping100k's 16,17,19,14,10,15,2,11,16,7,9,15 values. Random labels would leave no
 manipulation a target in the gallery, so images come in product families, as catalogs do: 300 random prototypes,
@@ -20,11 +31,13 @@ import platform
 import threading
 import time
 
+import faiss
 import numpy as np
 import torch
 
 from eval.linear_global import LinearGlobal
-from eval.protocol import build_manipulations
+from eval.protocol import Manipulations, build_manipulations
+from eval.threshold_topk import threshold_topk
 from eval.topk import brute_force_topk, factorized_topk
 
 NUM_VALUES = [16, 17, 19, 14, 10, 15, 2, 11, 16, 7, 9, 15]
@@ -78,6 +91,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--gallery", type=int, default=18000)
+    parser.add_argument("--small", action="store_true", help="300 queries and 3,000 gallery images: a quick run")
+    parser.add_argument("--query-chunk", type=int, default=256, help="eval.query_chunk: bounds the evaluators' memory")
+    parser.add_argument("--skip-old", action="store_true", help="leave out the old factorized evaluator")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch and faiss threads (numpy's BLAS: OPENBLAS_NUM_THREADS)"
+    )
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--global-dim", type=int, default=256, help="r; 0: no w_r (F is the concatenation)")
@@ -86,6 +105,11 @@ def main() -> None:
         "--redraw", type=float, default=0.15, help="probability that an image's attribute is redrawn at random"
     )
     args = parser.parse_args()
+    if args.small:
+        args.queries, args.gallery = 300, 3000
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     d, r = args.embed_dim, args.global_dim
     prototypes = np.stack([rng.integers(0, v, args.families) for v in NUM_VALUES], 1)
@@ -114,8 +138,8 @@ def main() -> None:
     manipulations = build_manipulations(query_labels, gallery_labels, NAMES, NUM_VALUES)
     protocol_s = time.perf_counter() - t
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} on "
-        f"{torch.get_num_threads()} threads, "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch "
+        f"{torch.__version__} on {torch.get_num_threads()} threads, faiss on {faiss.omp_get_max_threads()}, "
         f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
     )
     print(
@@ -125,28 +149,72 @@ def main() -> None:
         f"D = {d}, r = {r or a * d}{'' if r else ' (no w_r)'}, K = {args.k}"
     )
 
-    with PeakRss() as fast_mem:
-        t = time.perf_counter()
-        fast = factorized_topk(model, query_reps, gallery, manipulations, args.k)
-        fast_s = time.perf_counter() - t
-    with PeakRss() as slow_mem:
+    w = min(d, r) if r else d  # the width of a (query, attribute) product: D-wide slots, or r where r < D
+    pairs = needed_products(manipulations)
+    floor_s = matrix_floor(args.queries + pairs + len(model.memory), w, args.gallery)
+    print(
+        f"  floor: one matrix product ({args.queries:,} + {pairs:,} + {len(model.memory)} rows, {w} wide) x "
+        f"{args.gallery:,} gallery, float32 in blocks of {FLOOR_ROWS:,} rows: {floor_s:.2f} s "
+        f"(Q + P + C rows; P = the (query, attribute) products needed, Q * A = {args.queries * a:,})"
+    )
+    timed = {}
+    runs = [("threshold (new)", threshold_topk)]
+    if not args.skip_old:
+        runs.append(("factorized (old)", factorized_topk))
+    for name, run in runs:
+        with PeakRss() as mem:
+            t = time.perf_counter()
+            top = run(model, query_reps, gallery, manipulations, args.k, args.query_chunk)
+            timed[name] = (time.perf_counter() - t, mem, top)
+    with PeakRss() as mem:
         t = time.perf_counter()
         slow = brute_force_topk(model, query_reps, gallery, manipulations, args.k)
-        slow_s = time.perf_counter() - t
-    same = bool((fast.positions == slow.positions).all())
+        timed["faiss brute force"] = (time.perf_counter() - t, mem, slow)
+    for name, (seconds, mem, top) in timed.items():
+        print(
+            f"  {name:18} {seconds:8.2f} s  {len(manipulations) / seconds:10,.0f} manipulations/s  "
+            f"peak +{mem.mib:7.0f} MiB  (rows scored over the whole gallery: {top.full_rows:,}; rows re-ranked over "
+            f"the whole gallery: {top.exact_rows:,})"
+        )
+    new_s, slow_s = timed["threshold (new)"][0], timed["faiss brute force"][0]
+    same = {name: bool((top.positions == slow.positions).all()) for name, (_, _, top) in timed.items()}
+    line = f"  new: {slow_s / new_s:.2f}x faiss brute force, {new_s / floor_s:.2f}x the floor"
+    if "factorized (old)" in timed:
+        old_s = timed["factorized (old)"][0]
+        line += f"; old: {slow_s / old_s:.2f}x faiss, {old_s / floor_s:.2f}x the floor; new {old_s / new_s:.1f}x old"
+    print(line)
     print(
-        f"  factorized        {fast_s:8.2f} s  {len(manipulations) / fast_s:10,.0f} manipulations/s  "
-        f"peak +{fast_mem.mib:7.0f} MiB  (rows the bound left to a full scan: {fast.full_rows:,}; "
-        f"rows re-ranked over the whole gallery: {fast.exact_rows:,})"
+        f"  identical Top-{args.k} lists to faiss for all {len(manipulations):,} manipulations: "
+        + ", ".join(f"{name} {ok}" for name, ok in same.items() if name != "faiss brute force")
     )
-    print(
-        f"  faiss brute force {slow_s:8.2f} s  {len(manipulations) / slow_s:10,.0f} manipulations/s  "
-        f"peak +{slow_mem.mib:7.0f} MiB  (rows re-ranked over the whole gallery: {slow.exact_rows:,})"
-    )
-    print(
-        f"  speed-up {slow_s / fast_s:.1f}x; identical Top-{args.k} lists for all {len(manipulations):,} "
-        f"manipulations: {same}"
-    )
+
+
+FLOOR_ROWS = 2048  # rows of one block of the floor's product (its output reuses one buffer: memory stays bounded)
+
+
+def needed_products(manipulations: Manipulations) -> int:
+    """P: the distinct (query, changed attribute) products u_qa . G the factorized form computes."""
+    pairs = 0
+    for g in np.unique(manipulations.group):
+        rows = manipulations.group == g
+        changed = int((manipulations.change[np.flatnonzero(rows)[0]] >= 0).sum())
+        pairs += len(np.unique(manipulations.query[rows])) * changed
+    return pairs
+
+
+def matrix_floor(rows: int, width: int, n: int) -> float:
+    """Seconds of one float32 product (rows, width) @ (width, n) on torch's threads, in blocks of FLOOR_ROWS rows
+    into one output buffer (one warm-up block first)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, width, generator=gen)
+    b = torch.randn(width, n, generator=gen)
+    out = torch.empty(min(FLOOR_ROWS, rows), n)
+    torch.mm(a[: len(out)], b, out=out)
+    t = time.perf_counter()
+    for lo in range(0, rows, FLOOR_ROWS):
+        block = a[lo : lo + FLOOR_ROWS]
+        torch.mm(block, b, out=out[: len(block)])
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":
