@@ -80,12 +80,11 @@ def threshold_topk(
     shape = (min(query_chunk, len(reps)), n)
     base, shared_of, bound_of = (torch.empty(shape, device=device) for _ in range(3))
     keep_of = torch.empty(shape, dtype=torch.bool, device=device)
-    for chunk, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
+    for lo, hi in zip(starts[:-1], starts[1:]):
         if lo == hi:
             continue
-        q0 = chunk * query_chunk
-        queries = np.arange(q0, min(q0 + query_chunk, len(reps)))
         chunk_rows = by_query[lo:hi]  # manipulation indexes
+        queries = np.unique(manipulations.query[chunk_rows])  # the chunk's queries that have manipulations
         f = torch.from_numpy(global_[queries].astype(np.float32)).to(device)
         chunk_base = torch.mm(f, side.g.T, out=base[: len(queries)]).mul_(-2).add_(side.g_norm)  # ||g||^2 - 2 F.g
         # project_a(slot_a) of the chunk's queries (Qc, r) float64, for F' (numpy's products at once, not between
@@ -96,7 +95,7 @@ def threshold_topk(
             # the chunk's rows that change the same attribute(s), in query order
             rows = chunk_rows[manipulations.group[chunk_rows] == group]
             attributes = np.flatnonzero(manipulations.change[rows[0]] >= 0)
-            users, which = np.unique(manipulations.query[rows] - q0, return_inverse=True)
+            users, which = np.unique(np.searchsorted(queries, manipulations.query[rows]), return_inverse=True)
             mine = queries[users]
             shared = torch.index_select(chunk_base, 0, torch.from_numpy(users).to(device), out=shared_of[: len(users)])
             for a in attributes:
@@ -238,11 +237,12 @@ def _rank(
         if not len(pending):
             break
     out.full_rows += len(pending)
-    if len(pending):  # no tier settles them: the whole gallery
-        full = shared[torch.from_numpy(block.users[pending]).to(shared.device)]  # (L, N)
+    for f0 in range(0, len(pending), FINISH_ROWS):  # no tier settles them: the whole gallery, FINISH_ROWS at once
+        part = pending[f0 : f0 + FINISH_ROWS]
+        full = shared[torch.from_numpy(block.users[part]).to(shared.device)]  # (L, N)
         for a in attributes:
-            full += side.terms[torch.from_numpy(value[a][pending]).to(shared.device)]
-        approx[pending], cand[pending] = _smallest(full.cpu().numpy(), c)
+            full += side.terms[torch.from_numpy(value[a][part]).to(shared.device)]
+        approx[part], cand[part] = _smallest(full.cpu().numpy(), c)
         del full
     block.cand, block.approx, block.tie = cand, approx.astype(np.float64) + norm[:, None], tie
     k = out.positions.shape[1]
