@@ -31,6 +31,7 @@ Memory: arrays of (query_chunk, N) reused chunk after chunk, (rows, <= prune) pe
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -68,53 +69,104 @@ def threshold_topk(
     c = min(k + MARGIN, n)
     prune = min(max(prune, c), n)
     reps = reps.astype(np.float64)
-    global_ = model.global_of(reps)  # (Q, r) F(q)
-    slots = model.slots(reps, values)  # (Q, A, w) what a manipulation of each attribute takes out
-    side = _GallerySide.of(model, gallery, device)
-    out = TopK(np.zeros((m, k), dtype=np.int64), np.zeros((m, k)), exact_rows=0, full_rows=0)
-    rows_per_block = max(1, SCORE_BYTES // (4 * n))
-    tiers = [t * c for t in TIERS if t * c < prune] + [prune]  # candidate widths a manipulation tries
+    threads = max(1, torch.get_num_threads())
+    shape = (min(query_chunk, len(reps)), n)  # reused chunk after chunk: a fresh one costs more in page faults
+    run = _Evaluation(
+        model=model,
+        manipulations=manipulations,
+        values=values,
+        global_=model.global_of(reps),  # (Q, r) F(q)
+        slots=model.slots(reps, values),  # (Q, A, w) what a manipulation of each attribute takes out
+        side=_GallerySide.of(model, gallery, device),
+        k=k,
+        prune=prune,
+        tiers=[t * c for t in TIERS if t * c < prune] + [prune],  # candidate widths a manipulation tries
+        out=TopK(np.zeros((m, k), dtype=np.int64), np.zeros((m, k)), exact_rows=0, full_rows=0),
+        base=torch.empty(shape, device=device),
+        shared=torch.empty(shape, device=device),
+        bound=torch.empty(shape, device=device),
+        keep=torch.empty(shape, dtype=torch.bool, device=device),
+        pool=ThreadPoolExecutor(threads),  # the per-manipulation stage: numpy, a part of each group per thread
+        part_rows=max(1, SCORE_BYTES // (4 * n)),
+        threads=threads,
+    )
     by_query = np.argsort(manipulations.query, kind="stable")  # a chunk of queries is then a slice of rows
     starts = np.searchsorted(manipulations.query[by_query], np.arange(0, len(reps) + query_chunk, query_chunk))
-    # (Qc, N) arrays written in place chunk after chunk: a fresh (Qc, N) array costs more in page faults than a pass
-    shape = (min(query_chunk, len(reps)), n)
-    base, shared_of, bound_of = (torch.empty(shape, device=device) for _ in range(3))
-    keep_of = torch.empty(shape, dtype=torch.bool, device=device)
-    for lo, hi in zip(starts[:-1], starts[1:]):
-        if lo == hi:
-            continue
-        chunk_rows = by_query[lo:hi]  # manipulation indexes
+    try:
+        for lo, hi in zip(starts[:-1], starts[1:]):
+            if lo < hi:
+                run.chunk(by_query[lo:hi])
+    finally:
+        run.pool.shutdown()
+    return run.out
+
+
+@dataclass
+class _Evaluation:
+    """One threshold_topk call: its inputs, the gallery side, the (Qc, N) buffers, the thread pool and the output."""
+
+    model: ManipulationAlgebra
+    manipulations: Manipulations
+    values: np.ndarray | None
+    global_: np.ndarray  # (Q, r)
+    slots: np.ndarray  # (Q, A, w)
+    side: "_GallerySide"
+    k: int
+    prune: int
+    tiers: list[int]
+    out: TopK
+    base: torch.Tensor  # (Qc, N) buffers
+    shared: torch.Tensor
+    bound: torch.Tensor
+    keep: torch.Tensor
+    pool: ThreadPoolExecutor
+    part_rows: int  # most manipulations a thread ranks at once
+    threads: int
+
+    def chunk(self, chunk_rows: np.ndarray) -> None:
+        """The manipulations ``chunk_rows`` of up to query_chunk queries: their base products, then each group."""
+        manipulations, side = self.manipulations, self.side
         queries = np.unique(manipulations.query[chunk_rows])  # the chunk's queries that have manipulations
-        f = torch.from_numpy(global_[queries].astype(np.float32)).to(device)
-        chunk_base = torch.mm(f, side.g.T, out=base[: len(queries)]).mul_(-2).add_(side.g_norm)  # ||g||^2 - 2 F.g
-        # project_a(slot_a) of the chunk's queries (Qc, r) float64, for F' (numpy's products at once, not between
-        # torch's: their thread pools wait on each other)
+        f = torch.from_numpy(self.global_[queries].astype(np.float32)).to(side.g.device)
+        base = torch.mm(f, side.g.T, out=self.base[: len(queries)]).mul_(-2).add_(side.g_norm)  # ||g||^2 - 2 F.g
+        # project_a(slot_a) (Qc, r) float64, for F': numpy's products at once, not between torch's (their thread
+        # pools wait on each other)
         changed = np.flatnonzero((manipulations.change[chunk_rows] >= 0).any(axis=0))
-        moved = {a: model.project(a, slots[queries, a]) for a in changed}
+        moved = {a: self.model.project(a, self.slots[queries, a]) for a in changed}
         for group in np.unique(manipulations.group[chunk_rows]):
             # the chunk's rows that change the same attribute(s), in query order
-            rows = chunk_rows[manipulations.group[chunk_rows] == group]
-            attributes = np.flatnonzero(manipulations.change[rows[0]] >= 0)
-            users, which = np.unique(np.searchsorted(queries, manipulations.query[rows]), return_inverse=True)
-            mine = queries[users]
-            shared = torch.index_select(chunk_base, 0, torch.from_numpy(users).to(device), out=shared_of[: len(users)])
-            for a in attributes:
-                side.products(a, slots[mine, a], into=shared, alpha=2.0)  # (U, N) += 2 u_qa . g_n, in the product
-            bound = bound_of[: len(users)]
-            for i, a in enumerate(attributes):
-                floor = torch.from_numpy(side.floor_rows(a, manipulations, rows, which, mine, values)).to(device)
-                if i == 0:
-                    torch.index_select(side.floors, 0, floor, out=bound).add_(shared)  # (U, N) bound
-                else:
-                    bound += side.floors[floor]
-            found = _candidates(bound, shared, prune, keep_of[: len(users)], tiers)  # numpy (U, P) x 3, (U,)
-            # F' - sum_a project_a(m_av) = F - sum_a project_a(slot_a): (U, r) per user, for the rows' F'
-            rest = global_[mine] - sum(moved[a][users] for a in attributes)
-            for b0 in range(0, len(rows), rows_per_block):
-                block = _Block(rows[b0 : b0 + rows_per_block], which[b0 : b0 + rows_per_block])
-                _rank(block, attributes, manipulations, side, shared, found, rest, tiers, out)
-                _refine(block, rest, side, k, out)
-    return out
+            self.group(chunk_rows[manipulations.group[chunk_rows] == group], queries, base, moved)
+
+    def group(self, rows: np.ndarray, queries: np.ndarray, base: torch.Tensor, moved: dict[int, np.ndarray]) -> None:
+        """Rows of one chunk that change the same attribute(s): their users' bounds and candidates, then the rows
+        ranked in one part per thread (numpy's sorts and gathers release the GIL; the parts write disjoint rows)."""
+        manipulations, side, slots = self.manipulations, self.side, self.slots
+        device = base.device
+        attributes = np.flatnonzero(manipulations.change[rows[0]] >= 0)
+        users, which = np.unique(np.searchsorted(queries, manipulations.query[rows]), return_inverse=True)
+        mine = queries[users]
+        shared = torch.index_select(base, 0, torch.from_numpy(users).to(device), out=self.shared[: len(users)])
+        for a in attributes:
+            side.products(a, slots[mine, a], into=shared, alpha=2.0)  # (U, N) += 2 u_qa . g_n, in the product
+        bound = self.bound[: len(users)]
+        for i, a in enumerate(attributes):
+            floor = torch.from_numpy(side.floor_rows(a, manipulations, rows, which, mine, self.values)).to(device)
+            if i == 0:
+                torch.index_select(side.floors, 0, floor, out=bound).add_(shared)  # (U, N) the bound
+            else:
+                bound += side.floors[floor]
+        found = _candidates(bound, shared, self.prune, self.keep[: len(users)], self.tiers)  # (U, P) x 3, (U,)
+        # F' - sum_a project_a(m_av) = F - sum_a project_a(slot_a): (U, r) per user, for the rows' F'
+        rest = self.global_[mine] - sum(moved[a][users] for a in attributes)
+
+        def rank(b0: int) -> tuple[int, int]:
+            block = _Block(rows[b0 : b0 + size], which[b0 : b0 + size])
+            full = _rank(block, attributes, manipulations, side, shared, found, rest, self.tiers, self.out)
+            return full, _refine(block, rest, side, self.k, self.out)
+
+        size = min(self.part_rows, -(-len(rows) // self.threads))
+        for full, exact in self.pool.map(rank, range(0, len(rows), size)):
+            self.out.full_rows, self.out.exact_rows = self.out.full_rows + full, self.out.exact_rows + exact
 
 
 @dataclass
@@ -204,13 +256,14 @@ def _rank(
     rest: np.ndarray,
     tiers: list[int],
     out: TopK,
-) -> None:
+) -> int:
     """The c = k + MARGIN float32 nearest of each row of ``block`` among its user's candidates (``found``:
     positions, shared scores and bounds (U, P), ordered by bound as far as ``tiers`` need; threshold (U,)), in tiers:
     the first tiers[0] candidates, then more, then all P. A tier settles a row when its c-th score ends safely under
     the bound of everything outside the tier; the rows no tier settles are scored over the whole gallery (shared
     (U, N) on the device). On the CPU in numpy (its gathers and sorts of short rows are several times torch's).
-    Fills block.cand / approx / tie / value and out's positions, distances (in candidate order) and full_rows."""
+    Fills block.cand / approx / tie / value and out's positions, distances (in candidate order); returns the rows
+    scored over the whole gallery."""
     idx, cand_shared, cand_bound, threshold = found
     n, c = shared.shape[1], min(out.positions.shape[1] + MARGIN, shared.shape[1])
     block.value = value = {
@@ -236,7 +289,6 @@ def _rank(
         pending = pending[~settled]
         if not len(pending):
             break
-    out.full_rows += len(pending)
     for f0 in range(0, len(pending), FINISH_ROWS):  # no tier settles them: the whole gallery, FINISH_ROWS at once
         part = pending[f0 : f0 + FINISH_ROWS]
         full = shared[torch.from_numpy(block.users[part]).to(shared.device)]  # (L, N)
@@ -247,6 +299,7 @@ def _rank(
     block.cand, block.approx, block.tie = cand, approx.astype(np.float64) + norm[:, None], tie
     k = out.positions.shape[1]
     out.positions[block.rows], out.distances[block.rows] = block.cand[:, :k], block.approx[:, :k]
+    return len(pending)
 
 
 def _smallest(x: np.ndarray, c: int, kth: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -365,12 +418,12 @@ def _norms(rest: np.ndarray, users: np.ndarray, projected: np.ndarray, value: di
     return out
 
 
-def _refine(block: _Block, rest: np.ndarray, side: _GallerySide, k: int, out: TopK) -> None:
+def _refine(block: _Block, rest: np.ndarray, side: _GallerySide, k: int, out: TopK) -> int:
     """The exact order where float32 may be wrong, as eval/topk.py's ``_finish`` makes it. Consecutive candidates
     closer than the allowance form runs; a run reaching into the first k is ordered by float64 distance (F' in
     float64, _f_prime) rounded to float32, then gallery position; runs keep their order (a gap of at least the
     allowance separates them). Rows whose last candidate is that close to the k-th go to ``_finish`` itself (the
-    whole gallery)."""
+    whole gallery); returns how many of those ``_finish`` re-ranked over the whole gallery."""
     cand, approx, tie = block.cand, block.approx, block.tie  # (R, c), (R, c), (R,)
     c = cand.shape[1]
     close = np.diff(approx, axis=1) < tie[:, None]  # (R, c - 1): j and j + 1 may be misordered
@@ -399,10 +452,11 @@ def _refine(block: _Block, rest: np.ndarray, side: _GallerySide, k: int, out: To
         dist = np.where(member[near], exact, approx[near])
         out.positions[rows] = np.take_along_axis(cand[near], order, 1)
         out.distances[rows] = np.take_along_axis(dist, order, 1)
-    redo = np.flatnonzero(unsure)
+    redo, redone = np.flatnonzero(unsure), 0
     for f0 in range(0, len(redo), FINISH_ROWS):  # the whole gallery
         part = redo[f0 : f0 + FINISH_ROWS]
         rows = block.rows[part]
         p, dist, full = _finish(f_prime(part), side.gallery64, side.g_scale, cand[part], approx[part], k)
         out.positions[rows], out.distances[rows] = p, dist
-        out.exact_rows += full
+        redone += full
+    return redone
