@@ -11,8 +11,8 @@ gallery image n is score_v[n] = shared[n] + sum_{a in S} term[a, v_a][n] with te
 value q_a, which no manipulation takes, keeps the bound tight near the query, where most images share that value.
 
 - Candidates, once per (query, S): a cut on the bound, the value a strided sample of it puts about ``prune``
-  images under, keeps the images below it: a compare over the gallery, no selection; the few kept are sorted by
-  bound. Every image outside has bound >= the cut.
+  images under, keeps the images below it: a compare over the gallery, no selection; the few kept are partitioned
+  by bound at the tier widths. Every image outside has bound >= the cut.
 - Per manipulation: its scores over the first 2 (k + MARGIN) candidates, then 4, 8, then all, until the
   k + MARGIN smallest end safely (a float32 allowance) under the bound of everything outside those candidates: a
   sort of a few hundred scores. A manipulation no tier settles (rare) is scored over the whole gallery.
@@ -26,8 +26,11 @@ the NDCG curves (eval/metrics.py, K = 1..k_max, kept in results.json) give each 
 relevance of its own (its share of the target's attributes; whether it has the new value), so they need the k_max
 nearest in order. The first-match rank comes from the same list (eval/metrics.py ``hit_ranks``).
 
-Memory: arrays of (query_chunk, N) reused chunk after chunk, (rows, <= prune) per block of manipulations, the
-(C, N) memory terms; never (M, N)."""
+The products and the bounds run in torch (on the GPU where there is one); the candidates' ordering and the
+per-manipulation stage in numpy on the CPU, one part of each group per torch thread.
+
+Memory: arrays of (query_chunk, N) reused chunk after chunk, (rows, <= prune) per part of a group's manipulations,
+the (C, N) memory terms; never (M, N)."""
 
 from __future__ import annotations
 
