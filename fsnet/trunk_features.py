@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fsnet.columns import column_array, fixed_list
 from fsnet.config import ModelConfig
-from fsnet.decode import decode_images, resize_batch
+from fsnet.decode import decode_or_reject, resize_batch
 from fsnet.errors import FsnetError
 from fsnet.model.backbone import ImageNetNormalize, build_backbone
 from fsnet.storage import Storage, join
@@ -114,13 +114,8 @@ class TrunkFeatures:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         blobs = list(batch["image"])
-        errors: list[str | None] = [None] * len(blobs)
-        decoded = []
-        for i, blob in enumerate(blobs):  # one bad image must not take the batch down: it is listed instead
-            try:
-                decoded.append(decode_images([blob])[0])
-            except Exception as err:  # noqa: BLE001 - every decoder failure is a rejected image
-                errors[i] = f"undecodable: {type(err).__name__}: {str(err)[:200]}"
+        images, errors = decode_or_reject(blobs)  # one bad image must not take the batch down: it is listed instead
+        decoded = [image for image in images if image is not None]
         good = [i for i, e in enumerate(errors) if e is None]
         maps = pooled = None
         if good:
