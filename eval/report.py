@@ -132,7 +132,7 @@ def accuracy_table(runs: list[ReportRun]) -> tuple[list[str], list[tuple[str, li
     rows: list[tuple[str, dict[str, float | None], float | None]] = [
         (r.label, r.results.model.accuracy, r.results.model.mean_accuracy)
         for r in runs
-        if r.run.role == "model" and r.results.model.accuracy is not None
+        if r.run is r.results.model_run and r.results.model.accuracy is not None  # one row per model (not per ranking)
     ]
     probe = next((r.results.probe for r in runs if r.run.method == PROBE and r.results.probe), None)
     if probe is not None:
@@ -196,7 +196,7 @@ def facts(runs: list[ReportRun]) -> list[tuple[str, list[str]]]:
         return v if r.run.role == "model" else f"baseline (model of {v})"
 
     def speed(r: ReportRun) -> str:
-        return rate(r.results.throughput.manipulations_per_s, "manipulations/s") if r.run.role == "model" else "–"
+        return rate(r.results.throughput.manipulations_per_s, "manipulations/s") if r.run is r.results.model_run else "–"
 
     d = [r.results.dataset for r in runs]
     m = [r.results.model for r in runs]

@@ -14,6 +14,7 @@ import numpy as np
 from eval.attr_logp import AttrLogp
 from eval.attribute_only import AttributeOnly
 from eval.data import EvalData
+from eval.fused_logp import FusedLogp
 from eval.probe import ProbeAttributes, ProbeLogp
 from eval.protocol import Manipulations
 from eval.results import Role
@@ -48,6 +49,28 @@ class ModelScorer:
             self.algebra, d.query_reps, d.gallery_global, manipulations, k, self.query_chunk, values=d.query_labels
         )
         return self.last.positions
+
+
+class FusedScorer:
+    """The model's distance plus ``weight`` x its classifiers' -sum log p of the target (eval/fused_logp.py), the
+    weight training chose on the validation images; a model row of its own (``<method>+logp``) beside the model's."""
+
+    role: Role = "model"
+
+    def __init__(self, name: str, algebra, data: EvalData, weight: float):
+        self.name, self.weight = f"{name}+logp", weight
+        self.fused = FusedLogp(
+            algebra,
+            data.query_reps,
+            data.query_labels,
+            data.query_predicted,
+            data.gallery_global,
+            data.gallery_probabilities,
+            data.num_values,
+        )
+
+    def topk(self, manipulations: Manipulations, k: int) -> np.ndarray:
+        return self.fused.topk(manipulations, k, self.weight)
 
 
 # eval.baselines name -> the scorer's class, built as cls(data, algebra)

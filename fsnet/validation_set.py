@@ -32,15 +32,23 @@ class ValidationSet:
 
     def embed(self, model: RetrievalModel, inputs: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
         """(reps (N, A, D), predicted (N, A)) of ``inputs`` by ``model`` in eval mode, without gradient."""
+        reps, predicted, _ = self.outputs(model, inputs, device)
+        return reps, predicted
+
+    def outputs(
+        self, model: RetrievalModel, inputs: np.ndarray, device: torch.device
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reps (N, A, D), predicted (N, A), probabilities (N, C)) of ``inputs`` by ``model`` in eval mode."""
         model.eval()
-        reps, predicted = [], []
+        reps, predicted, probabilities = [], [], []
         with torch.no_grad():
             for lo in range(0, len(inputs), EMBED_BATCH):
                 x = torch.tensor(inputs[lo : lo + EMBED_BATCH], device=device)  # a copy: the cache is read-only
                 emb = model.embed(x.float() if self.from_trunk else x, from_trunk=self.from_trunk)
                 reps.append(emb.reps.float().cpu().numpy())
                 predicted.append(emb.predicted.cpu().numpy())
-        return np.concatenate(reps), np.concatenate(predicted)
+                probabilities.append(emb.probabilities.float().cpu().numpy())
+        return np.concatenate(reps), np.concatenate(predicted), np.concatenate(probabilities)
 
     def accuracy(self, predicted: np.ndarray) -> float:
         """Mean over attributes of the classifiers' accuracy on the known validation labels."""

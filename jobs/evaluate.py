@@ -44,7 +44,7 @@ from eval.metrics import summarize
 from eval.probe import PROBE_BASELINES, build_probe, held_out_accuracy
 from eval.protocol import Manipulations, build_manipulations, stored_manipulations
 from eval.results import RESULTS_FILE, Check, Example, Hit, Results, Run
-from eval.scorer import BASELINES, ModelScorer, Scorer
+from eval.scorer import BASELINES, FusedScorer, ModelScorer, Scorer
 from eval.topk import brute_force_topk
 from fsnet.catalog.reader import Catalog
 from fsnet.columns import column_array
@@ -123,6 +123,8 @@ def evaluate(
 
     model = ModelScorer(opened.model.method, algebra, data, cfg.eval.query_chunk)
     scorers: list[Scorer] = [model, *(make(data, algebra) for n, make in BASELINES.items() if n in baselines)]
+    if getattr(opened.model, "logp_weight", None) is not None:  # the fusion training chose (eval/fused_logp.py)
+        scorers.insert(1, FusedScorer(opened.model.method, algebra, data, opened.model.logp_weight))
     ranked: list[np.ndarray] = []  # (M, k_max) gallery positions per scorer
     for scorer in scorers:
         with timed(timings, "topk" if scorer is model else scorer.name):

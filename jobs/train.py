@@ -46,6 +46,8 @@ import typer
 import yaml
 from rich.table import Table
 
+from eval.algebra import algebra_of
+from eval.fused_logp import choose_weight
 from eval.validation_ranking import validation_top_k
 from fsnet.cached_batches import CachedBatches
 from fsnet.catalog.reader import Catalog
@@ -124,7 +126,11 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         previous, took = run_stage(cfg, catalog, storage, out, stage, previous)
         if took is not None:
             seconds[stage.name] = took
-    storage.write_bytes(model_url, storage.read_bytes(previous))
+    model = model_from_bytes(storage.read_bytes(previous), origin=previous)
+    with timed(seconds, "logp_weight"):
+        fusion = logp_weight(cfg, storage, catalog, model)
+    model.logp_weight = fusion["weight"] if fusion else None  # evaluate's <method>+logp row ranks with it
+    save_model(model, model_url, storage)
 
     with timed(seconds, "heldout_eval"):
         accuracy, count = heldout_accuracy(cfg, catalog, storage, model_url)
@@ -149,6 +155,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         "selection": _selection(storage, out),
         **model.summary_figures(),
         "stage3_movement": stage3_movement(load_model(join(out, "memory.pt"), storage), model),
+        "logp_fusion": fusion,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_text(join(out, "train_summary.json"), json.dumps(summary, indent=1))
@@ -332,6 +339,18 @@ def validation_set(cfg: Config, storage: Storage, catalog: Catalog) -> Validatio
         for ids in (validation_ids, fit_ids)
     )
     return ValidationSet(val.numpy(), val_labels.numpy(), sample.numpy(), sample_labels.numpy(), from_trunk=False)
+
+
+def logp_weight(cfg: Config, storage: Storage, catalog: Catalog, model: RetrievalModel) -> dict[str, Any] | None:
+    """The weight of the classifiers' -sum log p beside the model's distance (eval/fused_logp.py), chosen on the
+    validation images with the final model, and each grid point's validation Top-20; None when the validation
+    images hold no manipulation."""
+    validation = validation_set(cfg, storage, catalog)
+    reps, predicted, probabilities = validation.outputs(model, validation.inputs, torch.device("cpu"))
+    schema = model.schema
+    return choose_weight(
+        algebra_of(model), reps, predicted, probabilities, validation.labels, list(schema.num_values), schema.names
+    )
 
 
 def _labels_of(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

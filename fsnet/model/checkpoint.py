@@ -1,4 +1,6 @@
-"""model.pt: the state dict with the model config and the attribute schema, loadable with weights_only=True."""
+"""model.pt: the state dict with the model config and the attribute schema, loadable with weights_only=True, and
+``logp_weight``: the weight of the classifiers' -sum log p beside the model's distance that training chose on the
+validation images (eval/fused_logp.py); None in a model trained before it, or where validation had no manipulation."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def model_bytes(model: RetrievalModel) -> bytes:
             "model_config": model.cfg.model_dump(mode="json"),
             "schema": model.schema.model_dump(mode="json"),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "logp_weight": getattr(model, "logp_weight", None),
         },
         buf,
     )
@@ -41,6 +44,7 @@ def model_from_bytes(data: bytes, origin: str = "model.pt") -> RetrievalModel:
         raise ModelError(f"{origin}: not an fsnet model checkpoint ({type(err).__name__}: {err})") from None
     model = build_model(cfg, schema, pretrained=False)
     model.load_state_dict(saved["state_dict"])
+    model.logp_weight = saved.get("logp_weight")  # None: trained before the fusion (or no validation manipulation)
     return model
 
 

@@ -1,0 +1,112 @@
+"""The model's distance fused with its own classifiers: for a manipulated query with global representation F' and
+target values t (attr_logp's: the query's predicted values with the manipulated ones set to the new ones), gallery
+image n is ranked by
+
+    ||F' - F_n||^2 + weight * sum_a -log p_n(t_a)
+
+lowest first, ties by gallery position. Why: on real photos the classifiers know the attributes better than the
+distance in F does (attr_logp beat F on fashion-product-small), while F knows the look of the query; neither alone is
+the best ranking. Weight 0 is the model alone; a large weight is attr_logp with F breaking its ties.
+
+The weight belongs to the trained model: ``choose_weight`` picks it on the validation images carved from the
+training split (fsnet/validation.py), never on the query or gallery split, over a grid scaled by the two terms'
+medians there, so the grid means the same on any catalog; training stores it in model.pt (``logp_weight``) and
+evaluate ranks a ``<method>+logp`` row with it beside the model's own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from eval.algebra import ManipulationAlgebra
+from eval.attr_logp import FLOOR
+from eval.metrics import summarize
+from eval.protocol import Manipulations, build_manipulations
+from eval.topk import SCORE_BYTES, smallest_k
+from fsnet.catalog.schema import value_offsets
+
+# weight grid in units of median(distance) / median(-sum log p) on the validation pairs: 0 (the model alone) and
+# powers of two either side of "both terms weigh the same"
+GRID = (0.0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0)
+SELECT_K = 20  # the weight of best validation Top-20 (the report's headline K)
+QUERIES = 400  # validation queries, as eval/validation_ranking.py
+
+
+class FusedLogp:
+    """Both terms for a set of queries and a gallery; ``scores`` gives (rows, N) blocks of the fused score."""
+
+    def __init__(
+        self,
+        algebra: ManipulationAlgebra,
+        query_reps: np.ndarray,  # (Q, A, D)
+        query_values: np.ndarray | None,  # (Q, A) current values (an additive memory subtracts them), -1 unknown
+        query_predicted: np.ndarray,  # (Q, A) the classifiers' values: the target's unchanged attributes
+        gallery_global: np.ndarray,  # (N, r)
+        gallery_probabilities: np.ndarray,  # (N, C) softmax per attribute, concatenated
+        num_values: list[int],
+    ):
+        self.algebra, self.query_predicted = algebra, query_predicted
+        reps = query_reps.astype(np.float64)
+        self.global_ = algebra.global_of(reps)  # (Q, r) F(q)
+        self.slots = algebra.slots(reps, query_values)  # (Q, A, w)
+        self.gallery = torch.from_numpy(np.ascontiguousarray(gallery_global, dtype=np.float32))  # (N, r)
+        self.gallery_norm = self.gallery.pow(2).sum(1)  # (N,)
+        # (C, N): a value's row of -log p over the gallery is contiguous, so a target's sum is a gather of A rows
+        self.nlogp = torch.from_numpy(-np.log(np.maximum(gallery_probabilities.T, FLOOR)).astype(np.float32))
+        self.offsets = np.asarray(value_offsets(num_values), dtype=np.int64)  # (A,)
+
+    def terms(self, manipulations: Manipulations, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distance (R, N), -sum log p (R, N)) of the manipulations ``rows``."""
+        q, change = manipulations.query[rows], manipulations.change[rows]
+        f = torch.from_numpy(self.algebra.manipulated(self.global_[q], self.slots[q], change).astype(np.float32))
+        distance = torch.mm(f, self.gallery.T).mul_(-2).add_(self.gallery_norm).add_(f.pow(2).sum(1, keepdim=True))
+        target = np.where(change >= 0, change, self.query_predicted[q])  # (R, A) attr_logp's target
+        columns = target.astype(np.int64) + self.offsets[None, :]  # (R, A) rows of nlogp
+        nlogp = self.nlogp[torch.from_numpy(columns)].sum(dim=1)  # (R, A, N) -> (R, N)
+        return distance, nlogp
+
+    def topk(self, manipulations: Manipulations, k: int, weight: float) -> np.ndarray:
+        """(M, k) gallery positions, lowest fused score first, ties by position."""
+        n = len(self.gallery)
+        k = min(k, n)
+        out = np.zeros((len(manipulations), k), dtype=np.int64)
+        block = max(1, SCORE_BYTES // (4 * n * (len(self.offsets) + 2)))  # the (R, A, N) gather and two (R, N)
+        for lo in range(0, len(manipulations), block):
+            distance, nlogp = self.terms(manipulations, slice(lo, lo + block))
+            out[lo : lo + len(distance)] = smallest_k(distance.add_(nlogp, alpha=weight), k)
+        return out
+
+
+def choose_weight(
+    algebra: ManipulationAlgebra,
+    reps: np.ndarray,
+    predicted: np.ndarray,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    num_values: list[int],
+    names: list[str],
+    seed: int = 0,
+) -> dict | None:
+    """The validation images' reps (V, A, D), predicted values (V, A), probabilities (V, C) and labels (V, A) -> the
+    fused weight of best validation Top-20 (ties: the smaller weight) and each grid point's figure; None when no
+    manipulation has its target among them. Queries and manipulations as eval/validation_ranking.py builds them."""
+    complete = np.flatnonzero((labels >= 0).all(axis=1))
+    if not len(complete):
+        return None
+    chosen = np.sort(np.random.default_rng(seed).permutation(complete)[:QUERIES])
+    manipulations = build_manipulations(labels[chosen], labels, names, num_values)
+    if not len(manipulations):
+        return None
+    gallery = algebra.global_of(reps.astype(np.float64))  # (V, r): every validation image is the gallery
+    fused = FusedLogp(algebra, reps[chosen], labels[chosen], predicted[chosen], gallery, probabilities, num_values)
+    distance, nlogp = fused.terms(manipulations, slice(0, len(manipulations)))  # (M, V) each: V is small
+    unit = float(distance.median()) / max(float(nlogp.median()), 1e-12)
+    k = min(SELECT_K, len(labels))
+    figures = []
+    for factor in GRID:
+        top = smallest_k(distance + unit * factor * nlogp, k)
+        curve = summarize(manipulations, top, labels, k)["average"]["top_k"]
+        figures.append({"factor": factor, "weight": unit * factor, f"top{k}": float(curve[-1])})
+    best = max(figures, key=lambda f: (f[f"top{k}"], -f["factor"]))
+    return {"weight": best["weight"], "factor": best["factor"], "unit": unit, "k": k, "grid": figures}

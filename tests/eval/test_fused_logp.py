@@ -1,0 +1,98 @@
+"""The fused ranking (eval/fused_logp.py): weight 0 is the model's own exact Top-K; any weight ranks by
+distance + weight x (-sum log p of attr_logp's target), checked against a float64 reference; choose_weight picks a
+weight where the classifiers know what the distance does not, and 0 where they know nothing; model.pt keeps it."""
+
+import io
+
+import numpy as np
+import torch
+
+from eval.fused_logp import GRID, FusedLogp, choose_weight
+from eval.linear_global import LinearGlobal
+from eval.protocol import build_manipulations
+from eval.topk import brute_force_topk
+from fsnet.model import build_model
+from fsnet.model.checkpoint import model_bytes, model_from_bytes
+from tests.model.helpers import SCHEMA_3, model_config
+
+NUM_VALUES = [4, 3, 5]
+NAMES = ["a", "b", "c"]
+
+
+def case(seed: int, n: int = 240, q: int = 25, d: int = 6, r: int = 10):
+    """(algebra, query reps, query labels, gallery reps, gallery labels) around a few product families."""
+    rng = np.random.default_rng(seed)
+    a = len(NUM_VALUES)
+    algebra = LinearGlobal(
+        rng.uniform(0.5, 2.0, a), rng.normal(size=(a, d, r)), rng.normal(size=(sum(NUM_VALUES), d)), NUM_VALUES
+    )
+    families = np.stack([rng.integers(0, v, 5) for v in NUM_VALUES], 1)
+
+    def labels(count):
+        out = families[rng.integers(0, len(families), count)].copy()
+        fresh = np.stack([rng.integers(0, v, count) for v in NUM_VALUES], 1)
+        return np.where(rng.random(out.shape) < 0.3, fresh, out)
+
+    return algebra, rng.normal(size=(q, a, d)), labels(q), rng.normal(size=(n, a, d)), labels(n)
+
+
+def one_hot_probabilities(labels: np.ndarray, sure: float) -> np.ndarray:
+    """(N, C) per-attribute softmax putting ``sure`` on each image's label and the rest spread evenly."""
+    columns = []
+    for a, v in enumerate(NUM_VALUES):
+        p = np.full((len(labels), v), (1 - sure) / (v - 1))
+        p[np.arange(len(labels)), labels[:, a]] = sure
+        columns.append(p)
+    return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def test_weight_zero_is_the_model_and_any_weight_the_fused_score_in_float64():
+    algebra, reps, q_labels, g_reps, g_labels = case(0)
+    gallery = algebra.global_of(g_reps).astype(np.float32)
+    rng = np.random.default_rng(1)
+    probabilities = np.concatenate([rng.dirichlet(np.ones(v), len(g_labels)) for v in NUM_VALUES], 1)
+    predicted = np.stack([rng.integers(0, v, len(q_labels)) for v in NUM_VALUES], 1)
+    m = build_manipulations(q_labels, g_labels, NAMES, NUM_VALUES)
+    fused = FusedLogp(algebra, reps, q_labels, predicted, gallery, probabilities, NUM_VALUES)
+
+    model_alone = brute_force_topk(algebra, reps, gallery, m, 10, values=q_labels).positions
+    np.testing.assert_array_equal(fused.topk(m, 10, 0.0), model_alone)
+
+    f = algebra.manipulated(algebra.global_of(reps)[m.query], algebra.slots(reps, q_labels)[m.query], m.change)
+    distance = ((f[:, None, :] - gallery.astype(np.float64)[None]) ** 2).sum(2)  # (M, N)
+    target = np.where(m.change >= 0, m.change, predicted[m.query])  # (M, A)
+    offsets = np.concatenate([[0], np.cumsum(NUM_VALUES)[:-1]])
+    nlogp = -np.log(probabilities.astype(np.float32).astype(np.float64))[:, target + offsets].sum(2).T  # (M, N)
+    score = distance + 3.0 * nlogp
+    reference = np.stack([np.lexsort((np.arange(len(gallery)), row))[:10] for row in score])
+    np.testing.assert_array_equal(fused.topk(m, 10, 3.0), reference)
+    assert not np.array_equal(reference, model_alone)  # the classifiers' term changed the ranking
+
+
+def test_choose_weight_uses_classifiers_that_know_and_ignores_ones_that_do_not():
+    algebra, _, _, reps, labels = case(2, n=300)  # reps are noise: the distance knows nothing of the labels
+    predicted = labels.copy()
+    knowing = choose_weight(
+        algebra, reps, predicted, one_hot_probabilities(labels, 0.9), labels, NUM_VALUES, NAMES, seed=0
+    )
+    assert knowing["factor"] > 0 and [g["factor"] for g in knowing["grid"]] == list(GRID)
+    by_factor = {g["factor"]: g["top20"] for g in knowing["grid"]}
+    assert by_factor[knowing["factor"]] > by_factor[0.0] + 0.2
+
+    uniform = np.concatenate([np.full((len(labels), v), 1 / v) for v in NUM_VALUES], 1).astype(np.float32)
+    blind = choose_weight(algebra, reps, predicted, uniform, labels, NUM_VALUES, NAMES, seed=0)
+    assert blind["factor"] == 0.0 and blind["weight"] == 0.0  # every grid point ties: the model alone
+
+    no_complete = np.full_like(labels, -1)
+    assert choose_weight(algebra, reps, predicted, uniform, no_complete, NUM_VALUES, NAMES) is None
+
+
+def test_model_pt_keeps_the_weight_and_an_older_file_loads_without_one():
+    model = build_model(model_config(), SCHEMA_3, pretrained=False)
+    model.logp_weight = 0.125
+    assert model_from_bytes(model_bytes(model)).logp_weight == 0.125
+    older = torch.load(io.BytesIO(model_bytes(model)), weights_only=True)
+    del older["logp_weight"]  # a model.pt written before the fusion
+    buf = io.BytesIO()
+    torch.save(older, buf)
+    assert model_from_bytes(buf.getvalue()).logp_weight is None
