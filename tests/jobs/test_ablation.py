@@ -63,7 +63,8 @@ def test_ablation_shares_stages_and_reports(catalog, s3_endpoint):
     assert rank_lg.model.variant == "rank_lg" and rank_lg.training["variant"] == "rank_lg"
     adde = read_results(storage.read_text(f"{out}/adde/eval/results.json"), "adde")
     assert adde.training["kind"] == "adde"
-    assert [(r.method, r.role) for r in adde.runs] == [("adde", "model"), ("attr_logp", "baseline")]
+    fused = [("adde+logp", "model")] if adde.training["logp_fusion"] else []  # a weight where validation ranks
+    assert [(r.method, r.role) for r in adde.runs] == [("adde", "model"), *fused, ("attr_logp", "baseline")]
     assert adde.model.global_dim == 5 * load_config(["tiny"]).model.embed_dim  # the concatenated chunks
     # its factorized Top-K (additive memory, the queries' labels as old values) equals faiss on explicit F + M i
     cfg = load_config(["tiny"], [*s3_sets(s3_endpoint), "report.examples=0"])

@@ -14,6 +14,7 @@ from eval.report import build_report, render_markdown
 from eval.results import read_results
 from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
+from fsnet.model import load_model, save_model
 from fsnet.storage import Storage, join
 from jobs.evaluate import EvaluationMismatch, evaluate
 from jobs.index import index
@@ -119,3 +120,21 @@ def test_check_fails_loudly_on_a_disagreement(indexed, tmp_path, monkeypatch):
         evaluate(
             load_config(["tiny"]), str(indexed["root"] / "all-index"), indexed["catalog"], str(tmp_path), check=True
         )
+
+
+def test_a_model_with_a_fusion_weight_gets_its_fused_row(indexed, tmp_path):
+    """model.pt's logp_weight (chosen by training, eval/fused_logp.py) adds a <method>+logp model row; at weight 0 it
+    is the model's own ranking, so the wiring (its query and gallery arrays) is checked against the model's row."""
+    storage = indexed["storage"]
+    model = load_model(indexed["model"], storage)
+    model.logp_weight = 0.0
+    save_model(model, str(tmp_path / "fused.pt"), storage)
+    cfg = load_config(["tiny"])
+    index(cfg, str(tmp_path / "fused.pt"), indexed["catalog"], str(tmp_path / "index"), split="all")
+    saved = evaluate(cfg, str(tmp_path / "index"), indexed["catalog"], str(tmp_path / "eval"))
+    roles = [(r["method"], r["role"]) for r in saved["runs"]]
+    assert roles[:3] == [("full", "model"), ("full+logp", "model"), ("attribute_only", "baseline")]
+    assert saved["runs"][1]["average"]["top_k"] == saved["runs"][0]["average"]["top_k"]
+    assert "full+logp" in saved["timings"]
+    report = build_report([(str(tmp_path / "eval"), read_results(json.dumps(saved), "eval"))])
+    assert [row for row, _ in report.accuracy][:1] == ["full"] and "full+logp" not in dict(report.accuracy)

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from eval.fused_logp import GRID
 from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config, saved_config_text
 from fsnet.decode import decode_batch
@@ -105,6 +106,14 @@ def test_train_end_to_end(catalog_url, tmp_path):
     for saved, again in zip(trained_batch_norms(model, cfg.train), trained_batch_norms(fresh, cfg.train), strict=True):
         torch.testing.assert_close(saved.running_mean, again.running_mean)
         torch.testing.assert_close(saved.running_var, again.running_var)
+    # the fused ranking's weight (eval/fused_logp.py), chosen on the same validation manipulations as the selection
+    fusion = summary["logp_fusion"]
+    if metric == "val_top20":
+        assert model.logp_weight == fusion["weight"] >= 0 and [g["factor"] for g in fusion["grid"]] == list(GRID)
+        chosen = next(g["top20"] for g in fusion["grid"] if g["factor"] == fusion["factor"])
+        assert chosen == max(g["top20"] for g in fusion["grid"])
+    else:
+        assert fusion is None and model.logp_weight is None
     for name in ("config.yaml", "init.pt", "stage1.pt", "stage2.pt", "memory.pt", "stage3.pt"):
         assert storage.exists(join(out, name)), name
     assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage1")))
