@@ -31,7 +31,8 @@ command line Ray set to ``ray::<task or actor>`` (``ray::IDLE`` when idle); the 
 peak of their sum. A worker's RSS includes the object store's shared pages it has mapped, so the sum over-counts.
 Evaluation runs in the driver: its rise is the evaluator's memory, printed beside the gallery size against one
 (query_chunk, N) float32 block (threshold_topk reuses a few such arrays chunk after chunk) and against the (M, N)
-array of every manipulation at once that chunking avoids.
+array of every manipulation at once that chunking avoids; and the largest catalog is evaluated once more at a
+quarter of eval.query_chunk, to show how much of that memory the chunk bounds.
 
 Growth: per step, least squares of log t on log N over the sizes gives k (t ~ N^k) and of t on N the fixed
 seconds and the seconds per image (t = a + b N); with fixed costs (actor start-up, Ray Data planning) k < 1 at small
@@ -262,6 +263,16 @@ def one_size(args: argparse.Namespace, work: Path, n: int, model: dict[str, Any]
     }
 
 
+def smaller_chunk(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """evaluate of the largest catalog once more at a quarter of eval.query_chunk: where the evaluator's memory is
+    bounded by the chunk, its rise shrinks with it while the Top-K time hardly changes."""
+    chunk = max(1, args.query_chunk // 4)
+    cfg = config(argparse.Namespace(**{**vars(args), "query_chunk": chunk}), "")
+    results, fig = measure(lambda: evaluate(cfg, str(folder / "index"), str(folder / "catalog"), str(folder / "eval4")))
+    progress(f"evaluate at eval.query_chunk {chunk}: {fig['seconds']:.1f} s")
+    return {"query_chunk": chunk, "topk_s": results["timings"]["topk"], **fig}
+
+
 def growth(ns: list[int], ys: list[float]) -> dict[str, float]:
     """k of y ~ N^k (least squares on log-log) and a, b of y = a + b N."""
     k = float(np.polyfit(np.log(ns), np.log(ys), 1)[0])
@@ -388,6 +399,12 @@ def print_table(r: dict[str, Any]) -> None:
             f"{e['all_at_once_mib']:8,.1f} MiB; Top-K {e['topk_s']:.2f} s ({e['manipulations_per_s']:,.0f} "
             "manipulations/s)"
         )
+    c, e = r["smaller_chunk"], sizes[-1]["steps"]["evaluate"]
+    print(
+        f"  gallery {sizes[-1]['gallery']:>8,} at eval.query_chunk {c['query_chunk']}: peak "
+        f"+{c['driver_rise_mib']:,.1f} MiB, Top-K {c['topk_s']:.2f} s (at {r['query_chunk']}: "
+        f"+{e['driver_rise_mib']:,.1f} MiB, {e['topk_s']:.2f} s)"
+    )
     m = r["model"]
     print(
         f"model: {'trained' if m['trained'] else 'made'} once on the {m['catalog_images']:,}-image catalog in "
@@ -454,6 +471,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     shutil.rmtree(work / f"n{n}")
             storage = Storage(config(args, "").storage)
             largest = work / f"n{sizes[-1]}"
+            smaller = smaller_chunk(args, largest)
             ann = ann_figures(str(largest / "index"), str(largest / "catalog"), storage)
         finally:
             if started_ray:
@@ -479,6 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": {k: v for k, v in model.items() if k != "url"},
         "sizes": rows,
         "fit": fit,
+        "smaller_chunk": smaller,
         "ann": ann,
         "total_s": time.perf_counter() - start,
     }

@@ -16,19 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 def test_scale_bench_measures_every_step_of_every_size(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    argv = [
-        "--sizes",
-        "400,200",
-        "--queries",
-        "20",
-        "--size",
-        "32",
-        "--untrained",
-        "--no-warmup",
-        "--work",
-        str(tmp_path / "w"),
-    ]
-    returned = main([*argv, "--out", str(out)])
+    argv = "--sizes 400,200 --queries 20 --size 32 --query-chunk 16 --untrained --no-warmup".split()
+    returned = main([*argv, "--work", str(tmp_path / "w"), "--out", str(out)])
     r = json.loads(out.read_text())
     assert r == json.loads(json.dumps(returned))
 
@@ -44,10 +33,12 @@ def test_scale_bench_measures_every_step_of_every_size(tmp_path, capsys):
         assert all(v > 0 for v in s["bytes"].values()), s["bytes"]
         assert s["bytes"]["index"] >= s["bytes"]["embeddings"] + s["bytes"]["faiss"]
         e = s["steps"]["evaluate"]
-        assert e["chunk_block_mib"] == pytest.approx(20 * s["gallery"] * 4 / 2**20)
+        assert e["chunk_block_mib"] == pytest.approx(16 * s["gallery"] * 4 / 2**20)
         assert e["all_at_once_mib"] == pytest.approx(s["manipulations"] * s["gallery"] * 4 / 2**20)
     small, large = r["sizes"]
     assert large["gallery"] > small["gallery"] and large["bytes"]["catalog"] > small["bytes"]["catalog"]
+    c = r["smaller_chunk"]
+    assert c["query_chunk"] == 4 and c["seconds"] > 0 and c["topk_s"] > 0 and c["driver_peak_mib"] > 0
     for step in (*STEPS, "evaluate_memory"):
         assert math.isfinite(r["fit"][step]["k"]) and math.isfinite(r["fit"][step]["per_image"])
 
