@@ -3,7 +3,7 @@ split (fsnet/validation.py), so that a stage keeps its best epoch without ever l
 
 The validation images are both the gallery and, those with every attribute known (up to ``queries`` of them, a
 seeded choice), the queries; every single-attribute manipulation whose target exists among them is ranked by the
-model's own algebra and the factorized evaluator, exactly as ``fsnet evaluate`` ranks. The figure is the Top-K hit
+model's own algebra and the threshold evaluator, exactly as ``fsnet evaluate`` ranks. The figure is the Top-K hit
 rate averaged over attributes (the report's headline).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from eval.algebra import algebra_of
 from eval.metrics import summarize
 from eval.protocol import build_manipulations
-from eval.topk import factorized_topk
+from eval.threshold_topk import threshold_topk
 from fsnet.model.retrieval_model import RetrievalModel
 
 
@@ -33,6 +33,6 @@ def validation_top_k(
         return None
     algebra = algebra_of(model)
     gallery = algebra.global_of(reps.astype(np.float64))  # (V, r)
-    top = factorized_topk(algebra, reps[chosen], gallery, manipulations, k, values=labels[chosen])
+    top = threshold_topk(algebra, reps[chosen], gallery, manipulations, k, values=labels[chosen])
     curve = summarize(manipulations, top.positions, labels, k)["average"]["top_k"]
     return float(curve[min(k, len(curve)) - 1])  # a gallery smaller than k: the hit rate at its size
