@@ -27,8 +27,9 @@ from eval.topk import SCORE_BYTES, smallest_k
 from fsnet.catalog.schema import value_offsets
 
 # weight grid in units of median(distance) / median(-sum log p) on the validation pairs: 0 (the model alone) and
-# powers of two either side of "both terms weigh the same"
-GRID = (0.0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0)
+# powers of two either side of "both terms weigh the same", far enough up that the top is attr_logp with F breaking
+# ties (up to 8, fashion-product-small's wo_rank chose 8, the grid's edge)
+GRID = (0.0, *(2.0**e for e in range(-6, 7)))
 SELECT_K = 20  # the weight of best validation Top-20 (the report's headline K)
 QUERIES = 400  # validation queries, as eval/validation_ranking.py
 
