@@ -388,8 +388,8 @@ def print_table(r: dict[str, Any]) -> None:
         )
     )
     print(
-        f"evaluation memory (driver rise) beside the gallery, k = {fit['evaluate_memory']['k']:.2f} over N; the bound "
-        f"is a few (query_chunk, N) float32 arrays, never (M, N):"
+        f"evaluation memory (driver rise) beside the gallery, k = {fit['evaluate_memory']['k']:.2f} over N "
+        "(threshold_topk's arrays are (query_chunk, N), never (M, N)):"
     )
     for s in sizes:
         e, chunk = s["steps"]["evaluate"], min(r["query_chunk"], s["queries"])
@@ -404,6 +404,11 @@ def print_table(r: dict[str, Any]) -> None:
         f"  gallery {sizes[-1]['gallery']:>8,} at eval.query_chunk {c['query_chunk']}: peak "
         f"+{c['driver_rise_mib']:,.1f} MiB, Top-K {c['topk_s']:.2f} s (at {r['query_chunk']}: "
         f"+{e['driver_rise_mib']:,.1f} MiB, {e['topk_s']:.2f} s)"
+        + (
+            f": the chunk holds {c['bytes_per_pair']:.0f} bytes per (query, gallery image)"
+            if c["bytes_per_pair"] is not None
+            else ""
+        )
     )
     m = r["model"]
     print(
@@ -478,6 +483,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ray.shutdown()
     ns = [s["n"] for s in rows]
     fit = {step: growth(ns, [s["steps"][step]["seconds"] for s in rows]) for step in STEPS}
+    last, queries = rows[-1], rows[-1]["queries"]
+    pairs = (min(args.query_chunk, queries) - min(smaller["query_chunk"], queries)) * last["gallery"]
+    rise = last["steps"]["evaluate"]["driver_rise_mib"] - smaller["driver_rise_mib"]
+    # what one more query in the chunk costs per gallery image
+    smaller["bytes_per_pair"] = rise * MIB / pairs if pairs else None
     fit["evaluate_memory"] = growth(ns, [max(s["steps"]["evaluate"]["driver_rise_mib"], 1e-3) for s in rows])
     result = {
         "machine": {

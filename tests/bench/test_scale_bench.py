@@ -39,6 +39,7 @@ def test_scale_bench_measures_every_step_of_every_size(tmp_path, capsys):
     assert large["gallery"] > small["gallery"] and large["bytes"]["catalog"] > small["bytes"]["catalog"]
     c = r["smaller_chunk"]
     assert c["query_chunk"] == 4 and c["seconds"] > 0 and c["topk_s"] > 0 and c["driver_peak_mib"] > 0
+    assert math.isfinite(c["bytes_per_pair"])  # (16 - 4) x 160 pairs: a figure, whatever its sign at this size
     for step in (*STEPS, "evaluate_memory"):
         assert math.isfinite(r["fit"][step]["k"]) and math.isfinite(r["fit"][step]["per_image"])
 
