@@ -56,7 +56,6 @@ import os
 import platform
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -99,23 +98,16 @@ TIE = 1e-5  # float32 distances this close (relative to |q|^2 + mean |g|^2) cann
 MIB = 2**20
 
 
-class WorkerRss:
+class WorkerRss(PeakRss):
     """Peak resident memory of Ray's worker processes under this one, sampled every WORKER_SAMPLE_S: the largest
-    single worker's and that of their sum (see the module docstring)."""
+    single worker's and that of their sum (see the module docstring). PeakRss's sampling thread, another watch."""
 
     def __enter__(self):
         import psutil  # Ray's own copy (ray/thirdparty_files), importable once ray is
 
         self.psutil, self.me = psutil, psutil.Process()
         self.largest = self.total = self.seen = 0
-        self.done = False
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done = True
-        self.thread.join()
+        return super().__enter__()
 
     def _watch(self):
         ps = self.psutil
