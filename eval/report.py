@@ -196,7 +196,8 @@ def facts(runs: list[ReportRun]) -> list[tuple[str, list[str]]]:
         return v if r.run.role == "model" else f"baseline (model of {v})"
 
     def speed(r: ReportRun) -> str:
-        return rate(r.results.throughput.manipulations_per_s, "manipulations/s") if r.run is r.results.model_run else "–"
+        own = r.run is r.results.model_run  # the model's own ranking (not its +logp row, nor a baseline)
+        return rate(r.results.throughput.manipulations_per_s, "manipulations/s") if own else "–"
 
     d = [r.results.dataset for r in runs]
     m = [r.results.model for r in runs]
