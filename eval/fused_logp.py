@@ -35,7 +35,8 @@ QUERIES = 400  # validation queries, as eval/validation_ranking.py
 
 
 class FusedLogp:
-    """Both terms for a set of queries and a gallery; ``scores`` gives (rows, N) blocks of the fused score."""
+    """Both terms for a set of queries and a gallery: ``terms`` gives them as (rows, N) blocks, ``topk`` ranks by
+    their weighted sum block by block."""
 
     def __init__(
         self,
