@@ -22,8 +22,9 @@ import torch
 from eval.algebra import ManipulationAlgebra
 from eval.attr_logp import FLOOR
 from eval.metrics import summarize
-from eval.protocol import Manipulations, build_manipulations
+from eval.protocol import Manipulations
 from eval.topk import SCORE_BYTES, smallest_k
+from eval.validation_ranking import validation_manipulations
 from fsnet.catalog.schema import value_offsets
 
 # weight grid in units of median(distance) / median(-sum log p) on the validation pairs: 0 (the model alone) and
@@ -31,7 +32,6 @@ from fsnet.catalog.schema import value_offsets
 # ties (up to 8, fashion-product-small's wo_rank chose 8, the grid's edge)
 GRID = (0.0, *(2.0**e for e in range(-6, 7)))
 SELECT_K = 20  # the weight of best validation Top-20 (the report's headline K)
-QUERIES = 400  # validation queries, as eval/validation_ranking.py
 
 
 class FusedLogp:
@@ -92,14 +92,11 @@ def choose_weight(
 ) -> dict | None:
     """The validation images' reps (V, A, D), predicted values (V, A), probabilities (V, C) and labels (V, A) -> the
     fused weight of best validation Top-20 (ties: the smaller weight) and each grid point's figure; None when no
-    manipulation has its target among them. Queries and manipulations as eval/validation_ranking.py builds them."""
-    complete = np.flatnonzero((labels >= 0).all(axis=1))
-    if not len(complete):
+    manipulation has its target among them. Queries and manipulations those of training's validation Top-K."""
+    found = validation_manipulations(labels, names, num_values, seed=seed)  # the queries training selects on
+    if found is None:
         return None
-    chosen = np.sort(np.random.default_rng(seed).permutation(complete)[:QUERIES])
-    manipulations = build_manipulations(labels[chosen], labels, names, num_values)
-    if not len(manipulations):
-        return None
+    chosen, manipulations = found
     gallery = algebra.global_of(reps.astype(np.float64))  # (V, r): every validation image is the gallery
     fused = FusedLogp(algebra, reps[chosen], labels[chosen], predicted[chosen], gallery, probabilities, num_values)
     distance, nlogp = fused.terms(manipulations, slice(0, len(manipulations)))  # (M, V) each: V is small
