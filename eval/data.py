@@ -22,6 +22,7 @@ class ProbeInputs:
     query_features: np.ndarray  # (Q, F) pooled trunk features
     query_found: np.ndarray  # (Q,) bool
     query_predicted: np.ndarray  # (Q, A) the probe's values
+    query_probabilities: np.ndarray  # (Q, C) the probe's per-attribute softmax, concatenated
     gallery_features: np.ndarray  # (N, F), zeros where not found
     gallery_found: np.ndarray  # (N,) bool
     gallery_predicted: np.ndarray  # (N, A), -1 where not found
@@ -34,6 +35,7 @@ class EvalData:
     query_labels: np.ndarray  # (Q, A)
     query_reps: np.ndarray  # (Q, A, D)
     query_predicted: np.ndarray  # (Q, A) the model's predicted values
+    query_probabilities: np.ndarray  # (Q, C) per-attribute softmax, concatenated
     gallery_ids: np.ndarray  # (N,) in id order: ties in distance are broken by this position
     gallery_labels: np.ndarray  # (N, A)
     gallery_global: np.ndarray  # (N, r)

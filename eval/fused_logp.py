@@ -1,9 +1,10 @@
-"""The model's distance fused with its own classifiers: for a manipulated query with global representation F' and
-target values t (attr_logp's: the query's predicted values with the manipulated ones set to the new ones), gallery
-image n is ranked by
+"""The model's distance fused with its own classifiers: for a manipulated query with global representation F',
+gallery image n is ranked by
 
-    ||F' - F_n||^2 + weight * sum_a -log p_n(t_a)
+    ||F' - F_n||^2 + weight * -log P(n has the target's values)
 
+(attr_logp's term, eval/attr_logp.py: the new value's p_n(v) for the manipulated attribute, and for the others the
+probability that query and image share the value, both under the classifiers),
 lowest first, ties by gallery position. Why: on real photos the classifiers know the attributes better than the
 distance in F does (attr_logp beat F on fashion-product-small), while F knows the look of the query; neither alone is
 the best ranking. Weight 0 is the model alone; a large weight is attr_logp with F breaking its ties.
@@ -20,14 +21,13 @@ import numpy as np
 import torch
 
 from eval.algebra import ManipulationAlgebra
-from eval.attr_logp import FLOOR
+from eval.attr_logp import TargetNlogp
 from eval.metrics import summarize
 from eval.protocol import Manipulations
-from eval.topk import SCORE_BYTES, smallest_k
+from eval.topk import smallest_k
 from eval.validation_ranking import validation_manipulations
-from fsnet.catalog.schema import value_offsets
 
-# weight grid in units of median(distance) / median(-sum log p) on the validation pairs: 0 (the model alone) and
+# weight grid in units of median(distance) / median(-log P(target)) on the validation pairs: 0 (the model alone) and
 # powers of two either side of "both terms weigh the same", far enough up that the top is attr_logp with F breaking
 # ties (up to 8, fashion-product-small's wo_rank chose 8, the grid's edge)
 GRID = (0.0, *(2.0**e for e in range(-6, 7)))
@@ -43,37 +43,33 @@ class FusedLogp:
         algebra: ManipulationAlgebra,
         query_reps: np.ndarray,  # (Q, A, D)
         query_values: np.ndarray | None,  # (Q, A) current values (an additive memory subtracts them), -1 unknown
-        query_predicted: np.ndarray,  # (Q, A) the classifiers' values: the target's unchanged attributes
+        query_probabilities: np.ndarray,  # (Q, C) the classifiers' softmax per attribute, concatenated
         gallery_global: np.ndarray,  # (N, r)
-        gallery_probabilities: np.ndarray,  # (N, C) softmax per attribute, concatenated
+        gallery_probabilities: np.ndarray,  # (N, C)
         num_values: list[int],
     ):
-        self.algebra, self.query_predicted = algebra, query_predicted
+        self.algebra, self.query_probabilities = algebra, query_probabilities
         reps = query_reps.astype(np.float64)
         self.global_ = algebra.global_of(reps)  # (Q, r) F(q)
         self.slots = algebra.slots(reps, query_values)  # (Q, A, w)
         self.gallery = torch.from_numpy(np.ascontiguousarray(gallery_global, dtype=np.float32))  # (N, r)
         self.gallery_norm = self.gallery.pow(2).sum(1)  # (N,)
-        # (C, N): a value's row of -log p over the gallery is contiguous, so a target's sum is a gather of A rows
-        self.nlogp = torch.from_numpy(-np.log(np.maximum(gallery_probabilities.T, FLOOR)).astype(np.float32))
-        self.offsets = np.asarray(value_offsets(num_values), dtype=np.int64)  # (A,)
+        self.target = TargetNlogp(gallery_probabilities, num_values)
+        self.attributes = len(num_values)
 
     def terms(self, manipulations: Manipulations, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """(distance (R, N), -sum log p (R, N)) of the manipulations ``rows``."""
+        """(distance (R, N), -log P(target) (R, N)) of the manipulations ``rows``."""
         q, change = manipulations.query[rows], manipulations.change[rows]
         f = torch.from_numpy(self.algebra.manipulated(self.global_[q], self.slots[q], change).astype(np.float32))
         distance = torch.mm(f, self.gallery.T).mul_(-2).add_(self.gallery_norm).add_(f.pow(2).sum(1, keepdim=True))
-        target = np.where(change >= 0, change, self.query_predicted[q])  # (R, A) attr_logp's target
-        columns = target.astype(np.int64) + self.offsets[None, :]  # (R, A) rows of nlogp
-        nlogp = self.nlogp[torch.from_numpy(columns)].sum(dim=1)  # (R, A, N) -> (R, N)
-        return distance, nlogp
+        return distance, self.target.rows(self.query_probabilities, q, change)
 
     def topk(self, manipulations: Manipulations, k: int, weight: float) -> np.ndarray:
         """(M, k) gallery positions, lowest fused score first, ties by position."""
         n = len(self.gallery)
         k = min(k, n)
         out = np.zeros((len(manipulations), k), dtype=np.int64)
-        block = max(1, SCORE_BYTES // (4 * n * (len(self.offsets) + 2)))  # the (R, A, N) gather and two (R, N)
+        block = TargetNlogp.block_rows(n, self.attributes + 1)  # and the (R, N) distance
         for lo in range(0, len(manipulations), block):
             distance, nlogp = self.terms(manipulations, slice(lo, lo + block))
             out[lo : lo + len(distance)] = smallest_k(distance.add_(nlogp, alpha=weight), k)
@@ -83,22 +79,21 @@ class FusedLogp:
 def choose_weight(
     algebra: ManipulationAlgebra,
     reps: np.ndarray,
-    predicted: np.ndarray,
     probabilities: np.ndarray,
     labels: np.ndarray,
     num_values: list[int],
     names: list[str],
     seed: int = 0,
 ) -> dict | None:
-    """The validation images' reps (V, A, D), predicted values (V, A), probabilities (V, C) and labels (V, A) -> the
-    fused weight of best validation Top-20 (ties: the smaller weight) and each grid point's figure; None when no
-    manipulation has its target among them. Queries and manipulations those of training's validation Top-K."""
+    """The validation images' reps (V, A, D), probabilities (V, C) and labels (V, A) -> the fused weight of best
+    validation Top-20 (ties: the smaller weight) and each grid point's figure; None when no manipulation has its
+    target among them. Queries and manipulations those of training's validation Top-K."""
     found = validation_manipulations(labels, names, num_values, seed=seed)  # the queries training selects on
     if found is None:
         return None
     chosen, manipulations = found
     gallery = algebra.global_of(reps.astype(np.float64))  # (V, r): every validation image is the gallery
-    fused = FusedLogp(algebra, reps[chosen], labels[chosen], predicted[chosen], gallery, probabilities, num_values)
+    fused = FusedLogp(algebra, reps[chosen], labels[chosen], probabilities[chosen], gallery, probabilities, num_values)
     distance, nlogp = fused.terms(manipulations, slice(0, len(manipulations)))  # (M, V) each: V is small
     unit = float(distance.median()) / max(float(nlogp.median()), 1e-12)
     k = min(SELECT_K, len(labels))

@@ -4,8 +4,8 @@ logistic regression per attribute fitted on the training split less its validati
 the validation images, fsnet/validation.py, choose its regularisation). Then ranked as the model's own classifiers
 are ranked by the baselines beside it:
 
-- ``probe``, as ``attr_logp``: the query's probe-predicted values with the manipulated attribute(s) replaced, the
-  gallery ranked by the sum of log p(target value) under the probes;
+- ``probe``, as ``attr_logp``: the gallery ranked by the log-probability under the probes that an image has the
+  manipulated value and shares the query's other values (eval/attr_logp.py);
 - ``probe_attributes``, as ``attribute_only``: gallery images by how many target values their probe predictions
   match, ties by the distance between the query's and the image's pooled trunk features.
 
@@ -92,6 +92,7 @@ def probe_inputs(
         query_features=query_features,
         query_found=query_found,
         query_predicted=probe.predict(query_features),
+        query_probabilities=probe.probabilities(query_features),
         gallery_features=gallery_features,
         gallery_found=gallery_found,
         gallery_predicted=gallery_predicted,
@@ -136,7 +137,7 @@ def _inputs(data: EvalData) -> ProbeInputs:
 
 
 class ProbeLogp:
-    """``probe``: ``attr_logp`` (eval/attr_logp.py) on the linear probe's predictions and probabilities."""
+    """``probe``: ``attr_logp`` (eval/attr_logp.py) on the linear probe's probabilities."""
 
     name = "probe"
     role = "baseline"
@@ -147,7 +148,7 @@ class ProbeLogp:
     def topk(self, manipulations: Manipulations, k: int) -> np.ndarray:
         p = self.inputs
         top = attr_logp_topk(
-            p.query_predicted, p.gallery_probabilities[p.gallery_found], self.data.num_values, manipulations, k
+            p.query_probabilities, p.gallery_probabilities[p.gallery_found], self.data.num_values, manipulations, k
         )
         return rejected_last(top, p.gallery_found, k)
 

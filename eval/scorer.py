@@ -63,7 +63,7 @@ class FusedScorer:
             algebra,
             data.query_reps,
             data.query_labels,
-            data.query_predicted,
+            data.query_probabilities,
             data.gallery_global,
             data.gallery_probabilities,
             data.num_values,

@@ -319,7 +319,7 @@ def queries_in_index(opened: Opened, protocol: str) -> QueryRows | None:
     reader, catalog = opened.reader, opened.catalog
     if protocol == "catalog":
         query_ids = np.unique(catalog.protocol()["query"].astype(str))
-        found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
+        found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted", "probabilities"]))
         return QueryRows(found, sorted(set(query_ids.tolist()) - set(found["id"].to_pylist())))
     query_ids = np.sort(catalog.split_ids("query").astype(str))
     if not len(query_ids) and catalog.manifest.splits.source:
@@ -327,7 +327,7 @@ def queries_in_index(opened: Opened, protocol: str) -> QueryRows | None:
             f"{catalog.url}: no query split ({catalog.manifest.splits.source}); evaluate its stored query list "
             "(eval.protocol=catalog), or pack with source.adde.ref / indfull / gt set"
         )
-    found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted"]))
+    found = _sorted(reader.embeddings(query_ids.tolist(), ["id", "reps", "predicted", "probabilities"]))
     return QueryRows(found, []) if found.num_rows == len(query_ids) else None
 
 
@@ -337,7 +337,7 @@ def embed_queries(cfg: Config, opened: Opened) -> QueryRows:
     rows = catalog.dataset("query", ["id", "image", *catalog.schema.names], with_shard=True)
     embedded = embed_rows(
         cfg, opened.storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
-    ).select_columns(["id", "error", "reps", "predicted"])
+    ).select_columns(["id", "error", "reps", "predicted", "probabilities"])
     table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
     rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
     return QueryRows(_sorted(table.filter(pc.is_null(table["error"]))), rejected)
@@ -371,6 +371,7 @@ def load_data(opened: Opened, protocol: str, queries: QueryRows) -> EvalData:
         query_labels=query_labels,
         query_reps=column_array(found, "reps", (a, d)),
         query_predicted=column_array(found, "predicted", (a,), np.int64),
+        query_probabilities=column_array(found, "probabilities", (sum(match.model.num_values),)),
         gallery_ids=held,
         gallery_labels=gallery_labels,
         gallery_global=column_array(rows, "global", (-1,)),

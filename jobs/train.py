@@ -346,10 +346,10 @@ def logp_weight(cfg: Config, storage: Storage, catalog: Catalog, model: Retrieva
     validation images with the final model, and each grid point's validation Top-20; None when the validation
     images hold no manipulation."""
     validation = validation_set(cfg, storage, catalog)
-    reps, predicted, probabilities = validation.outputs(model, validation.inputs, torch.device("cpu"))
+    reps, _, probabilities = validation.outputs(model, validation.inputs, torch.device("cpu"))
     schema = model.schema
     return choose_weight(
-        algebra_of(model), reps, predicted, probabilities, validation.labels, list(schema.num_values), schema.names
+        algebra_of(model), reps, probabilities, validation.labels, list(schema.num_values), schema.names
     )
 
 

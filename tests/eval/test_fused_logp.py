@@ -1,5 +1,5 @@
 """The fused ranking (eval/fused_logp.py): weight 0 is the model's own exact Top-K; any weight ranks by
-distance + weight x (-sum log p of attr_logp's target), checked against a float64 reference; choose_weight picks a
+distance + weight x attr_logp's -log P(target), checked against a float64 reference; choose_weight picks a
 weight where the classifiers know what the distance does not, and 0 where they know nothing; model.pt keeps it."""
 
 import io
@@ -51,18 +51,23 @@ def test_weight_zero_is_the_model_and_any_weight_the_fused_score_in_float64():
     gallery = algebra.global_of(g_reps).astype(np.float32)
     rng = np.random.default_rng(1)
     probabilities = np.concatenate([rng.dirichlet(np.ones(v), len(g_labels)) for v in NUM_VALUES], 1)
-    predicted = np.stack([rng.integers(0, v, len(q_labels)) for v in NUM_VALUES], 1)
+    query_probabilities = np.concatenate([rng.dirichlet(np.ones(v), len(q_labels)) for v in NUM_VALUES], 1)
     m = build_manipulations(q_labels, g_labels, NAMES, NUM_VALUES)
-    fused = FusedLogp(algebra, reps, q_labels, predicted, gallery, probabilities, NUM_VALUES)
+    fused = FusedLogp(algebra, reps, q_labels, query_probabilities, gallery, probabilities, NUM_VALUES)
 
     model_alone = brute_force_topk(algebra, reps, gallery, m, 10, values=q_labels).positions
     np.testing.assert_array_equal(fused.topk(m, 10, 0.0), model_alone)
 
     f = algebra.manipulated(algebra.global_of(reps)[m.query], algebra.slots(reps, q_labels)[m.query], m.change)
     distance = ((f[:, None, :] - gallery.astype(np.float64)[None]) ** 2).sum(2)  # (M, N)
-    target = np.where(m.change >= 0, m.change, predicted[m.query])  # (M, A)
-    offsets = np.concatenate([[0], np.cumsum(NUM_VALUES)[:-1]])
-    nlogp = -np.log(probabilities.astype(np.float32).astype(np.float64))[:, target + offsets].sum(2).T  # (M, N)
+    p = probabilities.astype(np.float32).astype(np.float64)  # (N, C) as the index stores them
+    bounds = np.cumsum([0, *NUM_VALUES])
+    nlogp = np.zeros_like(distance)  # (M, N): -log p_n(new value), or -log sum_v p_q(v) p_n(v) unchanged
+    for a, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        changed = m.change[:, a] >= 0
+        new = -np.log(p[:, lo + np.maximum(m.change[:, a], 0)]).T  # (M, N)
+        shared = -np.log(query_probabilities[m.query, lo:hi] @ p[:, lo:hi].T)  # (M, N)
+        nlogp += np.where(changed[:, None], new, shared)
     score = distance + 3.0 * nlogp
     reference = np.stack([np.lexsort((np.arange(len(gallery)), row))[:10] for row in score])
     np.testing.assert_array_equal(fused.topk(m, 10, 3.0), reference)
@@ -71,20 +76,17 @@ def test_weight_zero_is_the_model_and_any_weight_the_fused_score_in_float64():
 
 def test_choose_weight_uses_classifiers_that_know_and_ignores_ones_that_do_not():
     algebra, _, _, reps, labels = case(2, n=300)  # reps are noise: the distance knows nothing of the labels
-    predicted = labels.copy()
-    knowing = choose_weight(
-        algebra, reps, predicted, one_hot_probabilities(labels, 0.9), labels, NUM_VALUES, NAMES, seed=0
-    )
+    knowing = choose_weight(algebra, reps, one_hot_probabilities(labels, 0.9), labels, NUM_VALUES, NAMES, seed=0)
     assert knowing["factor"] > 0 and [g["factor"] for g in knowing["grid"]] == list(GRID)
     by_factor = {g["factor"]: g["top20"] for g in knowing["grid"]}
     assert by_factor[knowing["factor"]] > by_factor[0.0] + 0.2
 
     uniform = np.concatenate([np.full((len(labels), v), 1 / v) for v in NUM_VALUES], 1).astype(np.float32)
-    blind = choose_weight(algebra, reps, predicted, uniform, labels, NUM_VALUES, NAMES, seed=0)
+    blind = choose_weight(algebra, reps, uniform, labels, NUM_VALUES, NAMES, seed=0)
     assert blind["factor"] == 0.0 and blind["weight"] == 0.0  # every grid point ties: the model alone
 
     no_complete = np.full_like(labels, -1)
-    assert choose_weight(algebra, reps, predicted, uniform, no_complete, NUM_VALUES, NAMES) is None
+    assert choose_weight(algebra, reps, uniform, no_complete, NUM_VALUES, NAMES) is None
 
 
 def test_model_pt_keeps_the_weight_and_an_older_file_loads_without_one():

@@ -100,6 +100,7 @@ def hand_made() -> tuple[EvalData, Manipulations]:
         query_labels=np.array([[0, 0], [1, 2], [1, 1]]),
         query_reps=np.zeros((3, 2, 4), np.float32),
         query_predicted=np.zeros((3, 2), np.int64),
+        query_probabilities=np.zeros((3, 5), np.float32),
         gallery_ids=np.array([f"g{n}" for n in range(6)]),
         gallery_labels=labels,
         gallery_global=np.zeros((6, 4), np.float32),
@@ -118,7 +119,7 @@ def hand_made() -> tuple[EvalData, Manipulations]:
     )
 
 
-def test_probe_ranks_by_the_probes_log_probability_of_the_predicted_target_rejected_last():
+def test_probe_ranks_by_the_probes_log_probability_of_the_target_rejected_last():
     data, m = hand_made()
     p = data.probe
     assert p.query_predicted.tolist() == [[0, 0], [1, 2], [0, 0]]  # q2 has no features: the fit's mean, all zero logits
@@ -129,14 +130,15 @@ def test_probe_ranks_by_the_probes_log_probability_of_the_predicted_target_rejec
         [1, 2],
     ]
     top = ProbeLogp(data).topk(m, k=6)
+    spans = [(0, 2), (2, 5)]  # each attribute's columns
     for row, q, change in zip(top, m.query, m.change):  # plain loop over the gallery images with features
-        target = np.where(change >= 0, change, p.query_predicted[q])
-        score = {
-            n: math.log(max(p.gallery_probabilities[n, target[0]], FLOOR))
-            + math.log(max(p.gallery_probabilities[n, 2 + target[1]], FLOOR))
-            for n in range(6)
-            if p.gallery_found[n]
-        }
+        score = {}
+        for n in np.flatnonzero(p.gallery_found):
+            g, s = p.gallery_probabilities[n], 0.0
+            for a, (lo, hi) in enumerate(spans):  # the new value, or the chance that query and image share one
+                shared = sum(p.query_probabilities[q, v] * g[v] for v in range(lo, hi))
+                s += math.log(max(g[lo + change[a]] if change[a] >= 0 else shared, FLOOR))
+            score[n] = s
         assert row.tolist() == [*sorted(score, key=lambda n: (-round(score[n], 9), n)), 4]
     assert top[0, 0] == 2  # q0 predicted (a, s), color -> b: g2 (feature 0 positive, feature 1 negative)
 
