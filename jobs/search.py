@@ -9,6 +9,12 @@ nearest gallery images to the manipulated global representation. The target is t
 (known labels, else the model's predictions) with the manipulations applied; a result "matches" when its
 attribute values equal the target.
 
+A model with a fusion weight (model.pt's ``logp_weight``, chosen by training on its validation images: the
+``<method>+logp`` row of fsnet evaluate) ranks as that row does: faiss's ``--candidates`` nearest are re-ranked by
+distance + weight x -log P(image has the target's values) under the classifiers (eval/attr_logp.py; a known label
+counts as a sure value). Exact when the candidates cover the index; an image outside them is not seen, however
+likely its values. ``--no-fused`` ranks by the distance alone.
+
 The model's codes are the working space: the index's and the catalog's labels are translated to them by value name
 (fsnet/schema_match.py), so a model trained before a re-pack still searches correctly; a value new since the model
 was trained cannot be a --change target, and a query's such value counts as unknown (the model's prediction stands
@@ -28,8 +34,10 @@ import torch
 import typer
 from rich.table import Table
 
+from eval.attr_logp import TargetNlogp
 from fsnet.catalog.image_check import PIL_FORMATS, ImageRejected, check_image
 from fsnet.catalog.reader import Catalog
+from fsnet.catalog.schema import value_offsets
 from fsnet.columns import column_array
 from fsnet.config import Config
 from fsnet.decode import decode_batch
@@ -50,12 +58,15 @@ from jobs.command import (
     single_command,
 )
 
+CANDIDATES = 1000  # faiss's nearest that a fused ranking re-ranks: --candidates
+
 
 @dataclass
 class Query:
     reps: torch.Tensor  # (1, A, D)
     values: np.ndarray  # (A,) the query's values: labels where known, else predictions
     known: np.ndarray  # (A,) bool: the value is a label
+    probabilities: np.ndarray  # (C,) the classifiers' softmax per attribute, concatenated
     image: bytes | None  # for --explain
 
 
@@ -66,6 +77,8 @@ class SearchResult:
     target: np.ndarray  # (A,)
     ids: list[str]
     distances: list[float]
+    nlogp: list[float] | None  # -log P(target) per result when ranked with the classifiers (fused), else None
+    weight: float | None  # the fusion weight it was ranked with, else None
     values: np.ndarray  # (k, A) result labels in the model's codes (-1 unknown, -2 a value the model does not know)
     matches: list[bool]
     names: list[list[str | None]]  # (k, A) the results' value names as the catalog has them (None unknown)
@@ -108,12 +121,14 @@ def load_query(
     names = match.names
     if image is not None:
         return _embed_query(model, image, reader.manifest.image_size, np.full(len(names), -1))
-    rows = reader.embeddings([query_id], ["id", "reps", "predicted", *names])
+    rows = reader.embeddings([query_id], ["id", "reps", "predicted", "probabilities", *names])
     if rows.num_rows and not want_image:
         labels = match.to_model(np.array([[rows[a][0].as_py() for a in names]]))[0]  # (A,) the model's codes
         predicted = column_array(rows, "predicted", (len(names),), np.int64)[0]
         reps = torch.from_numpy(column_array(rows, "reps", (len(names), reader.manifest.embed_dim)))
-        return Query(reps=reps, values=np.where(labels >= 0, labels, predicted), known=labels >= 0, image=None)
+        probabilities = column_array(rows, "probabilities", (-1,))[0]
+        values = np.where(labels >= 0, labels, predicted)
+        return Query(reps=reps, values=values, known=labels >= 0, probabilities=probabilities, image=None)
     catalog = open_catalog(reader, model, match, storage)
     found = catalog.rows([query_id], ["id", "image", *names])
     if not len(found["id"]):
@@ -153,24 +168,59 @@ def read_query_image(storage: Storage, url: str) -> bytes:
 def _embed_query(model: RetrievalModel, blob: bytes, size: int, labels: np.ndarray) -> Query:
     with torch.no_grad():
         emb = model.embed(decode_batch([blob], size))
-    predicted = emb.predicted[0].numpy()
-    return Query(reps=emb.reps, values=np.where(labels >= 0, labels, predicted), known=labels >= 0, image=blob)
+    predicted, probabilities = emb.predicted[0].numpy(), emb.probabilities[0].numpy()
+    values = np.where(labels >= 0, labels, predicted)
+    return Query(reps=emb.reps, values=values, known=labels >= 0, probabilities=probabilities, image=blob)
+
+
+def query_distribution(query: Query, num_values: list[int]) -> np.ndarray:
+    """(C,) the query's values as the classifiers' term reads them: a known label is a sure value (one-hot), an
+    unknown one the classifiers' softmax."""
+    out = query.probabilities.astype(np.float32).copy()
+    for a, lo in enumerate(value_offsets(num_values)):
+        if query.known[a]:
+            out[lo : lo + num_values[a]] = 0.0
+            out[lo + query.values[a]] = 1.0
+    return out
 
 
 def run_search(
-    reader: IndexReader, match: SchemaMatch, model: RetrievalModel, query: Query, manipulation: np.ndarray, k: int
+    reader: IndexReader,
+    match: SchemaMatch,
+    model: RetrievalModel,
+    query: Query,
+    manipulation: np.ndarray,
+    k: int,
+    candidates: int = CANDIDATES,
+    fused: bool = True,
 ) -> SearchResult:
+    """The k nearest by distance, or with the model's fusion weight (and ``fused``) the ``candidates`` nearest
+    re-ranked by distance + weight x -log P(target), ties in faiss's order."""
     names = match.names
+    weight = model.logp_weight if fused else None
     with torch.no_grad():
         values = (
             torch.from_numpy(query.values).long().unsqueeze(0)
         )  # labels where known, else predictions (ADDE-style memory)
         vector = model.global_representation(query.reps, torch.from_numpy(manipulation).unsqueeze(0), values).numpy()
-    distances, ids = reader.search(vector, k)
+    distances, ids = reader.search(vector, k if weight is None else max(k, candidates))
     found = [i for i in ids[0].tolist() if i is not None]
-    rows = reader.embeddings(found, ["id", *names])
+    distances = distances[0][: len(found)]
+    rows = reader.embeddings(found, ["id", *names, *(["probabilities"] if weight is not None else [])])
     by_id = {rows["id"][i].as_py(): i for i in range(rows.num_rows)}
-    labels = np.array([[rows[a][by_id[i]].as_py() for a in names] for i in found], dtype=np.int64).reshape(
+    order = [by_id[i] for i in found]  # the rows in faiss's order
+    nlogp = None
+    if weight is not None and found:
+        num_values = list(match.model.num_values)
+        probabilities = column_array(rows, "probabilities", (sum(num_values),))[order]  # (n, C)
+        term = (
+            TargetNlogp(probabilities, num_values)
+            .rows(query_distribution(query, num_values)[None], np.zeros(1, np.int64), manipulation[None])[0]
+            .numpy()
+        )  # (n,)
+        best = np.lexsort((np.arange(len(found)), distances + weight * term))[:k]
+        found, distances, order, nlogp = [found[i] for i in best], distances[best], [order[i] for i in best], term[best]
+    labels = np.array([[rows[a][r].as_py() for a in names] for r in order], dtype=np.int64).reshape(
         len(found), len(names)
     )
     values = match.to_model(labels)  # (k, A) the index holds the catalog's codes
@@ -180,7 +230,9 @@ def run_search(
         manipulation=manipulation,
         target=target,
         ids=found,
-        distances=distances[0][: len(found)].tolist(),
+        distances=distances.tolist(),
+        nlogp=None if nlogp is None else nlogp.tolist(),
+        weight=None if nlogp is None else weight,
         values=values,
         matches=[bool((v == target).all()) for v in values],
         names=[[match.catalog.value_name(a, int(x)) for a, x in zip(names, row)] for row in labels],
@@ -193,18 +245,22 @@ def print_result(match: SchemaMatch, r: SearchResult) -> None:
     target = ", ".join(
         f"{n}={schema.value_name(n, int(v))}" + ("*" if n in changed else "") for n, v in zip(names, r.target)
     )
-    table = Table(title=f"target: {target}  (* manipulated)")
-    for column in ("rank", "id", "distance", *names, "match"):
+    ranked = "" if r.nlogp is None else f"; ranked by distance + {r.weight:.3g} x -log P(target)"
+    table = Table(title=f"target: {target}  (* manipulated{ranked})")
+    scores = ("distance",) if r.nlogp is None else ("distance", "-log P")
+    for column in ("rank", "id", *scores, *names, "match"):
         wide = max([len(i) for i in r.ids] + [2]) if column == "id" else None  # ids are never cut short
         table.add_column(
             column,
-            justify="right" if column in ("rank", "distance") else "left",
+            justify="right" if column in ("rank", *scores) else "left",
             min_width=wide,
             no_wrap=column == "id",
         )
-    for rank, (i, d, v, m) in enumerate(zip(r.ids, r.distances, r.names, r.matches), start=1):
+    nlogp = r.nlogp if r.nlogp is not None else [None] * len(r.ids)
+    for rank, (i, d, p, v, m) in enumerate(zip(r.ids, r.distances, nlogp, r.names, r.matches), start=1):
         cells = [(f"[bold]{x}[/]" if n in changed else x) if x is not None else "?" for n, x in zip(names, v)]
-        table.add_row(str(rank), i, f"{d:.3f}", *cells, "[green]yes[/]" if m else "no")
+        shown = [f"{d:.3f}"] if p is None else [f"{d:.3f}", f"{p:.3f}"]
+        table.add_row(str(rank), i, *shown, *cells, "[green]yes[/]" if m else "no")
     console.print(table)
 
 
@@ -245,6 +301,16 @@ def cli(
         Optional[list[str]], typer.Option("--change", help="ATTRIBUTE=VALUE to change; repeatable.")
     ] = None,
     k: Annotated[int, typer.Option("-k", help="Results to show.")] = 10,
+    fused: Annotated[
+        bool,
+        typer.Option(
+            "--fused/--no-fused",
+            help="With the model's fusion weight (model.pt): re-rank by distance + weight x -log P(target).",
+        ),
+    ] = True,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=1, help="Nearest images a fused ranking re-ranks.")
+    ] = CANDIDATES,
     explain_to: Annotated[
         Optional[str],
         typer.Option(
@@ -281,7 +347,7 @@ def cli(
         console.print(note)
     manipulation = parse_manipulations(match, [*(changes or []), *old_changes])
     query = load_query(reader, model, match, storage, query_id, image_bytes, want_image=explain_to is not None)
-    result = run_search(reader, match, model, query, manipulation, k)
+    result = run_search(reader, match, model, query, manipulation, k, candidates, fused)
     print_result(match, result)
     if explain_to:
         explain(reader, model, match, storage, result, explain_to)

@@ -2,6 +2,7 @@
 codes and error lines), not the table it prints."""
 
 import dataclasses
+import math
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ from fsnet.catalog.reader import Catalog
 from fsnet.catalog.synthetic import PALETTE, encode_jpeg, render_garment, sample_garment
 from fsnet.config import load_config
 from fsnet.decode import decode_batch
-from fsnet.model import build_model, save_model
+from fsnet.index.reader import IndexReader
+from fsnet.model import build_model, load_model, save_model
 from fsnet.model.memory import value_sums
 from fsnet.storage import Storage
 from jobs.cli import app
@@ -142,6 +144,44 @@ def test_search_by_id_and_an_unknown_value(easy):
         "unknown value 'navy' of attribute 'color' (values: black, blue, green, orange, purple, red, white, yellow)"
         in lines[0]
     )
+
+
+def test_a_model_with_a_fusion_weight_re_ranks_the_nearest_by_its_classifiers(easy):
+    """The <method>+logp ranking of fsnet evaluate: faiss's --candidates nearest by distance + weight x -log P(target),
+    the query's known labels sure values; --no-fused is the distance alone."""
+    storage = Storage(load_config().storage)
+    model = load_model(str(easy / "model.pt"), storage)
+    model.logp_weight = 2.0
+    save_model(model, str(easy / "model-fused.pt"), storage)
+    cfg = load_config(["tiny"], ["model.variant=rank_l"])
+    index(cfg, str(easy / "model-fused.pt"), str(easy / "catalog"), str(easy / "index-fused"), split="all")
+    base = ["--index", str(easy / "index-fused"), "--id", "query-copy", "--change", "color=black"]
+
+    plain, done = search(*base, "--no-fused", "-k", "602")  # every image by distance: the reference's distances
+    assert done.exit_code == 0, done.output
+    assert plain.nlogp is None and plain.distances == sorted(plain.distances)
+    fused, done = search(*base, "-k", "10")
+    assert done.exit_code == 0, done.output
+    assert fused.weight == 2.0 and len(fused.ids) == len(fused.nlogp) == 10
+
+    schema = Catalog.open(str(easy / "catalog"), storage).schema
+    rows = IndexReader.open(str(easy / "index-fused"), storage).embeddings(None, ["id", "probabilities", *schema.names])
+    probabilities = dict(zip(rows["id"].to_pylist(), rows["probabilities"].to_pylist()))
+    labels = [rows[a][rows["id"].to_pylist().index("query-copy")].as_py() for a in schema.names]
+    target = [schema.value_index("color", "black") if a == "color" else v for a, v in zip(schema.names, labels)]
+    starts = np.cumsum([0, *schema.num_values])
+
+    def nlogp(image):  # a plain loop: the query's labels are known, so every attribute is -log p(target value)
+        return -sum(math.log(max(probabilities[image][starts[a] + v], 1e-12)) for a, v in enumerate(target))
+
+    score = {i: d + 2.0 * nlogp(i) for i, d in zip(plain.ids, plain.distances)}
+    assert fused.ids == sorted(plain.ids, key=lambda i: (round(score[i], 4), plain.ids.index(i)))[:10]
+    assert fused.nlogp == pytest.approx([nlogp(i) for i in fused.ids], rel=1e-4)
+    assert fused.ids != plain.ids[:10]  # the classifiers' term moved something
+
+    few, done = search(*base, "-k", "3", "--candidates", "5")  # re-ranks only the 5 nearest
+    assert done.exit_code == 0, done.output
+    assert set(few.ids) <= set(plain.ids[:5])
 
 
 def test_the_old_set_spelling_still_changes_an_attribute_with_one_warning(easy):
