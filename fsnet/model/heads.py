@@ -8,7 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
+
+from fsnet.model.roi_align import roi_align
 
 
 class GroupedLinear(nn.Module):
@@ -48,17 +49,7 @@ class AttributeHeads(nn.Module):
     def forward(self, conv5: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """conv5 (B, C, H, W), boxes (B, A, 4) in conv5 cells -> attribute representations (B, A, D)."""
         b, a = boxes.shape[:2]
-        rois = torch.cat(
-            [
-                torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(a).unsqueeze(1),
-                boxes.reshape(b * a, 4),
-            ],
-            dim=1,
-        )
-        pooled = roi_align(
-            conv5, rois.to(conv5.dtype), output_size=self.roi_size, spatial_scale=1.0, sampling_ratio=2, aligned=True
-        )
-        x = pooled.reshape(b, a, -1)  # (B, A, C * r * r)
+        x = roi_align(conv5, boxes, self.roi_size, sampling_ratio=2)  # (B, A, C * r * r)
         if self.fusion:
             whole = F.adaptive_avg_pool2d(conv5, 1).flatten(1)  # (B, C)
             x = torch.cat([x, whole.unsqueeze(1).expand(b, a, whole.shape[1])], dim=2)
