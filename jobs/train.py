@@ -30,8 +30,9 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -408,6 +409,17 @@ def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url:
     return {n: float(c / k) for n, c, k in zip(names, correct, known) if k > 0}, int(known.max() if len(known) else 0)
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` for the block (a CPU worker's own count is the CPUs it holds)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 # ----- the loops (run on every Ray Train worker) -------------------------------------------------------------
 @dataclass
 class Worker:
@@ -419,6 +431,7 @@ class Worker:
     stage: Stage
     rank: int
     world: int
+    local_world: int = 1  # workers of this run on this worker's node
 
     @classmethod
     def current(cls, config: dict) -> "Worker":
@@ -432,6 +445,7 @@ class Worker:
             config["stage"],
             context.get_world_rank(),
             context.get_world_size(),
+            context.get_local_world_size(),
         )
 
     @property
@@ -461,7 +475,8 @@ class Worker:
         metrics = epoch_metrics(totals, terms, model.schema.names, time.perf_counter() - start)
         metrics.update(stage=self.stage.number, epoch=epoch, step=step)
         if self.rank == 0 and validation is not None:
-            metrics.update(self.select(epoch, model, validation, reps))
+            with torch_threads(torch.get_num_threads() * self.local_world):  # the others wait in report: idle cores
+                metrics.update(self.select(epoch, model, validation, reps))
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if self.rank == 0:
