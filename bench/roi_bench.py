@@ -10,26 +10,22 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from contextlib import contextmanager
 
 import torch
 import torchvision
 
 import fsnet.model.heads as heads
-from fsnet.catalog.schema import Attribute, AttributeSchema
 from fsnet.config import load_config
 from fsnet.losses import StageLoss
 from fsnet.model import build_model
 from fsnet.model.roi_align import roi_align
 from fsnet.training import local_step, make_optimizer, trainable
 
-# fashion-product-small's 7 attributes and their value counts
-SCHEMA = AttributeSchema(
-    attributes=[
-        Attribute(name=f"a{i}", values=[str(v) for v in range(n)]) for i, n in enumerate([5, 7, 45, 132, 46, 4, 8])
-    ]
-)
+try:  # run as a script: bench/ is on sys.path
+    from model_bench import SCHEMA, rate  # fashion-product-small's 7 attributes; images/s of a callable
+except ImportError:  # imported as bench.roi_bench
+    from bench.model_bench import SCHEMA, rate
 
 
 def torchvision_roi_align(conv5: torch.Tensor, boxes: torch.Tensor, output_size: int, sampling_ratio: int = 2):
@@ -49,15 +45,6 @@ def pooling(fn):
         yield
     finally:
         heads.roi_align = saved
-
-
-def rate(fn, batch: int, seconds: float) -> float:
-    fn()  # warm-up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        done += batch
-    return done / (time.perf_counter() - start)
 
 
 def main() -> None:
