@@ -52,7 +52,7 @@ class ModelScorer:
 
 
 class FusedScorer:
-    """The model's distance plus ``weight`` x its classifiers' -sum log p of the target (eval/fused_logp.py), the
+    """The model's distance plus ``weight`` x its classifiers' -log P(target) (eval/fused_logp.py), the
     weight training chose on the validation images; a model row of its own (``<method>+logp``) beside the model's."""
 
     role: Role = "model"

@@ -343,7 +343,7 @@ def validation_set(cfg: Config, storage: Storage, catalog: Catalog) -> Validatio
 
 
 def logp_weight(cfg: Config, storage: Storage, catalog: Catalog, model: RetrievalModel) -> dict[str, Any] | None:
-    """The weight of the classifiers' -sum log p beside the model's distance (eval/fused_logp.py), chosen on the
+    """The weight of the classifiers' -log P(target) beside the model's distance (eval/fused_logp.py), chosen on the
     validation images with the final model, and each grid point's validation Top-20; None when the validation
     images hold no manipulation."""
     validation = validation_set(cfg, storage, catalog)

@@ -1,5 +1,5 @@
 """model.pt: the state dict with the model config and the attribute schema, loadable with weights_only=True, and
-``logp_weight``: the weight of the classifiers' -sum log p beside the model's distance that training chose on the
+``logp_weight``: the weight of the classifiers' -log P(target) beside the model's distance that training chose on the
 validation images (eval/fused_logp.py); None in a model trained before it, or where validation had no manipulation."""
 
 from __future__ import annotations
