@@ -29,7 +29,7 @@ from eval.validation_ranking import validation_manipulations
 
 # weight grid in units of median(distance) / median(-log P(target)) on the validation pairs: 0 (the model alone) and
 # powers of two either side of "both terms weigh the same", far enough up that the top is attr_logp with F breaking
-# ties (up to 8, fashion-product-small's wo_rank chose 8, the grid's edge)
+# ties (2^6: with a grid up to 8, fashion-product-small's wo_rank chose 8, its edge)
 GRID = (0.0, *(2.0**e for e in range(-6, 7)))
 SELECT_K = 20  # the weight of best validation Top-20 (the report's headline K)
 
