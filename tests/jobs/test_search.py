@@ -70,7 +70,7 @@ def easy(tmp_path_factory, ray_cluster):
     labels = torch.from_numpy(np.stack([data[a] for a in catalog.schema.names], axis=1).astype(np.int64))
     torch.manual_seed(0)
     model = build_model(cfg.model, catalog.schema)
-    for stage, steps in [(1, 300), (2, 600)]:
+    for stage, steps in [(1, 300), (2, 1200)]:
         optimizer = torch.optim.SGD(trainable(model, stage), lr=0.05 if stage == 1 else 0.01, momentum=0.9)
         loss_fn = StageLoss(getattr(cfg.train, f"stage{stage}"), model.variant)
         generator = torch.Generator().manual_seed(stage)
