@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 from pydantic import BaseModel, ConfigDict
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fsnet.columns import column_array, fixed_list
 from fsnet.config import ModelConfig
@@ -95,6 +96,23 @@ def frozen_trunk(model: ModelConfig) -> torch.nn.Module:
     return _pretrained(model.backbone, model.weights)
 
 
+def fold_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` (eval mode) with every batch norm that follows a convolution folded into it (the conv's weight
+    and bias scaled and shifted, the norm replaced by an identity): the same function to float rounding, one pass
+    over the activations instead of two. The pairs are a Sequential's consecutive children (torchvision's
+    MobileNetV2 and downsample blocks) and a block's ``convK``/``bnK`` attributes (its ResNet blocks)."""
+    for parent in module.modules():
+        names = list(parent._modules)
+        pairs = list(zip(names, names[1:])) if isinstance(parent, torch.nn.Sequential) else []
+        pairs += [(f"conv{k}", f"bn{k}") for k in (1, 2, 3) if f"conv{k}" in names and f"bn{k}" in names]
+        for conv, norm in pairs:
+            c, n = parent._modules[conv], parent._modules[norm]
+            if isinstance(c, torch.nn.Conv2d) and isinstance(n, torch.nn.BatchNorm2d):
+                parent._modules[conv] = fuse_conv_bn_eval(c, n)
+                parent._modules[norm] = torch.nn.Identity()
+    return module
+
+
 def _pretrained(backbone: str, weights: str) -> torch.nn.Module:
     torch.manual_seed(RANDOM_TRUNK_SEED)  # only matters for weights: none
     trunk = build_backbone(backbone, weights, 8, 8).trunk
@@ -108,7 +126,9 @@ class TrunkFeatures:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":  # Ray gives an actor of one CPU one thread; the job may allow it more
             torch.set_num_threads(threads)
-        self.trunk = frozen_trunk(model).to(self.device)
+        # batch norms folded into the convolutions, channels-last activations: the same maps to float rounding,
+        # 3.0x the images/s of the plain trunk (MobileNetV2, 96 px, 2 threads, batch 32; bench/trunk_bench.py)
+        self.trunk = fold_batch_norms(frozen_trunk(model)).to(self.device, memory_format=torch.channels_last)
         self.normalize = ImageNetNormalize().to(self.device)
         self.image_size = image_size
 
@@ -121,7 +141,8 @@ class TrunkFeatures:
         if good:
             images = resize_batch(decoded, self.image_size).to(self.device)  # (B, 3, S, S) uint8
             with torch.inference_mode():
-                out = self.trunk(self.normalize(images)).float().cpu()  # (B, C, h, w)
+                x = self.normalize(images).contiguous(memory_format=torch.channels_last)
+                out = self.trunk(x).float().cpu().contiguous()  # (B, C, h, w)
             pooled = np.zeros((len(blobs), out.shape[1]), np.float32)
             maps = np.zeros((len(blobs), *out.shape[1:]), np.float16)
             pooled[good] = out.mean(dim=(2, 3)).numpy()
