@@ -42,6 +42,18 @@ REACH_TIMEOUT_S = 10  # a cluster's head answers a TCP connect in milliseconds; 
 FORWARDED_LOGS_HANDLER = "ray_print_logs"  # the name Ray 2.60 gives its handler of forwarded worker output
 
 
+def local_runtime_env() -> dict[str, Any]:
+    """The runtime environment of a local Ray we start: every worker pinned to it (``pin_worker``), and Ray Train's
+    controller polling its workers every 0.2 s instead of 2 s (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, unless set):
+    it notices a stage's start and end that much sooner, which on one machine is most of a short stage's
+    overhead (a two-worker fit that only reports: 14.4 s -> 9.6 s here); a cluster keeps its own setting."""
+    interval = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    return {
+        "worker_process_setup_hook": f"{__name__}.pin_worker",
+        "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": interval},
+    }
+
+
 class RayStartError(FsnetError):
     """Ray could not be started or joined."""
 
@@ -58,7 +70,7 @@ def init_ray(cfg: RayConfig) -> None:
         elif os.environ.get("RAY_ADDRESS"):  # inside a submitted job: join its cluster, whose size is not ours to set
             pass
         else:  # a local Ray of our own, every worker pinned to it
-            kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.pin_worker"}
+            kwargs["runtime_env"] = local_runtime_env()
             if cfg.num_cpus is not None:
                 kwargs["num_cpus"] = cfg.num_cpus
         try:
@@ -100,7 +112,7 @@ def start_local_ray(num_cpus: int, dashboard: bool) -> None:
         num_cpus=num_cpus,
         include_dashboard=dashboard,
         logging_level=logging.ERROR,
-        runtime_env={"worker_process_setup_hook": f"{__name__}.pin_worker"},
+        runtime_env=local_runtime_env(),
     )
     filter_forwarded_logs()
 
