@@ -57,6 +57,7 @@ def ray_head():
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         RAY_USAGE_STATS_ENABLED="0",
         RAY_AUTH_MODE="disabled",
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",  # as a local Ray of ours polls (jobs/ray_runtime.py): seconds a stage
     )
     env.pop("RAY_ADDRESS", None)
     subprocess.run(
