@@ -1,7 +1,7 @@
 """The trunk pass (jobs/trunk_cache.py): the frozen pretrained trunk over every catalog image, images/s of its parts
 and of ways to run the trunk, side by side in one run on real JPEG bytes: decode + resize, then the trunk in eval
-mode as computed before (NCHW, batch 64), channels_last, batch norm folded into the convolutions, both, and a
-larger batch; each way's largest difference to the first one's maps.
+mode as computed before (NCHW, batch 64), channels_last, batch norm folded into the convolutions, both, and both at
+batches of 32, 16 and 128; each way's largest difference to the first one's maps.
 
     python bench/trunk_bench.py [--images ../shared/data/fashion-product-small/images] [--n 1024]
                                 [--backbone mobilenet_v2] [--size 96] [--seconds 6] [--threads 2]
