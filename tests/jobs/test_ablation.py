@@ -4,10 +4,13 @@ baseline, one report comparing them."""
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from eval.results import read_results
+from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
+from fsnet.model import load_model
 from fsnet.storage import Storage
 from jobs.cli import app
 from jobs.evaluate import evaluate
@@ -71,3 +74,23 @@ def test_ablation_shares_stages_and_reports(catalog, s3_endpoint):
     checked = evaluate(cfg, f"{out}/adde/index", catalog, f"{out}/adde/eval-check", check=True)
     assert checked["check"]["identical"]
     assert json.loads(storage.read_text(f"{out}/adde/eval-check/results.json"))["check"]["identical"]
+
+    # the ADDE-style training itself (trained once here, not again in test_train.py): chunk classification ->
+    # memory from the mean chunk features -> manipulation training on images, no stage 2
+    run = f"{out}/adde/run"
+    metrics = [json.loads(line) for line in storage.read_text(f"{run}/train_metrics.jsonl").splitlines()]
+    assert [(m["stage"], m["epoch"]) for m in metrics] == [(1, 0), (3, 0)]
+    assert {"loss_c", "loss_t", "loss_m", "loss_l1", "loss_off"} <= set(metrics[1])
+    assert metrics[1]["triplets_per_step"] > 5
+    for name in ("stage1.pt", "memory.pt", "stage3.pt", "model.pt"):
+        assert storage.exists(f"{run}/{name}"), name
+    assert not storage.exists(f"{run}/stage2.pt")
+    initial, final = load_model(f"{run}/memory.pt", storage), load_model(f"{run}/model.pt", storage)
+    assert float(initial.memory.off_diagonal().detach().abs().sum()) == 0.0  # block-diagonal from the means
+    assert not torch.allclose(initial.memory.weight, final.memory.weight)  # stage 3 trained the memory
+    assert not torch.allclose(initial.fc2.weight, final.fc2.weight)  # and the network
+    summary = json.loads(storage.read_text(f"{run}/train_summary.json"))
+    assert summary["kind"] == "adde" and summary["variant"] is None
+    heldout = len(Catalog.open(catalog, storage).split_ids(["query", "gallery"]))
+    assert 0 < summary["memory_off_diagonal_share"] < 0.5 and summary["heldout_images"] == heldout
+    assert summary["stage3_movement"] is None  # its stage 3 trains on images, not L_G on fixed features

@@ -123,33 +123,6 @@ def test_train_end_to_end(catalog_url, tmp_path):
 
 
 @pytest.mark.s3
-def test_train_adde_in_its_three_stages(catalog_url, tmp_path):
-    """model.kind adde: chunk classification -> memory from mean chunk features -> manipulation training on images."""
-    cfg = load_config(["tiny"], [*RUN, "model.kind=adde", "train.stage1.epochs=1", "train.adde.epochs=2"])
-    storage = Storage(cfg.storage)
-    out = str(tmp_path / "adde")
-    result = train(cfg, catalog_url, out)
-
-    metrics = metrics_of(storage, out)
-    assert [(m["stage"], m["epoch"]) for m in metrics] == [(1, 0), (3, 0), (3, 1)]  # no stage 2 epochs
-    stage3 = [m for m in metrics if m["stage"] == 3]
-    assert {"loss_c", "loss_t", "loss_m", "loss_l1", "loss_off"} <= set(stage3[0]) and all(
-        m["triplets_per_step"] > 5 for m in stage3
-    )
-    for name in ("stage1.pt", "memory.pt", "stage3.pt", "model.pt"):
-        assert storage.exists(join(out, name)), name
-    assert not storage.exists(join(out, "stage2.pt"))
-
-    initial, final = load_model(join(out, "memory.pt"), storage), load_model(result.model_url, storage)
-    assert float(initial.memory.off_diagonal().detach().abs().sum()) == 0.0  # block-diagonal from the means
-    assert not torch.allclose(initial.memory.weight, final.memory.weight)  # stage 3 trained the memory
-    assert not torch.allclose(initial.fc2.weight, final.fc2.weight)  # and the network
-    summary = result.summary
-    assert summary["kind"] == "adde" and summary["variant"] is None
-    assert 0 < summary["memory_off_diagonal_share"] < 0.5 and summary["heldout_images"] == 120
-    assert summary["stage3_movement"] is None  # its stage 3 trains on images, not L_G on fixed features
-
-
 def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
     """train.trunk: frozen with the run on S3: the trunk's maps computed once beside the catalog, stages 1-2 on
     them, the trunk unchanged from init.pt to model.pt."""
