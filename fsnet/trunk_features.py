@@ -21,7 +21,8 @@ trunk when the model's trunk has exactly these weights (a frozen-trunk run): ind
 then cost the new layers only.
 
 Images are resized as the embed path resizes them (fsnet.decode.resize_batch, no augmentation) and normalised as the
-model normalises them, so the maps equal what the model's own trunk computes in eval mode. A backbone without
+model normalises them, so the maps equal what the model's own trunk computes in eval mode (to float rounding: the
+pass folds the batch norms into the convolutions and runs channels-last, see ``TrunkFeatures``). A backbone without
 pretrained weights (``weights: none``) is built under a fixed seed: its features are random but the same in every
 process (a random-feature probe, and a frozen trunk the run's model holds too: see ``frozen_trunk``).
 """

@@ -32,9 +32,7 @@ from jobs.command import console
 from jobs.ray_runtime import actor_pool, cluster_cpus
 
 READ_CPUS = 0.25  # reading a shard and writing its features are I/O and little CPU
-ROWS_PER_CALL = (
-    32  # images per trunk call: the fastest batch of the channels-last trunk on a CPU (bench/trunk_bench.py)
-)
+ROWS_PER_CALL = 32  # images per trunk call: the channels-last trunk's fastest CPU batch (bench/trunk_bench.py)
 
 
 def cache_url(cfg: Config, catalog: Catalog, model: ModelConfig, image_size: int) -> str:
