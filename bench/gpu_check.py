@@ -78,7 +78,7 @@ from fsnet.storage import Storage, join
 from fsnet.training import decode_for_training, local_step, make_optimizer, trainable
 from jobs.index import index
 from jobs.pack import pack
-from jobs.ray_runtime import filter_forwarded_logs, quiet_logs
+from jobs.ray_runtime import filter_forwarded_logs, local_runtime_env, quiet_logs
 from jobs.synth import synth
 from jobs.train import METRICS_FILE, run_stage, training_ids, training_plan
 
@@ -273,7 +273,7 @@ def start_ray(cpus: int, gpus: int) -> float:
         num_cpus=cpus,
         num_gpus=gpus,
         logging_level=logging.ERROR,
-        runtime_env={"worker_process_setup_hook": "jobs.ray_runtime.pin_worker"},
+        runtime_env=local_runtime_env(),
     )
     filter_forwarded_logs()
     return time.perf_counter() - start

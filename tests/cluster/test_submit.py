@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from fsnet.config import load_config
 from fsnet.storage import Storage
 from jobs.cli import app
+from jobs.ray_runtime import local_runtime_env
 from tests.conftest import BUCKET, S3_SECRET, s3_sets
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -57,7 +58,7 @@ def ray_head():
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         RAY_USAGE_STATS_ENABLED="0",
         RAY_AUTH_MODE="disabled",
-        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",  # as a local Ray of ours polls (jobs/ray_runtime.py): seconds a stage
+        **local_runtime_env()["env_vars"],  # Ray Train's controller polls as in a local Ray of ours: seconds a stage
     )
     env.pop("RAY_ADDRESS", None)
     subprocess.run(
