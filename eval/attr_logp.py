@@ -46,15 +46,17 @@ class TargetNlogp:
         shared = torch.stack(  # (U, A, N) -log sum_u p_q(u) p_n(u)
             [torch.mm(q[:, lo:hi], self.p[lo:hi]).clamp_(min=FLOOR).log_().neg_() for lo, hi in self.bounds], dim=1
         )
-        terms = shared[torch.from_numpy(row_of)]  # (R, A, N)
-        r, a = np.nonzero(change >= 0)  # the manipulated attributes: the new value's -log p_n(v)
-        values = change[r, a].astype(np.int64) + self.offsets[a]  # rows of nlogp
-        terms[torch.from_numpy(r), torch.from_numpy(a)] = self.nlogp[torch.from_numpy(values)]
-        return terms.sum(dim=1)  # (R, N)
+        row_of = torch.from_numpy(row_of)
+        out = shared.sum(dim=1)[row_of]  # (R, N) as if every attribute kept the query's value
+        r, a = np.nonzero(change >= 0)  # the manipulated attributes: their shared term out, -log p_n(v) in
+        values = torch.from_numpy(change[r, a].astype(np.int64) + self.offsets[a])  # rows of nlogp
+        r, a = torch.from_numpy(r), torch.from_numpy(a)
+        return out.index_add_(0, r, self.nlogp[values] - shared[row_of[r], a])  # (R, N)
 
     @staticmethod
     def block_rows(n: int, attributes: int) -> int:
-        """Manipulations per block that keep ``rows``'s (U, A, N) and (R, A, N) terms and its sum in SCORE_BYTES."""
+        """Manipulations per block that keep ``rows``'s (U, A, N) terms and its (R, N) sums in SCORE_BYTES (with
+        room for a caller's (R, N) of its own: the budget of an (R, 2A + 1, N) block)."""
         return max(1, SCORE_BYTES // (4 * n * (2 * attributes + 1)))
 
 

@@ -35,18 +35,20 @@ def attribute_only_topk(
     n = len(gallery)
     k = min(k, n)
     g = torch.from_numpy(gallery.astype(np.float64))
-    q = torch.from_numpy(query_global.astype(np.float64))
-    gallery_hot = torch.from_numpy(_one_hot(predicted, num_values)).double()  # (N, C)
-    target_hot = torch.from_numpy(_one_hot(manipulations.target.astype(np.int64), num_values)).double()  # (M, C)
+    gallery_hot = torch.from_numpy(_one_hot(predicted, num_values)).T.contiguous()  # (C, N)
+    target_hot = torch.from_numpy(_one_hot(manipulations.target.astype(np.int64), num_values))  # (M, C)
+    attributes = manipulations.target.shape[1]
     out = np.zeros((len(manipulations), k), dtype=np.int64)
     rows_per_block = max(1, SCORE_BYTES // (8 * n))
     for lo in range(0, len(manipulations), rows_per_block):
         hi = min(lo + rows_per_block, len(manipulations))
-        qi = torch.from_numpy(manipulations.query[lo:hi])
-        dist = torch.cdist(q[qi], g) ** 2  # (R, N) squared distances
+        # manipulations come by query: each query's distances once, shared by its manipulations' rows
+        queries, row_of = np.unique(manipulations.query[lo:hi], return_inverse=True)
+        dist = torch.cdist(torch.from_numpy(query_global[queries].astype(np.float64)), g) ** 2  # (U, N) squared
         dist = dist / (dist.max(dim=1, keepdim=True).values + 1.0)  # in [0, 1)
-        missed = manipulations.target.shape[1] - target_hot[lo:hi] @ gallery_hot.T  # (R, N) attributes not matched
-        score = missed + dist  # the count orders first (whole numbers), the distance (below 1) within a count
+        # attributes not matched (R, N): whole numbers, exact in float32
+        missed = torch.mm(target_hot[lo:hi], gallery_hot).neg_().add_(attributes).double()
+        score = missed.add_(dist[torch.from_numpy(row_of)])  # the count orders first, the distance within a count
         out[lo:hi] = smallest_k(score, k)
     return out
 

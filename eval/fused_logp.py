@@ -22,7 +22,7 @@ import torch
 
 from eval.algebra import ManipulationAlgebra
 from eval.attr_logp import TargetNlogp
-from eval.metrics import summarize
+from eval.metrics import IdealLists, summarize
 from eval.protocol import Manipulations
 from eval.topk import smallest_k
 from eval.validation_ranking import validation_manipulations
@@ -97,10 +97,11 @@ def choose_weight(
     distance, nlogp = fused.terms(manipulations, slice(0, len(manipulations)))  # (M, V) each: V is small
     unit = float(distance.median()) / max(float(nlogp.median()), 1e-12)
     k = min(SELECT_K, len(labels))
+    ideals = IdealLists.of(manipulations, labels, k)  # the same for every grid point
     figures = []
     for factor in GRID:
         top = smallest_k(distance + unit * factor * nlogp, k)
-        curve = summarize(manipulations, top, labels, k)["average"]["top_k"]
+        curve = summarize(manipulations, top, labels, k, ideals)["average"]["top_k"]
         figures.append({"factor": factor, "weight": unit * factor, f"top{k}": float(curve[-1])})
     best = max(figures, key=lambda f: (f[f"top{k}"], -f["factor"]))
     return {"weight": best["weight"], "factor": best["factor"], "unit": unit, "k": k, "grid": figures}

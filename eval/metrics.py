@@ -11,6 +11,8 @@ Curves hold K = 1..k_max."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from eval.protocol import Manipulations
@@ -47,32 +49,72 @@ def _ndcg(rel: np.ndarray, ideal: np.ndarray) -> np.ndarray:
     return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
 
 
-def ndcg_full(positions: np.ndarray, gallery_labels: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(M, k) NDCG@K for K = 1..k with graded relevance (matching target attributes / A)."""
-    a = target.shape[1]
-    rel = (gallery_labels[positions] == target[:, None, :]).sum(axis=2) / a  # (M, k)
-    ideal = _ideal(lambda t: (gallery_labels[None, :, :] == t[:, None, :]).sum(axis=2) / a, target, positions.shape[1])
+def _full_relevance(gallery_labels: np.ndarray):
+    a = gallery_labels.shape[1]
+    return lambda t: (gallery_labels[None, :, :] == t[:, None, :]).sum(axis=2) / a  # targets (u, A) -> (u, N)
+
+
+def _has_new_values(ch: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """ch (u, A), labels (u or 1, n, A) -> (u, n): 1 where an image has the changed attribute(s)' new value(s)."""
+    return ((labels == ch[:, None, :]) | (ch[:, None, :] < 0)).all(axis=2).astype(np.float64)
+
+
+@dataclass
+class IdealLists:
+    """The best k relevances the gallery holds per manipulation, for both NDCGs: the same for every ranking of the
+    same manipulations, so an evaluation computes them once and hands them to each ranking's ``summarize``."""
+
+    full: np.ndarray  # (M, k)
+    attribute: np.ndarray  # (M, k)
+
+    @classmethod
+    def of(cls, manipulations: Manipulations, gallery_labels: np.ndarray, k: int) -> "IdealLists":
+        k = min(k, len(gallery_labels))  # a ranked list is at most the gallery long
+        return cls(
+            full=_ideal(_full_relevance(gallery_labels), manipulations.target, k),
+            attribute=_ideal(lambda ch: _has_new_values(ch, gallery_labels[None]), manipulations.change, k),
+        )
+
+
+def ndcg_full(
+    positions: np.ndarray, gallery_labels: np.ndarray, target: np.ndarray, ideal: np.ndarray | None = None
+) -> np.ndarray:
+    """(M, k) NDCG@K for K = 1..k with graded relevance (matching target attributes / A); ``ideal`` (M, k) the
+    best relevances (IdealLists.full), computed here when not given."""
+    rel = (gallery_labels[positions] == target[:, None, :]).sum(axis=2) / target.shape[1]  # (M, k)
+    if ideal is None:
+        ideal = _ideal(_full_relevance(gallery_labels), target, positions.shape[1])
     return _ndcg(rel, ideal)
 
 
-def ndcg_attribute(positions: np.ndarray, gallery_labels: np.ndarray, change: np.ndarray) -> np.ndarray:
-    """(M, k) NDCG@K for K = 1..k with relevance 1 when an image has the changed attribute(s)' new value(s)."""
-
-    def has_new_values(ch: np.ndarray, labels: np.ndarray) -> np.ndarray:  # ch (u, A), labels (u or 1, n, A) -> (u, n)
-        return ((labels == ch[:, None, :]) | (ch[:, None, :] < 0)).all(axis=2).astype(np.float64)
-
-    rel = has_new_values(change, gallery_labels[positions])  # (M, k)
-    ideal = _ideal(lambda ch: has_new_values(ch, gallery_labels[None]), change, positions.shape[1])
+def ndcg_attribute(
+    positions: np.ndarray, gallery_labels: np.ndarray, change: np.ndarray, ideal: np.ndarray | None = None
+) -> np.ndarray:
+    """(M, k) NDCG@K for K = 1..k with relevance 1 when an image has the changed attribute(s)' new value(s);
+    ``ideal`` as for ndcg_full (IdealLists.attribute)."""
+    rel = _has_new_values(change, gallery_labels[positions])  # (M, k)
+    if ideal is None:
+        ideal = _ideal(lambda ch: _has_new_values(ch, gallery_labels[None]), change, positions.shape[1])
     return _ndcg(rel, ideal)
 
 
-def summarize(manipulations: Manipulations, positions: np.ndarray, gallery_labels: np.ndarray, k_max: int) -> dict:
-    """Curves per group and averaged over groups: top_k, ndcg_full, ndcg_attribute (lists over K = 1..k_max)."""
+def summarize(
+    manipulations: Manipulations,
+    positions: np.ndarray,
+    gallery_labels: np.ndarray,
+    k_max: int,
+    ideals: IdealLists | None = None,
+) -> dict:
+    """Curves per group and averaged over groups: top_k, ndcg_full, ndcg_attribute (lists over K = 1..k_max).
+    ``ideals``: IdealLists.of(manipulations, gallery_labels, k_max), shared by several rankings; else computed."""
     positions = positions[:, :k_max]
+    if ideals is not None and ideals.full.shape != positions.shape:
+        raise ValueError(f"ideal lists of shape {ideals.full.shape} for ranked lists of shape {positions.shape}")
     ranks = hit_ranks(positions, gallery_labels, manipulations.target)
     hits = ranks[:, None] < np.arange(1, positions.shape[1] + 1)[None, :]  # (M, k) hit at K
-    full = ndcg_full(positions, gallery_labels, manipulations.target)
-    attribute = ndcg_attribute(positions, gallery_labels, manipulations.change)
+    full_ideal, attribute_ideal = (None, None) if ideals is None else (ideals.full, ideals.attribute)
+    full = ndcg_full(positions, gallery_labels, manipulations.target, full_ideal)
+    attribute = ndcg_attribute(positions, gallery_labels, manipulations.change, attribute_ideal)
     groups = {}
     for g, name in enumerate(manipulations.groups):
         rows = manipulations.group == g

@@ -40,7 +40,7 @@ import fsnet
 from eval.algebra import algebra_of
 from eval.data import EvalData, ProbeInputs
 from eval.linear_probe import ProbeUnavailable, mean_accuracy
-from eval.metrics import summarize
+from eval.metrics import IdealLists, summarize
 from eval.probe import PROBE_BASELINES, build_probe, held_out_accuracy
 from eval.protocol import Manipulations, build_manipulations, stored_manipulations
 from eval.results import RESULTS_FILE, Check, Example, Hit, Results, Run
@@ -138,8 +138,13 @@ def evaluate(
         checked = agreement(reference.positions, ranked[0], cfg.eval.k_max, timings)
 
     with timed(timings, "metrics"):
+        ideals = IdealLists.of(manipulations, data.gallery_labels, cfg.eval.k_max)  # the same for every ranking
         runs = [
-            Run(method=s.name, role=s.role, **summarize(manipulations, top, data.gallery_labels, cfg.eval.k_max))
+            Run(
+                method=s.name,
+                role=s.role,
+                **summarize(manipulations, top, data.gallery_labels, cfg.eval.k_max, ideals),
+            )
             for s, top in zip(scorers, ranked)
         ]
     with timed(timings, "examples"):

@@ -1,8 +1,9 @@
 import math
 
 import numpy as np
+import pytest
 
-from eval.metrics import hit_ranks, ndcg_attribute, ndcg_full, summarize
+from eval.metrics import IdealLists, hit_ranks, ndcg_attribute, ndcg_full, summarize
 from eval.protocol import Manipulations
 
 
@@ -68,3 +69,19 @@ def test_unknown_target_values_match_only_unknown_gallery_values():
     assert s["groups"]["y"]["top_k"] == [0.0, 0.0, 1.0, 1.0] and s["groups"]["x"]["top_k"] == [0.0, 0.0, 1.0, 1.0]
     # graded relevance counts an unknown-unknown agreement as a matching attribute, as ADDE's NDCG does
     np.testing.assert_allclose(ndcg_full(positions[:1], gallery, m.target[:1])[0, 0], 0.5 / 1.0)
+
+
+def test_ideal_lists_computed_once_give_the_same_summaries():
+    """evaluate hands every ranking of the same manipulations one IdealLists: the summaries must not change."""
+    rng = np.random.default_rng(1)
+    gallery = rng.integers(0, 3, size=(30, 3))
+    target = rng.integers(0, 3, size=(10, 3))
+    change = np.where(rng.random((10, 3)) < 0.5, target, -1)
+    change[:, 1] = target[:, 1]
+    m = Manipulations(query=np.arange(10), change=change, target=target, group=np.arange(10) % 2, groups=["a", "b"])
+    ideals = IdealLists.of(m, gallery, 6)
+    for _ in range(3):  # several rankings, one IdealLists
+        positions = np.stack([rng.permutation(30)[:6] for _ in range(10)])
+        assert summarize(m, positions, gallery, 6, ideals) == summarize(m, positions, gallery, 6)
+    with pytest.raises(ValueError, match="ideal lists of shape"):
+        summarize(m, positions[:, :4], gallery, 4, ideals)
