@@ -49,14 +49,18 @@ def _ndcg(rel: np.ndarray, ideal: np.ndarray) -> np.ndarray:
     return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
 
 
-def _full_relevance(gallery_labels: np.ndarray):
-    a = gallery_labels.shape[1]
-    return lambda t: (gallery_labels[None, :, :] == t[:, None, :]).sum(axis=2) / a  # targets (u, A) -> (u, N)
-
-
 def _has_new_values(ch: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """ch (u, A), labels (u or 1, n, A) -> (u, n): 1 where an image has the changed attribute(s)' new value(s)."""
     return ((labels == ch[:, None, :]) | (ch[:, None, :] < 0)).all(axis=2).astype(np.float64)
+
+
+def _full_ideal(gallery_labels: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
+    a = gallery_labels.shape[1]
+    return _ideal(lambda t: (gallery_labels[None, :, :] == t[:, None, :]).sum(axis=2) / a, target, k)
+
+
+def _attribute_ideal(gallery_labels: np.ndarray, change: np.ndarray, k: int) -> np.ndarray:
+    return _ideal(lambda ch: _has_new_values(ch, gallery_labels[None]), change, k)
 
 
 @dataclass
@@ -71,8 +75,8 @@ class IdealLists:
     def of(cls, manipulations: Manipulations, gallery_labels: np.ndarray, k: int) -> "IdealLists":
         k = min(k, len(gallery_labels))  # a ranked list is at most the gallery long
         return cls(
-            full=_ideal(_full_relevance(gallery_labels), manipulations.target, k),
-            attribute=_ideal(lambda ch: _has_new_values(ch, gallery_labels[None]), manipulations.change, k),
+            full=_full_ideal(gallery_labels, manipulations.target, k),
+            attribute=_attribute_ideal(gallery_labels, manipulations.change, k),
         )
 
 
@@ -82,9 +86,7 @@ def ndcg_full(
     """(M, k) NDCG@K for K = 1..k with graded relevance (matching target attributes / A); ``ideal`` (M, k) the
     best relevances (IdealLists.full), computed here when not given."""
     rel = (gallery_labels[positions] == target[:, None, :]).sum(axis=2) / target.shape[1]  # (M, k)
-    if ideal is None:
-        ideal = _ideal(_full_relevance(gallery_labels), target, positions.shape[1])
-    return _ndcg(rel, ideal)
+    return _ndcg(rel, _full_ideal(gallery_labels, target, positions.shape[1]) if ideal is None else ideal)
 
 
 def ndcg_attribute(
@@ -93,9 +95,7 @@ def ndcg_attribute(
     """(M, k) NDCG@K for K = 1..k with relevance 1 when an image has the changed attribute(s)' new value(s);
     ``ideal`` as for ndcg_full (IdealLists.attribute)."""
     rel = _has_new_values(change, gallery_labels[positions])  # (M, k)
-    if ideal is None:
-        ideal = _ideal(lambda ch: _has_new_values(ch, gallery_labels[None]), change, positions.shape[1])
-    return _ndcg(rel, ideal)
+    return _ndcg(rel, _attribute_ideal(gallery_labels, change, positions.shape[1]) if ideal is None else ideal)
 
 
 def summarize(
