@@ -142,6 +142,8 @@ class FaultConfig(Section):
 
 class TrainConfig(Section):
     trunk: Literal["frozen", "finetune"]
+    tuned_blocks: NonNegativeInt
+    tuned_lr_scale: PositiveFloat
     batch_norm: Literal["frozen", "train"]
     validation: CountOrFraction
     negatives: Literal["random", "semihard", "hardest"]

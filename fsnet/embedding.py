@@ -60,8 +60,9 @@ class EmbedImages:
         self.passthrough = list(passthrough)
         self.trunk = None  # the cache entry whose maps stand in for this model's trunk, when they are its maps
         if trunk_cache is not None:
-            cache = TrunkCache.open(trunk_cache, storage)
-            same = cache.manifest.trunk_fingerprint == trunk_fingerprint(self.model.backbone.trunk)
+            cache, backbone = TrunkCache.open(trunk_cache, storage), self.model.backbone
+            same = cache.manifest.trunk_fingerprint == trunk_fingerprint(backbone.cached())  # the maps it would compute
+            same = same and cache.manifest.tuned_blocks == backbone.tuned_blocks
             self.trunk = cache if same and cache.manifest.image_size == image_size else None
         self.shards: dict[str, tuple[dict[str, int], np.ndarray]] = {}  # cache shards read, oldest first
 

@@ -12,6 +12,7 @@ The metrics log the valid triplets per step, so a batch size too small for a cat
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,8 +50,8 @@ def decode_for_training(
 
 def trainable(model: RetrievalModel, stage: int, frozen_trunk: bool = False) -> list[torch.nn.Parameter]:
     """Freeze everything but what ``stage`` trains (so DDP reduces only those), the pretrained trunk too when
-    ``frozen_trunk`` (train.trunk: frozen); returns them."""
-    frozen = {id(p) for p in model.backbone.trunk.parameters()} if frozen_trunk else set()
+    ``frozen_trunk`` (train.trunk: frozen) but for its tuned blocks (train.tuned_blocks); returns them."""
+    frozen = {id(p) for p in model.backbone.cached().parameters()} if frozen_trunk else set()
     params = [p for p in model.stage_parameters(stage) if id(p) not in frozen]
     ids = {id(p) for p in params}
     for p in model.parameters():
@@ -58,8 +59,18 @@ def trainable(model: RetrievalModel, stage: int, frozen_trunk: bool = False) -> 
     return params
 
 
-def make_optimizer(params: list[torch.nn.Parameter], stage: StageConfig, train: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=stage.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+def make_optimizer(
+    params: list[torch.nn.Parameter], stage: StageConfig, train: TrainConfig, tuned: Iterable[torch.nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """SGD on ``params``; those among them in ``tuned`` (a frozen trunk's tuned blocks) at train.tuned_lr_scale of
+    the stage's rate, in a group of their own."""
+    slow = {id(p) for p in tuned}
+    groups = [
+        {"params": [p for p in params if id(p) not in slow], "lr": stage.lr},
+        {"params": [p for p in params if id(p) in slow], "lr": stage.lr * train.tuned_lr_scale},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.SGD(groups, lr=stage.lr, momentum=train.momentum, weight_decay=train.weight_decay)
 
 
 @dataclass

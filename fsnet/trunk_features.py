@@ -7,11 +7,18 @@ epochs affordable.
 A cache entry is a folder ``<root>/<backbone>-<size>px-<trunk fingerprint>/``, one sub-folder per catalog shard:
 
     catalog_shard=<fp12>/*.parquet  id string; error string (null, or why the image could not be decoded: its other
-                    columns are zeros); pooled fixed_size_list<float32>[C] (global average of the maps); maps
-                    fixed_size_list<float16>[C * h * w] (the trunk's output at stride 16, channel-major)
-    trunk.json      what the entry holds: the trunk (backbone, weights, fingerprint of its weights), size, C, (h, w),
-                    and each complete shard with its images and rejected ones; a shard is listed only once all its
-                    rows are written, so a run stopped in the middle leaves nothing that looks complete
+                    columns are zeros); pooled fixed_size_list<float32>[P] (global average of the whole trunk's
+                    output); maps fixed_size_list<float16>[C * h * w] (the maps the model reads, at stride 16,
+                    channel-major: the trunk's output, or with tuned blocks the output of the blocks before them)
+    trunk.json      what the entry holds: the trunk (backbone, weights, fingerprint of the blocks the maps come
+                    from), size, tuned blocks, C, (h, w), P, and each complete shard with its images and rejected
+                    ones; a shard is listed only once all its rows are written, so a run stopped in the middle leaves
+                    nothing that looks complete
+
+Tuned blocks (``train.tuned_blocks: N``): the trunk's last N blocks train with the new layers (at a fraction of the
+rate), so the maps cached for such a run are those of the blocks before them, in their own entry
+``<backbone>-<size>px-tuned<N>-<fingerprint of those blocks>``; its pooled features are still the whole pretrained
+trunk's, so the probe reads either entry.
 
 The entry is named by the trunk's own weights (a digest of its tensors) and the image size; shards by their content
 fingerprint (the catalog's, not its URL or splits): a re-pack that leaves a shard's bytes unchanged, or the same
@@ -44,7 +51,7 @@ from fsnet.columns import column_array, fixed_list
 from fsnet.config import ModelConfig
 from fsnet.decode import decode_or_reject, resize_batch
 from fsnet.errors import FsnetError
-from fsnet.model.backbone import ImageNetNormalize, build_backbone
+from fsnet.model.backbone import ImageNetNormalize, build_backbone, split_trunk
 from fsnet.storage import Storage, join
 
 MANIFEST = "trunk.json"
@@ -67,10 +74,12 @@ class TrunkManifest(BaseModel):
     format: int = 1
     backbone: str
     weights: str
-    trunk_fingerprint: str
+    trunk_fingerprint: str  # of the blocks the maps come from (the whole trunk unless tuned_blocks)
     image_size: int
-    channels: int
+    tuned_blocks: int = 0  # the trunk's last blocks that are not in the maps (an entry before them: 0)
+    channels: int  # of the maps
     map_size: tuple[int, int]
+    pooled_channels: int | None = None  # of the pooled features; None: ``channels`` (an entry before tuned blocks)
     shards: dict[str, ShardEntry]  # catalog shard fingerprint (12 hex digits) -> what it holds
     seconds: float  # of the last computation
 
@@ -86,10 +95,11 @@ def trunk_fingerprint(trunk: torch.nn.Module) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def pretrained_fingerprint(backbone: str, weights: str) -> str:
-    """trunk_fingerprint of the pretrained trunk, built once per process (naming a cache entry is asked for by
-    every job step, and building MobileNetV2 or AlexNet each time costs a second or more)."""
-    return trunk_fingerprint(_pretrained(backbone, weights))
+def pretrained_fingerprint(backbone: str, weights: str, tuned_blocks: int = 0) -> str:
+    """trunk_fingerprint of the pretrained trunk's blocks before its last ``tuned_blocks``, built once per process
+    (naming a cache entry is asked for by every job step, and building MobileNetV2 or AlexNet each time costs a
+    second or more)."""
+    return trunk_fingerprint(split_trunk(_pretrained(backbone, weights), tuned_blocks)[0])
 
 
 def frozen_trunk(model: ModelConfig) -> torch.nn.Module:
@@ -123,13 +133,14 @@ def _pretrained(backbone: str, weights: str) -> torch.nn.Module:
 class TrunkFeatures:
     """Ray Data callable class: catalog rows (``id``, ``image`` bytes) -> pooled features and maps (see above)."""
 
-    def __init__(self, model: ModelConfig, image_size: int, threads: int = 1):
+    def __init__(self, model: ModelConfig, image_size: int, threads: int = 1, tuned_blocks: int = 0):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":  # Ray gives an actor of one CPU one thread; the job may allow it more
             torch.set_num_threads(threads)
         # batch norms folded into the convolutions, channels-last activations: the same maps to float rounding,
         # 3.0x the images/s of the plain trunk (MobileNetV2, 96 px, 2 threads, batch 32; bench/trunk_bench.py)
-        self.trunk = fold_batch_norms(frozen_trunk(model)).to(self.device, memory_format=torch.channels_last)
+        trunk = fold_batch_norms(frozen_trunk(model)).to(self.device, memory_format=torch.channels_last)
+        self.lower, self.upper = split_trunk(trunk, tuned_blocks)
         self.normalize = ImageNetNormalize().to(self.device)
         self.image_size = image_size
 
@@ -143,14 +154,16 @@ class TrunkFeatures:
             images = resize_batch(decoded, self.image_size).to(self.device)  # (B, 3, S, S) uint8
             with torch.inference_mode():
                 x = self.normalize(images).contiguous(memory_format=torch.channels_last)
-                out = self.trunk(x).float().cpu().contiguous()  # (B, C, h, w)
+                lower = self.lower(x)  # (B, C, h, w) the maps the model reads
+                out = self.upper(lower).float().mean(dim=(2, 3)).cpu()  # (B, P) the whole trunk's, pooled
+                lower = lower.float().cpu().contiguous()
             pooled = np.zeros((len(blobs), out.shape[1]), np.float32)
-            maps = np.zeros((len(blobs), *out.shape[1:]), np.float16)
-            pooled[good] = out.mean(dim=(2, 3)).numpy()
-            maps[good] = out.half().numpy()
+            maps = np.zeros((len(blobs), *lower.shape[1:]), np.float16)
+            pooled[good] = out.numpy()
+            maps[good] = lower.half().numpy()
         else:  # a batch of rejected images only: zero columns of the right width
-            c, (h, w) = self._shape()
-            pooled, maps = np.zeros((len(blobs), c), np.float32), np.zeros((len(blobs), c, h, w), np.float16)
+            c, (h, w), p = self.shapes()
+            pooled, maps = np.zeros((len(blobs), p), np.float32), np.zeros((len(blobs), c, h, w), np.float16)
         return pa.table(
             {
                 "id": pa.array(batch["id"].tolist(), pa.string()),
@@ -161,10 +174,24 @@ class TrunkFeatures:
             }
         )
 
-    def _shape(self) -> tuple[int, tuple[int, int]]:
-        with torch.inference_mode():
-            out = self.trunk(torch.zeros(1, 3, self.image_size, self.image_size))
-        return out.shape[1], (out.shape[2], out.shape[3])
+    def shapes(self) -> tuple[int, tuple[int, int], int]:
+        return _shapes(self.lower, self.upper, self.image_size, self.device)
+
+
+def trunk_shapes(model: ModelConfig, image_size: int, tuned_blocks: int) -> tuple[int, tuple[int, int], int]:
+    """(C, (h, w), P): the cached maps' channels and size and the pooled features' width (square inputs)."""
+    lower, upper = split_trunk(frozen_trunk(model), tuned_blocks)
+    return _shapes(lower, upper, image_size, torch.device("cpu"))
+
+
+def _shapes(
+    lower: torch.nn.Module, upper: torch.nn.Module, image_size: int, device: torch.device
+) -> tuple[int, tuple[int, int], int]:
+    with torch.inference_mode():
+        x = torch.zeros(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+        maps = lower(x)  # (1, C, h, w)
+        out = upper(maps)  # (1, P, h, w)
+    return maps.shape[1], (maps.shape[2], maps.shape[3]), out.shape[1]
 
 
 class TrunkCache:
@@ -184,6 +211,10 @@ class TrunkCache:
     def channels(self) -> int:
         return self.manifest.channels
 
+    @property
+    def pooled_channels(self) -> int:
+        return self.manifest.pooled_channels or self.manifest.channels
+
     def _dataset(self, shards: Sequence[str]) -> pads.Dataset:
         fs, path = self.storage.arrow_fs(self.url)
         parts = [pads.dataset(f"{path}/{PARTITION}={s}", filesystem=fs, format="parquet") for s in shards]
@@ -191,7 +222,7 @@ class TrunkCache:
 
     def read(self, ids: Sequence[str], maps: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(found, arrays) for ``ids``: ``found`` (len(ids),) bool (False: rejected or absent), arrays in the order
-        of ``ids`` restricted to the found ones: ``pooled`` (n, C) float32 and, with ``maps``, ``maps``
+        of ``ids`` restricted to the found ones: ``pooled`` (n, P) float32 and, with ``maps``, ``maps``
         (n, C, h, w) float16."""
         table = self._dataset(list(self.manifest.shards)).to_table(
             columns=["id", "pooled", *(["maps"] if maps else [])],
@@ -200,7 +231,7 @@ class TrunkCache:
         where = {i: n for n, i in enumerate(table["id"].to_pylist())}
         found = np.array([i in where for i in ids], bool)
         order = np.array([where[i] for i in ids if i in where], np.int64)
-        out = {"pooled": column_array(table, "pooled", (self.channels,))[order]}
+        out = {"pooled": column_array(table, "pooled", (self.pooled_channels,))[order]}
         if maps:
             out["maps"] = self._maps(table)[order]
         return found, out
@@ -229,13 +260,3 @@ def shard_entries(storage: Storage, url: str, shards: Sequence[str]) -> dict[str
             images=table.num_rows, rejected=dict(zip(bad["id"].to_pylist(), bad["error"].to_pylist()))
         )
     return entries
-
-
-def map_shape(storage: Storage, url: str, shard: str) -> tuple[int, tuple[int, int]]:
-    """(C, (h, w)) of the maps in one written shard (square inputs give square maps)."""
-    fs, path = storage.arrow_fs(url)
-    dataset = pads.dataset(f"{path}/{PARTITION}={shard}", filesystem=fs, format="parquet")
-    first = next(dataset.to_batches(columns=["pooled", "maps"], batch_size=1))
-    channels = first.column(0).type.list_size
-    side = round((first.column(1).type.list_size // channels) ** 0.5)
-    return channels, (side, side)

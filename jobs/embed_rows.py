@@ -39,7 +39,8 @@ def embed_rows(
     embedded from the cached maps (fsnet/trunk_features.py): the same figures, without decoding or the trunk."""
     size = image_size or cfg.model.image_size
     # a frozen-trunk model reads its trunk's maps from the cache instead of decoding (the actor checks the weights)
-    trunk = existing_trunk_cache(cfg, storage, catalog, load_model(model_url, storage).cfg, size)
+    model = load_model(model_url, storage)
+    trunk = existing_trunk_cache(cfg, storage, catalog, model.cfg, size, tuned_blocks=model.backbone.tuned_blocks)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
     passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]

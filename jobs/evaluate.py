@@ -186,7 +186,10 @@ def probe_baselines(
     storage, catalog, model, names = opened.storage, opened.catalog, opened.model.cfg, opened.match.names
     size = cfg.probe.image_size or opened.reader.manifest.image_size
     with timed(timings, "trunk_features"):
-        cache = existing_trunk_cache(cfg, storage, catalog, model, size)
+        # a run with tuned blocks computed the entry before them: it holds the whole pretrained trunk's pooled features
+        tuned = opened.model.backbone.tuned_blocks
+        cache = existing_trunk_cache(cfg, storage, catalog, model, size, tuned) if tuned else None
+        cache = cache or existing_trunk_cache(cfg, storage, catalog, model, size)
         if cache is None:  # computed once per catalog, trunk and size
             init_ray(cfg.ray)  # Ray: the trunk pass on Ray Data actors
             cache = trunk_cache(cfg, storage, catalog, size, model=model)

@@ -18,8 +18,10 @@ train_summary.json (held-out classification accuracy, accuracy on training image
 BatchNorm statistics, validation selection, stage-3 movement, times), validation_ids.txt (the training images held
 out for model selection), <stage>.best.pt and <stage>.selection.json (each epoch's validation figures, the best kept).
 With train.trunk: frozen, stages 1-2 read the pretrained trunk's maps from the catalog's trunk cache
-(jobs/trunk_cache.py), computed first when missing. The same command with the same --out resumes: a
-stage whose .pt exists is never redone; an unfinished one continues from its last checkpoint.
+(jobs/trunk_cache.py), computed first when missing; with train.tuned_blocks the maps of the blocks before the trunk's
+last ones, which then train too at train.tuned_lr_scale of the stage's rate (in eval mode: ImageNet statistics).
+The same command with the same --out resumes: a stage whose .pt exists is never redone; an unfinished one continues
+from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call,
 DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU keeps up and two run side by side
 FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
 METRICS_FILE = "train_metrics.jsonl"
-RUN_DEFINING_TRAIN_KEYS = ("trunk", "batch_norm")  # with the model's keys, what a resumed --out must keep
+RUN_DEFINING_TRAIN_KEYS = ("trunk", "tuned_blocks", "batch_norm")  # with the model's keys: what a resumed --out keeps
 VALIDATION_FILE = "validation_ids.txt"  # the training images held out for model selection, one id per line
 SELECT_K = 20  # a stage keeps its epoch of best validation Top-20 (the report's headline K)
 FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
@@ -110,6 +112,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     init_ray(cfg.ray)
     _check_resources(cfg)
+    _check_tuned_blocks(cfg)
     interrupt.keep(
         f"{out}: finished stages and the running stage's last epoch checkpoint; the same command resumes there"
     )
@@ -152,6 +155,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         **on_training_images,
         "seconds": seconds,
         "trunk": cfg.train.trunk,
+        "tuned_blocks": model.backbone.tuned_blocks,
         "validation_images": len(validation_ids),
         "selection": _selection(storage, out),
         **model.summary_figures(),
@@ -201,6 +205,7 @@ def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) ->
         model = build_model(cfg.model, catalog.schema)
         if cfg.train.trunk == "frozen":  # the trunk the cached features come from (the same unless weights: none)
             model.backbone.trunk.load_state_dict(frozen_trunk(cfg.model).state_dict())
+            model.backbone.set_tuned_blocks(cfg.train.tuned_blocks)  # model.pt keeps it: the embed path reads it
         save_model(model, url, storage)
     return url
 
@@ -277,7 +282,7 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
     loop_config = {"cfg": cfg, "stage": stage, "start_url": start_url, "out": out}
     loop_config["validation"] = validation_set(cfg, storage, catalog)
     if stage.data == "images" and cfg.train.trunk == "frozen":  # the workers read the cached maps themselves
-        loop_config["trunk_cache"] = trunk_cache(cfg, storage, catalog, cfg.model.image_size).url
+        loop_config["trunk_cache"] = _trunk_cache(cfg, storage, catalog).url
         loop_config["fit_ids"], loop_config["fit_labels"] = _labels_of(catalog, training_ids(cfg, catalog)[0])
     elif stage.data == "images":
         datasets["train"] = (
@@ -330,7 +335,7 @@ def validation_set(cfg: Config, storage: Storage, catalog: Catalog) -> Validatio
         rng = np.random.default_rng(cfg.train.seed)
         chosen = [np.sort(rng.permutation(ids)[:VALIDATION_IMAGES]) for ids in (validation_ids, fit_ids)]
         (val_ids, val_labels), (sample_ids, sample_labels) = (_labels_of(catalog, ids) for ids in chosen)
-        cache = trunk_cache(cfg, storage, catalog, cfg.model.image_size)
+        cache = _trunk_cache(cfg, storage, catalog)
         (val_found, val), (sample_found, sample) = (cache.read(ids, maps=True) for ids in (val_ids, sample_ids))
         return ValidationSet(
             val["maps"], val_labels[val_found], sample["maps"], sample_labels[sample_found], from_trunk=True
@@ -340,6 +345,11 @@ def validation_set(cfg: Config, storage: Storage, catalog: Catalog) -> Validatio
         for ids in (validation_ids, fit_ids)
     )
     return ValidationSet(val.numpy(), val_labels.numpy(), sample.numpy(), sample_labels.numpy(), from_trunk=False)
+
+
+def _trunk_cache(cfg: Config, storage: Storage, catalog: Catalog) -> TrunkCache:
+    """The cache entry a frozen-trunk run reads: the maps of the trunk's blocks before its tuned ones."""
+    return trunk_cache(cfg, storage, catalog, cfg.model.image_size, tuned_blocks=cfg.train.tuned_blocks)
 
 
 def logp_weight(cfg: Config, storage: Storage, catalog: Catalog, model: RetrievalModel) -> dict[str, Any] | None:
@@ -571,7 +581,7 @@ def stage_loop(config: dict) -> None:
     model = model_from_bytes(worker.storage.read_bytes(config["start_url"]))
     frozen = cfg.train.trunk == "frozen"
     params = trainable(model, stage.number, frozen_trunk=frozen)
-    optimizer = make_optimizer(params, settings, cfg.train)
+    optimizer = make_optimizer(params, settings, cfg.train, tuned=model.backbone.tuned().parameters())
     epoch0, step = _restore(model, optimizer)
     net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
     device = ray.train.torch.get_device()
@@ -711,6 +721,15 @@ def _check_resources(cfg: Config) -> None:
             f"train.workers x train.cpus_per_worker = {cfg.train.workers} x {cfg.train.cpus_per_worker} leaves less "
             f"than {FREE_CPUS:g} of the cluster's {cpus} CPUs for the read and decode tasks that feed them; lower one "
             "of them"
+        )
+
+
+def _check_tuned_blocks(cfg: Config) -> None:
+    if cfg.train.tuned_blocks and cfg.train.trunk != "frozen":
+        raise ConfigError(
+            f"train.tuned_blocks={cfg.train.tuned_blocks} with train.trunk={cfg.train.trunk}: tuned blocks are the "
+            "part of a frozen trunk that trains (the rest read from the cache); a fine-tuned trunk trains all of them. "
+            "Set train.trunk=frozen or train.tuned_blocks=0"
         )
 
 

@@ -24,9 +24,9 @@ from fsnet.trunk_features import (
     TrunkCache,
     TrunkFeatures,
     TrunkManifest,
-    map_shape,
     pretrained_fingerprint,
     shard_entries,
+    trunk_shapes,
 )
 from jobs.command import console
 from jobs.ray_runtime import actor_pool, cluster_cpus
@@ -35,17 +35,20 @@ READ_CPUS = 0.25  # reading a shard and writing its features are I/O and little 
 ROWS_PER_CALL = 32  # images per trunk call: the channels-last trunk's fastest CPU batch (bench/trunk_bench.py)
 
 
-def cache_url(cfg: Config, catalog: Catalog, model: ModelConfig, image_size: int) -> str:
-    """The entry of ``model``'s pretrained trunk at ``image_size`` for ``catalog`` (which may not exist yet)."""
+def cache_url(cfg: Config, catalog: Catalog, model: ModelConfig, image_size: int, tuned_blocks: int = 0) -> str:
+    """The entry of ``model``'s pretrained trunk at ``image_size`` for ``catalog`` (which may not exist yet); with
+    ``tuned_blocks``, the one whose maps stop before the trunk's last blocks."""
     root = cfg.cache.trunk or join(posixpath.dirname(catalog.url.rstrip("/")), "trunk-features")
-    return join(root, f"{model.backbone}-{image_size}px-{pretrained_fingerprint(model.backbone, model.weights)}")
+    tuned = f"tuned{tuned_blocks}-" if tuned_blocks else ""
+    fingerprint = pretrained_fingerprint(model.backbone, model.weights, tuned_blocks)
+    return join(root, f"{model.backbone}-{image_size}px-{tuned}{fingerprint}")
 
 
 def existing_trunk_cache(
-    cfg: Config, storage: Storage, catalog: Catalog, model: ModelConfig, image_size: int
+    cfg: Config, storage: Storage, catalog: Catalog, model: ModelConfig, image_size: int, tuned_blocks: int = 0
 ) -> TrunkCache | None:
     """The entry when it holds every shard of ``catalog``, else None (nothing is computed)."""
-    url = cache_url(cfg, catalog, model, image_size)
+    url = cache_url(cfg, catalog, model, image_size, tuned_blocks)
     if not storage.exists(join(url, MANIFEST)):
         return None
     cache = TrunkCache.open(url, storage)
@@ -54,12 +57,17 @@ def existing_trunk_cache(
 
 
 def trunk_cache(
-    cfg: Config, storage: Storage, catalog: Catalog, image_size: int, model: ModelConfig | None = None
+    cfg: Config,
+    storage: Storage,
+    catalog: Catalog,
+    image_size: int,
+    model: ModelConfig | None = None,
+    tuned_blocks: int = 0,
 ) -> TrunkCache:
-    """The entry of (``model`` or cfg.model's pretrained trunk, ``image_size``) holding every shard of ``catalog``:
-    found, or its missing shards computed now."""
+    """The entry of (``model`` or cfg.model's pretrained trunk, ``image_size``, ``tuned_blocks``) holding every
+    shard of ``catalog``: found, or its missing shards computed now."""
     model = model or cfg.model
-    url = cache_url(cfg, catalog, model, image_size)
+    url = cache_url(cfg, catalog, model, image_size, tuned_blocks)
     manifest = TrunkCache.open(url, storage).manifest if storage.exists(join(url, MANIFEST)) else None
     done = set(manifest.shards) if manifest else set()
     missing = [s.fingerprint for s in catalog.manifest.shards if short_fingerprint(s.fingerprint) not in done]
@@ -79,7 +87,7 @@ def trunk_cache(
     with catalog.reading():  # a shard that cannot be read: one line naming it
         catalog.dataset(None, ["id", "image"], read_cpus=READ_CPUS, shards=missing, with_shard=True).map_batches(
             TrunkFeatures,
-            fn_constructor_kwargs=dict(model=model, image_size=image_size, threads=threads),
+            fn_constructor_kwargs=dict(model=model, image_size=image_size, threads=threads, tuned_blocks=tuned_blocks),
             batch_size=ROWS_PER_CALL,
             batch_format="numpy",
             compute=actor_pool(actors),
@@ -87,14 +95,16 @@ def trunk_cache(
         ).write_parquet(path, filesystem=fs, partition_cols=[PARTITION], ray_remote_args={"num_cpus": READ_CPUS})
     seconds = time.perf_counter() - start
     entries = shard_entries(storage, url, short)
-    channels, size = map_shape(storage, url, short[0])
+    channels, size, pooled = trunk_shapes(model, image_size, tuned_blocks)
     manifest = TrunkManifest(
         backbone=model.backbone,
         weights=model.weights,
         trunk_fingerprint=url.rsplit("-", 1)[-1],
         image_size=image_size,
+        tuned_blocks=tuned_blocks,
         channels=channels,
         map_size=size,
+        pooled_channels=pooled,
         shards={**(manifest.shards if manifest else {}), **entries},
         seconds=round(seconds, 1),
     )
@@ -103,6 +113,7 @@ def trunk_cache(
     rejected = sum(len(e.rejected) for e in entries.values())
     console.print(
         f"trunk features: {images:,} images of {len(short)} shard(s) ({model.backbone}, {image_size} px, "
+        f"{f'before its last {tuned_blocks} block(s), ' if tuned_blocks else ''}"
         f"{channels} x {size[0]} x {size[1]}) in {seconds:.0f} s, {rejected} rejected; cached at {url}"
     )
     return TrunkCache(url, storage, manifest)

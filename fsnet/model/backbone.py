@@ -13,6 +13,10 @@ conv7 (new, ``conv67_channels`` maps, the paper's 512), 3x3 convolutions with Re
 - ``resnet18`` / ``resnet50``: conv1 .. layer4 with layer4 dilated the same way.
 - ``tiny``: four stride-2 convolutions with batch norm (it trains from scratch), for tests and seconds-scale runs.
 
+Tuned blocks (``train.tuned_blocks``, a frozen trunk): the trunk's last blocks (children of its Sequential:
+MobileNetV2's inverted residual blocks, ResNet's layers) train with the new layers; the maps cached for such a run
+stop before them, and ``forward(from_trunk=True)`` runs them on those maps.
+
 ``weights``: ``none``; ``imagenet`` (torchvision's weights enum: the file is looked up in
 ``$TORCH_HOME/hub/checkpoints/`` and downloaded there when absent and the network allows); or a path / URL of a
 state dict for the torchvision architecture (a fine-tuned torchvision model).
@@ -83,13 +87,40 @@ class Backbone(nn.Module):
         self.conv7 = conv_relu(conv67_channels, conv67_channels)
         self.conv5_channels = conv5_channels
         self.conv7_channels = conv67_channels
+        self.tuned_blocks = 0  # the trunk's last blocks that run on cached maps (see set_tuned_blocks)
+
+    def set_tuned_blocks(self, count: int) -> None:
+        """Make the trunk's last ``count`` blocks part of what ``from_trunk`` runs: cached maps are then those of
+        the blocks before them."""
+        if not 0 <= count < len(self.trunk):
+            raise ModelError(
+                f"train.tuned_blocks={count}: the {self.name} trunk has {len(self.trunk)} blocks; "
+                f"tune 0 to {len(self.trunk) - 1} of them"
+            )
+        self.tuned_blocks = count
+
+    def cached(self) -> nn.Sequential:
+        """The trunk's blocks before the tuned ones: those whose maps a frozen-trunk run reads from the cache."""
+        return split_trunk(self.trunk, self.tuned_blocks)[0]
+
+    def tuned(self) -> nn.Sequential:
+        """The trunk's tuned blocks (an empty Sequential, the identity, when none)."""
+        return split_trunk(self.trunk, self.tuned_blocks)[1]
 
     def forward(self, x: torch.Tensor, from_trunk: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: normalised images (B, 3, H, W), or with ``from_trunk`` the trunk's maps (B, C, H/16, W/16) already
-        computed (a frozen trunk's cached features, fsnet/trunk_features.py)."""
-        conv5 = self.conv5(x if from_trunk else self.trunk(x))  # (B, C5, H/16, W/16)
+        """x: normalised images (B, 3, H, W), or with ``from_trunk`` the maps of the trunk's cached blocks
+        (B, C, H/16, W/16) already computed (a frozen trunk's cached features, fsnet/trunk_features.py)."""
+        conv5 = self.conv5(self.tuned()(x) if from_trunk else self.trunk(x))  # (B, C5, H/16, W/16)
         conv7 = self.conv7(self.conv6(conv5))  # (B, C7, H/16, W/16)
         return conv5, conv7
+
+
+def split_trunk(trunk: nn.Sequential, tuned_blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """(the blocks before the last ``tuned_blocks``, those last blocks): the whole trunk and an empty Sequential
+    (the identity) for 0. The parts share the trunk's modules."""
+    if not tuned_blocks:
+        return trunk, nn.Sequential()
+    return trunk[: len(trunk) - tuned_blocks], trunk[len(trunk) - tuned_blocks :]
 
 
 def build_backbone(name: str, weights: str, conv5_channels: int, conv67_channels: int) -> Backbone:

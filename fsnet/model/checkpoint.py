@@ -1,6 +1,7 @@
 """model.pt: the state dict with the model config and the attribute schema, loadable with weights_only=True, and
 ``logp_weight``: the weight of the classifiers' -log P(target) beside the model's distance that training chose on the
-validation images (eval/fused_logp.py); None in a model trained before it, or where validation had no manipulation."""
+validation images (eval/fused_logp.py); None in a model trained before it, or where validation had no manipulation;
+``tuned_blocks``: the trunk's last blocks that run on cached maps (fsnet/model/backbone.py; 0 in older models)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def model_bytes(model: RetrievalModel) -> bytes:
             "schema": model.schema.model_dump(mode="json"),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "logp_weight": getattr(model, "logp_weight", None),
+            "tuned_blocks": model.backbone.tuned_blocks,
         },
         buf,
     )
@@ -44,6 +46,7 @@ def model_from_bytes(data: bytes, origin: str = "model.pt") -> RetrievalModel:
         raise ModelError(f"{origin}: not an fsnet model checkpoint ({type(err).__name__}: {err})") from None
     model = build_model(cfg, schema, pretrained=False)
     model.load_state_dict(saved["state_dict"])
+    model.backbone.set_tuned_blocks(saved.get("tuned_blocks", 0))
     model.logp_weight = saved.get("logp_weight")  # None: trained before the fusion (or no validation manipulation)
     return model
 

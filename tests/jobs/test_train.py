@@ -124,8 +124,8 @@ def test_train_end_to_end(catalog_url, tmp_path):
 
 @pytest.mark.s3
 def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
-    """train.trunk: frozen with the run on S3: the trunk's maps computed once beside the catalog, stages 1-2 on
-    them, the trunk unchanged from init.pt to model.pt."""
+    """train.trunk: frozen with one tuned block and the run on S3: the maps of the blocks before it computed once
+    beside the catalog, stages 1-2 on them, those blocks unchanged from init.pt to model.pt, the tuned one trained."""
     from tests.conftest import BUCKET, s3_sets
 
     cfg = load_config(
@@ -134,6 +134,7 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
             *RUN,
             "model.variant=rank_lg",
             "train.trunk=frozen",
+            "train.tuned_blocks=1",
             "train.stage1.epochs=1",
             "train.stage2.epochs=1",
             "train.stage3.epochs=1",
@@ -149,10 +150,14 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
     assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage2")))
     assert [m["stage"] for m in metrics_of(storage, out)] == [1, 2, 3]
     (entry,) = storage.listdir(join(catalog_url, "..", "trunk-features"))
-    assert storage.exists(join(catalog_url, "..", "trunk-features", entry, "trunk.json"))
+    assert "-tuned1-" in entry and storage.exists(join(catalog_url, "..", "trunk-features", entry, "trunk.json"))
     initial = load_model(join(out, "init.pt"), storage)
-    for before, after in zip(initial.backbone.trunk.state_dict().values(), model.backbone.trunk.state_dict().values()):
+    assert model.backbone.tuned_blocks == 1 and result.summary["tuned_blocks"] == 1
+    for before, after in zip(
+        initial.backbone.cached().state_dict().values(), model.backbone.cached().state_dict().values()
+    ):
         assert torch.equal(before, after)
+    assert not torch.equal(initial.backbone.tuned()[0][0].weight, model.backbone.tuned()[0][0].weight)
     assert not torch.equal(initial.backbone.conv5[0].weight, model.backbone.conv5[0].weight)
 
 
@@ -200,6 +205,8 @@ def test_bad_config_values(catalog_url, tmp_path):
     Storage(cfg.storage).write_text(join(frozen_dir, "config.yaml"), saved_config_text(load_config(["tiny"])))
     with pytest.raises(ConfigError, match=r"another model \(train.trunk: 'finetune' there, 'frozen' now\)"):
         train(frozen, catalog_url, frozen_dir)
+    with pytest.raises(ConfigError, match=r"train.tuned_blocks=1 with train.trunk=finetune: .* Set train.trunk=frozen"):
+        train(load_config(["tiny"], ["train.tuned_blocks=1"]), catalog_url, str(tmp_path / "d"))
     run = subprocess.run(
         [
             sys.executable,

@@ -85,3 +85,43 @@ def _shard_of(catalog, image_id):
         if image_id in catalog.shard_ids(info):
             return short_fingerprint(info.fingerprint)
     raise KeyError(image_id)
+
+
+def test_an_entry_before_tuned_blocks_serves_a_model_whose_tuned_blocks_trained(catalog, tmp_path):
+    """train.tuned_blocks=1: the entry holds the maps before the trunk's last block and the whole trunk's pooled
+    features; the embed path reads it for a model whose last block has moved from its pretrained weights."""
+    cfg = load_config(["tiny"], [*SETS, f"cache.trunk={tmp_path / 'cache'}"])
+    storage = catalog.storage
+    cache = trunk_cache(cfg, storage, catalog, 64, tuned_blocks=1)
+    whole = trunk_cache(cfg, storage, catalog, 64)
+    assert "-64px-tuned1-" in cache.url and cache.url != whole.url
+    assert existing_trunk_cache(cfg, storage, catalog, cfg.model, 64, tuned_blocks=1).url == cache.url
+    manifest = cache.manifest
+    assert (manifest.tuned_blocks, manifest.channels, manifest.map_size, manifest.pooled_channels) == (
+        1,
+        48,
+        (8, 8),
+        64,
+    )
+    ids = catalog.split_ids("gallery").astype(str)
+    found, arrays = cache.read(ids, maps=True)
+    assert found.all() and arrays["maps"].shape == (len(ids), 48, 8, 8)
+    assert np.allclose(arrays["pooled"], whole.read(ids)[1]["pooled"], atol=1e-4)  # the probe reads either
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model, catalog.schema)
+    model.backbone.trunk.load_state_dict(frozen_trunk(cfg.model).state_dict())
+    model.backbone.set_tuned_blocks(1)
+    with torch.no_grad():
+        next(model.backbone.tuned().parameters()).add_(0.01)  # the tuned block trained; the blocks before did not
+    url = str(tmp_path / "model.pt")
+    save_model(model, url, storage)
+    batch = catalog.rows(ids[:16].tolist(), ["id", "image"])
+    batch["catalog_shard"] = np.array([_shard_of(catalog, i) for i in batch["id"]], dtype=object)
+    cached = EmbedImages(url, storage, 64, device="cpu", trunk_cache=cache.url)
+    assert cached.trunk is not None
+    assert EmbedImages(url, storage, 64, device="cpu", trunk_cache=whole.url).trunk is None  # maps after the block
+    a, b = cached(batch), EmbedImages(url, storage, 64, device="cpu")(batch)
+    for column in ("reps", "global"):
+        x, y = (t[column].combine_chunks().values.to_numpy() for t in (a, b))
+        assert np.allclose(x, y, rtol=1e-2, atol=1e-2), column
