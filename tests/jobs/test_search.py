@@ -32,21 +32,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 @pytest.fixture(scope="module")
 def easy(tmp_path_factory, ray_cluster):
-    """An easy case: 600 random garments of other shapes (category, sleeve, neckline) than the query, a copy of the
-    query and the query in black; a tiny model trained a few hundred steps in a plain loop (this test is about
-    index and search; the Ray Train path has its own)."""
+    """An easy case: 600 random garments of another category than the query, a copy of the query and the query in
+    black; a tiny model trained 600 + 1,200 steps in a plain loop (this test is about index and search; the Ray Train
+    path has its own). With distractors of any other shape and 300 stage-1 steps, a fresh install (2026-11-30) ranked
+    a distractor differing only in neckline, then a dress, above the target: the tiny model's margin was luck; now
+    the target's distance is 11 against the next one's 115."""
     from fsnet.losses import StageLoss
     from fsnet.training import local_step, trainable
 
     root = tmp_path_factory.mktemp("easy")
     (root / "src" / "images").mkdir(parents=True)
     query = sample_garment(7, 0)
-    shape = [query.labels[a] for a in ("category", "sleeve", "neckline")]
     garments = [
-        g
-        for g in (sample_garment(1, i) for i in range(900))
-        if [g.labels[a] for a in ("category", "sleeve", "neckline")] != shape
-    ][:600]
+        g for g in (sample_garment(1, i) for i in range(900)) if g.labels["category"] != query.labels["category"]
+    ]
+    garments = garments[:600]
     target = dataclasses.replace(query, labels={**query.labels, "color": "black"}, color=PALETTE["black"])
     rows = []
     for name, g, noise in [
@@ -70,7 +70,7 @@ def easy(tmp_path_factory, ray_cluster):
     labels = torch.from_numpy(np.stack([data[a] for a in catalog.schema.names], axis=1).astype(np.int64))
     torch.manual_seed(0)
     model = build_model(cfg.model, catalog.schema)
-    for stage, steps in [(1, 300), (2, 1200)]:
+    for stage, steps in [(1, 600), (2, 1200)]:
         optimizer = torch.optim.SGD(trainable(model, stage), lr=0.05 if stage == 1 else 0.01, momentum=0.9)
         loss_fn = StageLoss(getattr(cfg.train, f"stage{stage}"), model.variant)
         generator = torch.Generator().manual_seed(stage)
