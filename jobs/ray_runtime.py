@@ -34,9 +34,12 @@ QUIET_LOGGERS = {
 
 # Lines that Ray's processes write and the driver forwards: its C++ log lines ("[2026-11-29 15:44:03,465 E 9259
 # 9259] core_worker.cc:2465: Actor ... has constructor arguments in the object store ..."), and the raylet's
-# "N PYTHON worker processes have been started" on a small machine. They stay in Ray's session logs.
+# "N PYTHON worker processes have been started" on a small machine, and Ray Train's INFO line for every report of
+# every worker ("Reporting training result 3: TrainingReport(checkpoint=..., metrics={...}) from rank 1": its logger
+# is named after its file, so it reaches the workers' root logger, not "ray.train"). They stay in Ray's session logs.
 RAY_INTERNAL_LINE = re.compile(
     r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] \S+\.cc:\d+:|WARNING: \d+ PYTHON worker processes have been started"
+    r"|Reporting training result \d+: TrainingReport\("
 )
 REACH_TIMEOUT_S = 10  # a cluster's head answers a TCP connect in milliseconds; a busy one within seconds
 FORWARDED_LOGS_HANDLER = "ray_print_logs"  # the name Ray 2.60 gives its handler of forwarded worker output

@@ -30,6 +30,7 @@ import copy
 import datetime as dt
 import json
 import os
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -504,9 +505,13 @@ class Worker:
             url = join(self.out, METRICS_FILE)
             previous = self.storage.read_text(url) if self.storage.exists(url) else ""
             self.storage.write_text(url, previous + line + "\n")
+            # Ray Train replaces print in its workers with a copy to its logger's console and to the redirected
+            # stdout (the line showed twice): the process's own stdout, which Ray forwards to the driver once
             print(
                 f"stage {self.stage.number} epoch {epoch}: loss {metrics['loss']:.4f}, "
-                f"{metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step"
+                f"{metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step",
+                file=sys.__stdout__,
+                flush=True,
             )
 
     def select(
