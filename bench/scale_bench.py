@@ -285,7 +285,7 @@ def ann_figures(index_url: str, catalog_url: str, storage: Storage) -> dict[str,
     k = min(max(RECALL_AT), n)
     nlist = max(1, min(round(4 * math.sqrt(n)), n // 39))
     nbits = min(8, int(math.log2(n)))  # PQ trains 2^nbits centroids per sub-quantizer on the gallery
-    fsnet_m = int(factory_string("ivfpq", n, dim).split("PQ")[1])
+    fsnet_m = int(factory_string("ivfpq", n, dim).split("PQ")[1].split("x")[0])
     ms = sorted({m for m in (dim // 4, dim // 2, fsnet_m) if m >= 1 and dim % m == 0})
     nprobes = sorted({p for p in (*NPROBES, max(1, nlist // 8)) if p <= nlist})
 
