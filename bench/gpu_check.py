@@ -78,9 +78,10 @@ from fsnet.storage import Storage, join
 from fsnet.training import decode_for_training, local_step, make_optimizer, trainable
 from jobs.index import index
 from jobs.pack import pack
-from jobs.ray_runtime import filter_forwarded_logs, local_runtime_env, quiet_logs
+from jobs.ray_runtime import filter_forwarded_logs, local_runtime_env
 from jobs.synth import synth
 from jobs.train import METRICS_FILE, run_stage, training_ids, training_plan
+from jobs.worker_setup import quiet_logs
 
 ROWS_TABLE = "rows.csv"  # the synthetic label table repeated to --images rows, beside synth's labels.csv
 GOAL_EXTRACTION = 12_000  # images/s end to end per H100/H200 (issue 16)

@@ -3,7 +3,7 @@
 Two fsnet commands on one machine (a cron re-index while a training runs) each start a local Ray of their own:
 a local Ray lives and dies with the command that started it, so joining another command's Ray would fail when
 that command ends. Every process of a local Ray is pinned to it (``RAY_ADDRESS`` set in each worker by
-``pin_worker``), because Ray's state API, which Ray Train's controller and placement-group cleaner call from
+``jobs/worker_setup.py``), because Ray's state API, which Ray Train's controller and placement-group cleaner call from
 inside the cluster, otherwise looks for "the" local Ray and fails when it finds two. To share one long-lived
 cluster instead, ``ray start --head`` once and pass ``--set ray.address=auto`` (or the head's address).
 """
@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import socket
-import warnings
 from typing import Any
 
 import ray
@@ -22,15 +21,7 @@ import ray.data
 
 from fsnet.config import RayConfig
 from fsnet.errors import FsnetError
-
-QUIET_LOGGERS = {
-    # start-up notes (token authentication, dashboard URL, worker counts) that ask nothing of the user
-    "ray": logging.ERROR,
-    "ray.data._internal.progress": logging.ERROR,  # "progress bars disabled": we draw our own
-    "ray.train": logging.WARNING,
-    "faiss.loader": logging.WARNING,  # "Could not load library with AVX2 support" is how faiss picks its build
-}
-
+from jobs.worker_setup import quiet_logs
 
 # Lines that Ray's processes write and the driver forwards: its C++ log lines ("[2026-11-29 15:44:03,465 E 9259
 # 9259] core_worker.cc:2465: Actor ... has constructor arguments in the object store ..."), and the raylet's
@@ -46,13 +37,13 @@ FORWARDED_LOGS_HANDLER = "ray_print_logs"  # the name Ray 2.60 gives its handler
 
 
 def local_runtime_env() -> dict[str, Any]:
-    """The runtime environment of a local Ray we start: every worker pinned to it (``pin_worker``), and Ray Train's
-    controller polling its workers every 0.2 s instead of 2 s (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, unless set):
-    it notices a stage's start and end that much sooner, which on one machine is most of a short stage's
-    overhead (a two-worker fit that only reports: 14.4 s -> 9.6 s here); a cluster keeps its own setting."""
+    """The runtime environment of a local Ray we start: every worker pinned to it (``jobs.worker_setup.pin_worker``),
+    and Ray Train's controller polling its workers every 0.2 s instead of 2 s (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``,
+    unless set): it notices a stage's start and end that much sooner, which on one machine is most of a short
+    stage's overhead (a two-worker fit that only reports: 14.4 s -> 9.6 s here); a cluster keeps its own setting."""
     interval = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     return {
-        "worker_process_setup_hook": f"{__name__}.pin_worker",
+        "worker_process_setup_hook": "jobs.worker_setup.pin_worker",
         "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": interval},
     }
 
@@ -90,6 +81,7 @@ def init_ray(cfg: RayConfig) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.progress_bars
     context.print_on_execution_start = False
+    context.use_datasource_v2 = cfg.parquet_datasource_v2  # Ray: read_parquet's reader (configs/default.yaml)
 
 
 def _check_reachable(address: str) -> None:
@@ -120,33 +112,6 @@ def start_local_ray(num_cpus: int, dashboard: bool) -> None:
     filter_forwarded_logs()
 
 
-def pin_worker() -> None:
-    """Runs in every worker process of a local Ray we started (worker_process_setup_hook): anything in it that
-    looks for "the" Ray cluster (the state API) finds this one, not another command's; and the same loggers
-    are quiet there as in the driver."""
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    quiet_logs()
-
-
-def quiet_logs() -> None:
-    """Ray's notes below ERROR stay out of the user's terminal (they remain in Ray's session logs); errors, and
-    everything fsnet prints, still show."""
-    for name, level in QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
-    # Ray Data logs to its own file (session_latest/logs/ray-data.log) and to the console. On the console its
-    # per-dataset INFO lines would bury our own output, and a failed task's traceback (logged by the driver's
-    # executor and by the worker, ~180 lines for one damaged shard) reaches the user anyway as the job's exception,
-    # which jobs/command.py prints as one line: the console handler shows nothing, the file keeps everything.
-    for handler in logging.getLogger("ray.data").handlers:
-        if not isinstance(handler, logging.FileHandler) and "File" not in type(handler).__name__:
-            handler.setLevel(logging.CRITICAL)
-    for logger in (logging.getLogger(), logging.getLogger("ray")):
-        for handler in logger.handlers:
-            if not any(isinstance(f, RayNotesFilter) for f in handler.filters):
-                handler.addFilter(RayNotesFilter())
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")  # Ray's deprecations of its own calls
-
-
 def filter_forwarded_logs() -> None:
     """Keep what Ray's workers print (fsnet's own lines, Python tracebacks) but drop Ray's internal log lines
     (RAY_INTERNAL_LINE) from the driver's terminal. Two private paths of Ray 2.60 carry them: the dispatcher of
@@ -175,15 +140,6 @@ def _without_ray_lines(show: Any) -> Any:
 
     filtered.fsnet_filtered = True  # type: ignore[attr-defined]
     return filtered
-
-
-class RayNotesFilter(logging.Filter):
-    """Drops records below ERROR logged from Ray's own package: inside the cluster Ray names some loggers after
-    their file (Ray Train's "Reporting training result ..." and "Failed to send resource request", safe to ignore
-    in its own words), so a level on the "ray" logger does not reach them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or f"{os.sep}ray{os.sep}" not in record.pathname
 
 
 def cluster_cpus() -> int:

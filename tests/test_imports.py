@@ -24,6 +24,7 @@ FORBIDDEN = {
 SHARED = {  # modules of jobs/ that are not jobs: what every job may import
     "jobs.command": "the command line every job shares (--config / --set, errors as one line)",
     "jobs.ray_runtime": "starting or joining Ray, in one place",
+    "jobs.worker_setup": "what every worker process of a local Ray runs first (pinned to its Ray, quiet logs)",
     "jobs.interrupt": "Ctrl-C: what a job kept",
     "jobs.embed_rows": "catalog rows -> embedding rows on Ray Data actors: train, index and evaluate all embed",
     "jobs.trunk_cache": "the frozen trunk's cached features: train (frozen trunk), the embed path, the probe",
@@ -33,7 +34,7 @@ COMPOSITES = {  # modules of jobs/ that exist to call jobs
     "jobs.demo": "the pipeline on a small catalog with a local Ray",
     "jobs.ablation": "the pipeline once per variant, then one report",
     "jobs.reindex": "index (only new or changed shards) after verify",
-    "jobs.cli": "the fsnet command: registers every job's cli",
+    "jobs.cli": "the fsnet command: every job's cli (a command imports its own job's alone)",
 }
 
 
