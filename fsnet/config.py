@@ -200,6 +200,7 @@ class RayConfig(Section):
     num_cpus: PositiveInt | None
     dashboard: bool
     progress_bars: bool
+    parquet_datasource_v2: bool
 
 
 class Config(Section):
