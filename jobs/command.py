@@ -85,10 +85,12 @@ def run_app(app: typer.Typer) -> None:
         code = app(standalone_mode=False)  # click's standalone mode would turn Ctrl-C into "Aborted!" and exit 1
     except SystemExit:
         raise
-    except click.ClickException as err:  # usage errors: click's own message and exit status (2)
+    except (click.ClickException, typer.TyperException) as err:  # usage errors: their message and exit status (2)
+        # (typer >= 0.29 raises those of its own copy of click, whose base is TyperException: caught as click's
+        # alone, `fsnet` without arguments and a mistyped option were reported as failures with a traceback file)
         err.show()
         sys.exit(err.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         code = EXIT_INTERRUPTED
     except BaseException as err:  # noqa: BLE001 - the one place where every failure is turned into a message
         user_error = user_error_of(err)
