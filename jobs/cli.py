@@ -36,9 +36,8 @@ def build_app(only: str | None = None) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,  # jobs/command.py:run_app prints failures (never locals: they hold credentials)
-        help="fsnet: image retrieval with attribute manipulation (FashionSearchNet-v2) on Ray.",
     )
-    app.callback()(_group)  # a group even with one sub-command: `fsnet index ...` names its command either way
+    app.callback()(_group)  # a group even with one sub-command (`fsnet index ...` names it); its docstring: the help
     for name in JOB_COMMANDS:
         if only in (None, name):
             app.command(name)(importlib.import_module(f"jobs.{name}").cli)

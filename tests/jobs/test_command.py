@@ -146,7 +146,7 @@ def test_usage_errors_are_their_message_and_exit_2(monkeypatch, capsys):
     assert "No such option: --bogus" in err and "traceback" not in err
 
 
-def test_a_command_imports_its_own_job_alone(tmp_path):
+def test_a_command_imports_its_own_job_alone():
     """`fsnet report` (and submit, config) start without torch, torchvision or Ray Train: 5.3 s of imports on a
     2-core machine that every command paid while jobs/cli.py imported every job to register it."""
     import subprocess
