@@ -1,5 +1,8 @@
 """A tiny model for job tests: untrained weights, a memory block from the catalog's training images."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -23,15 +26,28 @@ def make_model(catalog: Catalog, url: str, storage: Storage, seed: int = 0) -> N
     save_model(model, url, storage)
 
 
-def tiny_catalog_and_model(root) -> dict:
-    """A packed 256-image synthetic catalog (tiny preset) under ``root`` and a tiny model for it (a running Ray
-    is needed: synth and pack are Ray jobs)."""
+def tiny_catalog_and_model(root: Path) -> dict:
+    """A packed 256-image synthetic catalog (tiny preset) under ``root`` and a tiny model for it: ``root/synth`` (the
+    source), ``root/catalog``, ``root/model.pt``. Made once per test session (synth and pack are Ray jobs: a running
+    Ray is needed the first time) and copied for each caller, which may change its copy: ~8 s of Ray jobs each time
+    otherwise, for the same bytes (the source, the pack and the model are seeded)."""
+    template = root.parent / "tiny-catalog-and-model"  # beside root, in the session's base temporary folder
+    if not (template / "model.pt").is_file():
+        _make(template)
+    for name in ("synth", "catalog"):
+        shutil.copytree(template / name, root / name)
+    shutil.copy2(template / "model.pt", root / "model.pt")
+    storage = Storage(load_config(["tiny"]).storage)
+    return {"root": root, "catalog": str(root / "catalog"), "model": str(root / "model.pt"), "storage": storage}
+
+
+def _make(template: Path) -> None:
     from jobs.pack import pack
     from jobs.synth import synth
 
+    shutil.rmtree(template, ignore_errors=True)  # a session stopped half-way through making it
     cfg = load_config(["tiny"], ["synthetic.n=256"])
-    synth(cfg, str(root / "synth"), show_progress=False)
-    pack(load_config(["tiny"], [f"source.path={root / 'synth'}"]), str(root / "catalog"), show_progress=False)
+    synth(cfg, str(template / "synth"), show_progress=False)
+    pack(load_config(["tiny"], [f"source.path={template / 'synth'}"]), str(template / "catalog"), show_progress=False)
     storage = Storage(cfg.storage)
-    make_model(Catalog.open(str(root / "catalog"), storage), str(root / "model.pt"), storage)
-    return {"root": root, "catalog": str(root / "catalog"), "model": str(root / "model.pt"), "storage": storage}
+    make_model(Catalog.open(str(template / "catalog"), storage), str(template / "model.pt"), storage)
