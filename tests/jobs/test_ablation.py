@@ -32,8 +32,8 @@ def test_ablation_shares_stages_and_reports(catalog, s3_endpoint):
     sets = [
         *s3_sets(s3_endpoint),
         "train.stage1.epochs=1",
-        "train.stage2.epochs=0",  # rank_lg and full differ in stage 3; stage 2 is test_train.py's (~20 s a stage)
-        "train.stage3.epochs=1",
+        "train.stage2.epochs=0",  # stage 2 is test_train.py's (~20 s a stage)
+        "train.stage3.epochs=1",  # full's; rank_l has no stage 3 (no global learning)
         "train.adde.epochs=1",
         "report.examples=1",
     ]
@@ -47,23 +47,24 @@ def test_ablation_shares_stages_and_reports(catalog, s3_endpoint):
             "--catalog",
             catalog,
             "--variants",
-            "rank_lg,full,attr_logp,adde",
+            "rank_l,full,attr_logp,adde",
             "--out",
             out,
             *[x for s in sets for x in ("--set", s)],
         ],
     )
     assert result.exit_code == 0, result.output
-    # rank_lg trains stage 3 only
+    # full takes rank_l's stages 1-2 and memory and trains stage 3 only
     assert "stage1 shared from" in result.output and "memory shared from" in result.output
     assert "adde/run: stage1 shared" not in result.output  # another network: nothing shared
     storage = Storage(load_config([], s3_sets(s3_endpoint)).storage)
     html = storage.read_text(f"{out}/report/report.html")
-    for method in ("rank_lg", "full", "adde", "attr_logp"):
+    for method in ("rank_l", "full", "adde", "attr_logp"):
         assert f'data-method="{method}"' in html, method
     assert 'data-method="attribute_only"' not in html  # only the baselines named
-    rank_lg = read_results(storage.read_text(f"{out}/rank_lg/eval/results.json"), "rank_lg")
-    assert rank_lg.model.variant == "rank_lg" and rank_lg.training["variant"] == "rank_lg"
+    rank_l = read_results(storage.read_text(f"{out}/rank_l/eval/results.json"), "rank_l")
+    assert rank_l.model.variant == "rank_l" and rank_l.training["variant"] == "rank_l"
+    assert not storage.exists(f"{out}/rank_l/run/stage3.pt") and storage.exists(f"{out}/full/run/stage3.pt")
     adde = read_results(storage.read_text(f"{out}/adde/eval/results.json"), "adde")
     assert adde.training["kind"] == "adde"
     fused = [("adde+logp", "model")] if adde.training["logp_fusion"] else []  # a weight where validation ranks
