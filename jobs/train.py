@@ -96,7 +96,7 @@ METRICS_FILE = "train_metrics.jsonl"
 RUN_DEFINING_TRAIN_KEYS = ("trunk", "tuned_blocks", "batch_norm")  # with the model's keys: what a resumed --out keeps
 VALIDATION_FILE = "validation_ids.txt"  # the training images held out for model selection, one id per line
 SELECT_K = 20  # a stage keeps its epoch of best validation Top-20 (the report's headline K)
-FAULT_MARKER = ".fault-injected-stage{stage}"  # the test-only fault fires once per stage and --out
+FAULT_MARKER = ".fault-injected-stage{stage}-step{step}"  # the test-only fault fires once per place and --out
 FAULT_REPORT_GRACE_S = 5.0  # the test-only fault waits this long, so the controller has taken the last report
 
 
@@ -111,16 +111,16 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     catalog = Catalog.open(catalog_url, storage)
     _check_run_dir(cfg, storage, out)
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
+    _check_tuned_blocks(cfg)
+    model_url = join(out, "model.pt")
+    if storage.exists(model_url):  # before Ray starts: a re-run of a finished pipeline (fsnet demo) starts none
+        console.print(f"{model_url} exists: training is complete; nothing to do")
+        return TrainResult(model_url, json.loads(storage.read_text(join(out, "train_summary.json"))))
     init_ray(cfg.ray)
     _check_resources(cfg)
-    _check_tuned_blocks(cfg)
     interrupt.keep(
         f"{out}: finished stages and the running stage's last epoch checkpoint; the same command resumes there"
     )
-    model_url = join(out, "model.pt")
-    if storage.exists(model_url):
-        console.print(f"{model_url} exists: training is complete; nothing to do")
-        return TrainResult(model_url, json.loads(storage.read_text(join(out, "train_summary.json"))))
 
     seconds: dict[str, float] = {}  # of the stages run now (one done earlier is skipped and not timed)
     fit_ids, validation_ids = training_ids(cfg, catalog)
@@ -565,7 +565,7 @@ class Worker:
         fault, stage = self.cfg.train.fault, self.stage.number
         if fault.stage != stage or fault.step != step or self.rank != self.world - 1:
             return
-        marker = join(self.out, FAULT_MARKER.format(stage=stage))
+        marker = join(self.out, FAULT_MARKER.format(stage=stage, step=step))
         if self.storage.exists(marker):
             return
         self.storage.write_text(marker, f"stage {stage} step {step}\n")

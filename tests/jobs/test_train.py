@@ -110,8 +110,10 @@ def test_train_end_to_end(catalog_url, tmp_path):
     fusion = summary["logp_fusion"]
     if metric == "val_top20":
         assert model.logp_weight == fusion["weight"] >= 0 and [g["factor"] for g in fusion["grid"]] == list(GRID)
-        chosen = next(g["top20"] for g in fusion["grid"] if g["factor"] == fusion["factor"])
-        assert chosen == max(g["top20"] for g in fusion["grid"])
+        # the smallest weight within one standard error of the best validation figure
+        best = max(fusion["grid"], key=lambda g: g["top20"])
+        near = [g["factor"] for g in fusion["grid"] if g["top20"] >= best["top20"] - best["standard_error"]]
+        assert fusion["factor"] == min(near) and fusion["rule"] == "one standard error"
     else:
         assert fusion is None and model.logp_weight is None
     for name in ("config.yaml", "init.pt", "stage1.pt", "stage2.pt", "memory.pt", "stage3.pt"):
@@ -163,7 +165,8 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
 
 def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
     out = str(tmp_path / "run")
-    base = [*RUN, "model.variant=full", "train.stage1.epochs=2", "train.stage3.epochs=1"]
+    # stage 3 (its loop on fixed features, its start and end) is test_train_end_to_end's: a stage fewer here (~20 s)
+    base = [*RUN, "model.variant=full", "train.stage1.epochs=2", "train.stage3.epochs=0"]
     storage = Storage(load_config().storage)
 
     # 1. A worker dies at the first step of stage 2's second epoch; no retries: the command fails.
@@ -175,15 +178,17 @@ def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
     assert [(m["stage"], m["epoch"]) for m in before] == [(1, 0), (1, 1), (2, 0)]
     stage1_bytes = storage.read_bytes(join(out, "stage1.pt"))
 
-    # 2. The same command again: stage 1 is not redone, stage 2 continues after its epoch 0 checkpoint, and in
-    #    stage 3 a worker dies once more, which Ray Train recovers from (max_failures=1) by itself.
-    resumed = load_config(["tiny"], [*base, "train.max_failures=1", "train.fault.stage=3", "train.fault.step=0"])
+    # 2. The same command again: stage 1 is not redone, stage 2 continues after its epoch 0 checkpoint, and a worker
+    #    dies once more at the epoch's next step, which Ray Train recovers from (max_failures=1) by itself: the new
+    #    worker group resumes from the same checkpoint and the epoch is counted once.
+    resumed = load_config(["tiny"], [*base, "train.max_failures=1", "train.fault.stage=2", "train.fault.step=4"])
     result = train(resumed, catalog_url, out)
     after = metrics_of(storage, out)
     assert after[: len(before)] == before
-    assert [(m["stage"], m["epoch"]) for m in after[len(before) :]] == [(2, 1), (3, 0)]
+    assert [(m["stage"], m["epoch"]) for m in after[len(before) :]] == [(2, 1)]
     assert storage.read_bytes(join(out, "stage1.pt")) == stage1_bytes
-    assert storage.exists(join(out, ".fault-injected-stage2")) and storage.exists(join(out, ".fault-injected-stage3"))
+    for step in (3, 4):
+        assert storage.exists(join(out, f".fault-injected-stage2-step{step}")), step
     assert load_model(result.model_url, storage).memory.table.shape[0] == 23
 
 
