@@ -7,7 +7,7 @@ import io
 import numpy as np
 import torch
 
-from eval.fused_logp import GRID, FusedLogp, choose_weight
+from eval.fused_logp import GRID, FusedLogp, choose_weight, one_standard_error, standard_error
 from eval.linear_global import LinearGlobal
 from eval.protocol import build_manipulations
 from eval.topk import brute_force_topk
@@ -87,6 +87,26 @@ def test_choose_weight_uses_classifiers_that_know_and_ignores_ones_that_do_not()
 
     no_complete = np.full_like(labels, -1)
     assert choose_weight(algebra, reps, uniform, no_complete, NUM_VALUES, NAMES) is None
+
+
+def test_the_smallest_weight_within_one_standard_error_of_the_best():
+    # a curve that rises, then is flat within noise: the best point (factor 8) is not the one taken
+    figures = [
+        {"factor": f, "top20": t, "standard_error": 0.012}
+        for f, t in [(0.0, 0.70), (1.0, 0.760), (2.0, 0.764), (4.0, 0.772), (8.0, 0.775), (16.0, 0.774)]
+    ]
+    picked, best = one_standard_error(figures, "top20")
+    assert (picked["factor"], best["factor"]) == (2.0, 8.0)  # 0.764 >= 0.775 - 0.012 > 0.760
+    sharp = [{**f, "standard_error": 0.0} for f in figures]  # no noise: the best itself
+    assert one_standard_error(sharp, "top20")[0]["factor"] == 8.0
+    tied = [{"factor": f, "top20": 0.5, "standard_error": 0.0} for f in (0.0, 1.0)]
+    assert one_standard_error(tied, "top20")[0]["factor"] == 0.0
+
+
+def test_standard_error_of_the_mean_of_groups():
+    groups = {"a": {"count": 100, "top_k": [0.2, 0.5]}, "b": {"count": 25, "top_k": [0.1, 0.8]}}
+    expected = np.sqrt(0.5 * 0.5 / 100 + 0.8 * 0.2 / 25) / 2  # at the last K
+    assert abs(standard_error(groups) - expected) < 1e-12 and standard_error({}) == 0.0
 
 
 def test_model_pt_keeps_the_weight_and_an_older_file_loads_without_one():
