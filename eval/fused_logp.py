@@ -32,7 +32,7 @@ from eval.validation_ranking import validation_manipulations
 # powers of two either side of "both terms weigh the same", far enough up that the top is attr_logp with F breaking
 # ties (2^6: with a grid up to 8, fashion-product-small's wo_rank chose 8, its edge)
 GRID = (0.0, *(2.0**e for e in range(-6, 7)))
-SELECT_K = 20  # the weight of best validation Top-20 (the report's headline K)
+SELECT_K = 20  # the validation Top-K the weight is chosen on (the report's headline K)
 
 
 class FusedLogp:
