@@ -45,7 +45,7 @@ def _make(template: Path) -> None:
     from jobs.pack import pack
     from jobs.synth import synth
 
-    shutil.rmtree(template, ignore_errors=True)  # a session stopped half-way through making it
+    shutil.rmtree(template, ignore_errors=True)  # what an earlier attempt of this session left when it failed
     cfg = load_config(["tiny"], ["synthetic.n=256"])
     synth(cfg, str(template / "synth"), show_progress=False)
     pack(load_config(["tiny"], [f"source.path={template / 'synth'}"]), str(template / "catalog"), show_progress=False)
