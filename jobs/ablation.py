@@ -63,10 +63,13 @@ def transplant(cfg: Config, catalog: Catalog, storage: Storage, donor_url: str, 
     """The donor's weights in the receiving variant's model (built and seeded as its training would)."""
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, catalog.schema, pretrained=False)
-    donor = load_model(donor_url, storage).state_dict()
+    donor = load_model(donor_url, storage)
     state = model.state_dict()
-    state.update({k: v for k, v in donor.items() if k in state and state[k].shape == v.shape})
+    state.update({k: v for k, v in donor.state_dict().items() if k in state and state[k].shape == v.shape})
     model.load_state_dict(state)
+    # which trunk blocks run on cached maps is not in the state dict; without it the receiver would feed the cached
+    # maps (those before the tuned blocks) straight to conv5
+    model.backbone.set_tuned_blocks(donor.backbone.tuned_blocks)
     save_model(model, target_url, storage)
 
 

@@ -31,6 +31,8 @@ def test_ablation_shares_stages_and_reports(catalog, s3_endpoint):
     """The comparison command: two FSN variants (sharing stages), the ADDE-style model and one baseline, one report."""
     sets = [
         *s3_sets(s3_endpoint),
+        "train.trunk=frozen",  # as the CPU presets train: the receiver must run the tuned block on cached maps too
+        "train.tuned_blocks=1",
         "train.stage1.epochs=1",
         "train.stage2.epochs=0",  # stage 2 is test_train.py's (~20 s a stage)
         "train.stage3.epochs=1",  # full's; rank_l has no stage 3 (no global learning)
@@ -65,6 +67,7 @@ def test_ablation_shares_stages_and_reports(catalog, s3_endpoint):
     rank_l = read_results(storage.read_text(f"{out}/rank_l/eval/results.json"), "rank_l")
     assert rank_l.model.variant == "rank_l" and rank_l.training["variant"] == "rank_l"
     assert not storage.exists(f"{out}/rank_l/run/stage3.pt") and storage.exists(f"{out}/full/run/stage3.pt")
+    assert load_model(f"{out}/rank_l/run/model.pt", storage).backbone.tuned_blocks == 1  # shared stages keep it
     adde = read_results(storage.read_text(f"{out}/adde/eval/results.json"), "adde")
     assert adde.training["kind"] == "adde"
     fused = [("adde+logp", "model")] if adde.training["logp_fusion"] else []  # a weight where validation ranks
