@@ -1,5 +1,5 @@
 """Catalog rows -> embedding rows on a pool of Ray Data actors: the one Ray pipeline piece that train (memory block,
-stage-3 features, held-out accuracy), index and evaluate (queries) all run. It lives here, not in a job, so that a job
+stage-3 features), index and evaluate (queries) all run. It lives here, not in a job, so that a job
 imports ``fsnet/``, ``eval/`` and the shared modules of ``jobs/``, never another job.
 
 The piece takes a Ray Dataset and returns one (lazy: nothing runs until the job writes or iterates it); the callable

@@ -14,8 +14,9 @@ Cluster (GPU workers, DDP over NCCL, checkpoints on S3):
 Outputs under --out: config.yaml, init.pt (the initial weights every worker starts from), stage1/ stage2/ stage3/
 (Ray Train runs with per-epoch checkpoints), stage1.pt stage2.pt (each stage's model, written when it finishes),
 features/ (fixed local features of the training split), memory.pt, model.pt (the final model), train_metrics.jsonl,
-train_summary.json (held-out classification accuracy, accuracy on training images with saved and re-estimated
-BatchNorm statistics, validation selection, stage-3 movement, times), validation_ids.txt (the training images held
+train_summary.json (classification accuracy on training images with saved and re-estimated BatchNorm
+statistics, validation selection, stage-3 movement, times; held-out accuracy is evaluate's, in results.json, from
+the predictions its index and query pass make anyway), validation_ids.txt (the training images held
 out for model selection), <stage>.best.pt and <stage>.selection.json (each epoch's validation figures, the best kept).
 With train.trunk: frozen, stages 1-2 read the pretrained trunk's maps from the catalog's trunk cache
 (jobs/trunk_cache.py), computed first when missing; with train.tuned_blocks the maps of the blocks before the trunk's
@@ -39,7 +40,6 @@ from typing import Annotated, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray
 import ray.train
@@ -137,9 +137,6 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     model.logp_weight = fusion["weight"] if fusion else None  # evaluate's <method>+logp row ranks with it
     save_model(model, model_url, storage)
 
-    with timed(seconds, "heldout_eval"):
-        accuracy, count = heldout_accuracy(cfg, catalog, storage, model_url)
-    model = load_model(model_url, storage)
     with timed(seconds, "train_accuracy"):
         on_training_images = train_accuracy(cfg, catalog, model)
     summary = {
@@ -150,9 +147,6 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         "image_size": cfg.model.image_size,
         "workers": cfg.train.workers,
         "use_gpu": cfg.train.use_gpu,
-        "heldout_images": count,
-        "heldout_accuracy": accuracy,
-        "heldout_accuracy_mean": float(np.mean(list(accuracy.values()))) if accuracy else None,
         **on_training_images,
         "seconds": seconds,
         "trunk": cfg.train.trunk,
@@ -399,25 +393,6 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url
     save_model(model, memory_url, storage)
     images = int(counts.sum() // len(catalog.schema.names))
     console.print(f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {images:,} training images")
-
-
-def heldout_accuracy(cfg: Config, catalog: Catalog, storage: Storage, model_url: str) -> tuple[dict[str, float], int]:
-    """Per-attribute accuracy of the GAP classifiers on the held-out images (query + gallery splits)."""
-    names = catalog.schema.names
-    correct = np.zeros(len(names))
-    known = np.zeros(len(names))
-    rows = catalog.dataset(["query", "gallery"], ["id", "image", *names], with_shard=True)
-    with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
-        for batch in embed_rows(cfg, storage, model_url, catalog, rows).iter_batches(
-            batch_size=None, batch_format="pyarrow"
-        ):
-            batch = batch.filter(pc.is_null(batch["error"]))
-            predicted = column_array(batch, "predicted", (len(names),), np.int64)
-            labels = np.stack([batch[a].to_numpy() for a in names], axis=1)
-            mask = labels >= 0
-            correct += ((predicted == labels) & mask).sum(axis=0)
-            known += mask.sum(axis=0)
-    return {n: float(c / k) for n, c, k in zip(names, correct, known) if k > 0}, int(known.max() if len(known) else 0)
 
 
 @contextmanager
@@ -768,13 +743,13 @@ def _print_stage(storage: Storage, out: str, stage: int) -> None:
 
 def print_summary(result: TrainResult) -> None:
     s = result.summary
-    table = Table(title=f"held-out accuracy ({s['heldout_images']:,} query + gallery images)")
+    table = Table(title=f"accuracy on {s['train_images']:,} training images (held-out: fsnet evaluate)")
     table.add_column("attribute")
     table.add_column("accuracy", justify="right")
-    for name, value in s["heldout_accuracy"].items():
+    for name, value in s["train_accuracy"].items():
         table.add_row(name, f"{value:.3f}")
-    if s["heldout_accuracy_mean"] is not None:
-        table.add_row("mean", f"{s['heldout_accuracy_mean']:.3f}")
+    if s["train_accuracy_mean"] is not None:
+        table.add_row("mean", f"{s['train_accuracy_mean']:.3f}")
     console.print(table)
     console.print(
         "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()) + f"; model: {result.model_url}"

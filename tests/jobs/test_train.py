@@ -92,7 +92,6 @@ def test_train_end_to_end(catalog_url, tmp_path):
     assert not torch.allclose(model.global_rep.lambdas, torch.ones(5))
 
     summary = json.loads(storage.read_text(join(out, "train_summary.json")))
-    assert set(summary["heldout_accuracy"]) == set(catalog.schema.names) and summary["heldout_images"] == 120
     moved = summary["stage3_movement"]  # |after - before| / |before| from memory.pt to model.pt ("full": M too)
     assert moved["w_r"] > 0 and moved["lambda"] > 0 and moved["memory"] > 0, moved
     # the tiny trunk trains its BatchNorm statistics: re-estimated on plain training images after each image stage,
