@@ -256,7 +256,10 @@ def train_accuracy(cfg: Config, catalog: Catalog, model: RetrievalModel) -> dict
     batches, labels = plain_batches(cfg, catalog)
     images = torch.cat(batches) if batches else torch.zeros((0, 3, cfg.model.image_size, cfg.model.image_size))
     saved = classifier_accuracy(model, images, labels)
-    fresh = classifier_accuracy(reestimate_statistics(copy.deepcopy(model), batches, cfg.train), images, labels)
+    if trained_batch_norms(model, cfg.train):
+        fresh = classifier_accuracy(reestimate_statistics(copy.deepcopy(model), batches, cfg.train), images, labels)
+    else:  # none trains (a frozen trunk's are ImageNet's): re-estimating changes nothing, and a pass would only repeat
+        fresh = dict(saved)
     return {
         "train_images": len(images),
         "train_accuracy": saved,
