@@ -6,15 +6,15 @@ variant and for the ADDE-style model (``adde``), then one report comparing them 
         --variants wo_rank,rank,rank_l,rank_lg,full,full_ff,attr_logp,adde --out runs/fps-ablation
     ray job submit --working-dir . -- python -m jobs.ablation --catalog s3://b/catalogs/shop --out s3://b/ablation/shop
 
-Stages are shared where variants allow (they are switches of one model): stage 1 (L_C) does not depend on
-ranking, localization or global learning, so every variant with the same feature fusion reuses the first one's;
-stage 2, the memory block and the stage-3 features are shared by variants with the same ranking, localization
-and fusion (rank_l, rank_lg, full). A shared stage is the donor's weights moved into the receiving variant's
-model (parameters only one of them has keep the receiver's seeded initial values). The ADDE-style model shares
-nothing (another network). Baselines named in --variants (attribute_only, attr_logp, probe, probe_attributes:
-eval/scorer.BASELINES) are the ones every evaluation runs and the report shows; none named: eval.baselines as
-configured. The probe's trunk features are computed once per catalog and reused by every variant's evaluation. Layout:
-<out>/<method>/{run,index,eval}, <out>/report/.
+Stages are shared where variants allow (they are switches of one model): stage 1 (L_C) trains the backbone and
+the attribute classifiers only, which no switch changes (feature fusion is in the heads), so every FSN variant
+reuses the first one's; stage 2, the memory block and the stage-3 features are shared by variants with the same
+ranking, localization and fusion (rank_l, rank_lg, full). A shared stage is the donor's weights moved into the
+receiving variant's model (parameters only one of them has keep the receiver's seeded initial values). The
+ADDE-style model shares nothing (another network). Baselines named in --variants (attribute_only, attr_logp,
+probe, probe_attributes: eval/scorer.BASELINES) are the ones every evaluation runs and the report shows; none
+named: eval.baselines as configured. The probe's trunk features are computed once per catalog and reused by
+every variant's evaluation. Layout: <out>/<method>/{run,index,eval}, <out>/report/.
 """
 
 from __future__ import annotations
@@ -52,11 +52,9 @@ def shares(donor: str, receiver: str) -> list[str]:
     if ADDE in (donor, receiver):
         return []
     d, r = VARIANTS[donor], VARIANTS[receiver]
-    if d.fusion != r.fusion:
-        return []
-    if (d.ranking, d.localization) == (r.ranking, r.localization):
+    if (d.ranking, d.localization, d.fusion) == (r.ranking, r.localization, r.fusion):
         return ["stage1", "stage2", "memory"]
-    return ["stage1"]
+    return ["stage1"]  # L_C trains the backbone and classifiers, the same modules in every variant
 
 
 def transplant(cfg: Config, catalog: Catalog, storage: Storage, donor_url: str, target_url: str) -> None:
