@@ -47,10 +47,13 @@ class EmbedImages:
         device: str = "auto",
         gpu_decode: bool = True,
         trunk_cache: str | None = None,
+        threads: int | None = None,
     ):
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         )
+        if threads is not None and self.device.type == "cpu":  # Ray gives an actor of one CPU one torch thread
+            torch.set_num_threads(threads)
         self.model = load_model(model_url, storage).to(self.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda:

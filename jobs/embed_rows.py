@@ -43,6 +43,9 @@ def embed_rows(
     trunk = existing_trunk_cache(cfg, storage, catalog, model.cfg, size, tuned_blocks=model.backbone.tuned_blocks)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
+    # the read tasks take little CPU (decode runs in the actors): on CPU the actors' torch threads may use the core
+    # they leave, as the trunk pass's do (2 cores: 1 actor x 2 threads)
+    threads = None if gpus else max(1, cluster_cpus() // actors)
     passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
     return rows.map_batches(
         EmbedImages,
@@ -53,6 +56,7 @@ def embed_rows(
             passthrough=passthrough,
             gpu_decode=cfg.index.gpu_decode,
             trunk_cache=trunk.url if trunk is not None else None,
+            threads=threads,
         ),
         batch_size=cfg.index.batch_size,
         batch_format="numpy",
