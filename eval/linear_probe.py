@@ -11,8 +11,10 @@ lbfgs solver: exact and well kept, so the yardstick's quality is not a property 
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,9 +86,12 @@ def fit_linear_probe(
     names: list[str],
     num_values: list[int],
     strengths: list[float],
+    threads: int | None = None,
 ) -> LinearProbe:
     """features (n, F) and labels (n, A) of the fit images, the same of the validation images -> the probe.
-    ProbeUnavailable when there is nothing to fit on, or an attribute has no known label among the fit images."""
+    ProbeUnavailable when there is nothing to fit on, or an attribute has no known label among the fit images.
+    ``threads`` attributes are fitted at once (default: one per CPU of this process): lbfgs's matrix products and
+    scikit-learn's loss release the GIL, and each fit is its own, so the probe is the same for any count."""
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
 
@@ -98,29 +103,30 @@ def fit_linear_probe(
     scale[scale < SCALE_FLOOR] = 1.0
     x = (features.astype(np.float32) - mean) / scale  # (n, F) standardised
     xv = (validation_features.astype(np.float32) - mean) / scale  # (m, F)
-    weights, biases, kept, scores = [], [], [], []
+    for a, name in enumerate(names):
+        if not (labels[:, a] >= 0).any():
+            raise ProbeUnavailable(f"probe: no training image has a label for '{name}': nothing to fit it on")
+
+    def fit(a: int) -> tuple[np.ndarray, np.ndarray, float | None, float | None]:
+        known, vknown = labels[:, a] >= 0, validation_labels[:, a] >= 0
+        return _fit_attribute(
+            x[known], labels[known, a], xv[vknown], validation_labels[vknown, a], num_values[a], strengths
+        )
+
+    workers = max(1, min(len(names), threads or len(os.sched_getaffinity(0))))
     with threadpool_limits(BLAS_THREADS, user_api="blas"), warnings.catch_warnings():
         # MAX_ITER is a budget: a strength stopped by it is still a valid (slightly less regularised-to-the-end) fit
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for a, name in enumerate(names):
-            known, vknown = labels[:, a] >= 0, validation_labels[:, a] >= 0
-            if not known.any():
-                raise ProbeUnavailable(f"probe: no training image has a label for '{name}': nothing to fit it on")
-            w, b, c, score = _fit_attribute(
-                x[known], labels[known, a], xv[vknown], validation_labels[vknown, a], num_values[a], strengths
-            )
-            weights.append(w)
-            biases.append(b)
-            kept.append(c)
-            scores.append(score)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            fitted = list(pool.map(fit, range(len(names))))  # per attribute (weights, biases, strength, accuracy)
     return LinearProbe(
         names=list(names),
         mean=mean,
         scale=scale,
-        weights=weights,
-        biases=biases,
-        strengths=kept,
-        validation_accuracy=scores,
+        weights=[f[0] for f in fitted],
+        biases=[f[1] for f in fitted],
+        strengths=[f[2] for f in fitted],
+        validation_accuracy=[f[3] for f in fitted],
         fit_images=len(features),
         validation_images=len(validation_features),
         seconds=time.perf_counter() - start,
