@@ -745,13 +745,13 @@ def _print_stage(storage: Storage, out: str, stage: int) -> None:
 
 
 def print_summary(result: TrainResult) -> None:
-    s = result.summary
-    table = Table(title=f"accuracy on {s['train_images']:,} training images (held-out: fsnet evaluate)")
+    s = result.summary  # a run trained before a figure was recorded lacks it
+    table = Table(title=f"accuracy on {s.get('train_images', 0):,} training images (held-out: fsnet evaluate)")
     table.add_column("attribute")
     table.add_column("accuracy", justify="right")
-    for name, value in s["train_accuracy"].items():
+    for name, value in (s.get("train_accuracy") or {}).items():
         table.add_row(name, f"{value:.3f}")
-    if s["train_accuracy_mean"] is not None:
+    if s.get("train_accuracy_mean") is not None:
         table.add_row("mean", f"{s['train_accuracy_mean']:.3f}")
     console.print(table)
     console.print(
