@@ -574,6 +574,11 @@ def stage_loop(config: dict) -> None:
     batches = _batches(worker, config)
 
     for epoch in range(epoch0, settings.epochs):
+        # the heads' dropout draws from torch's global generator, whose state a reused Ray worker process brings
+        # from whatever ran there before: seeded per (seed, stage, epoch, rank), a run repeats itself
+        torch.manual_seed(
+            int(np.random.SeedSequence([cfg.train.seed, stage.number, epoch, worker.rank]).generate_state(1)[0])
+        )
         training_mode(model, cfg.train)  # the frozen trunk, or a pretrained trunk's frozen BatchNorm, in eval mode
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
         for batch in batches(epoch):

@@ -160,6 +160,13 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
         assert torch.equal(before, after)
     assert not torch.equal(initial.backbone.tuned()[0][0].weight, model.backbone.tuned()[0][0].weight)
     assert not torch.equal(initial.backbone.conv5[0].weight, model.backbone.conv5[0].weight)
+    # a seeded run repeats itself, stage 2 too: its heads' dropout is seeded per epoch and worker, whatever ran in
+    # the reused Ray worker processes before (unseeded, the second run's stage-2 loss differed from the first)
+    train(cfg, catalog_url, f"{out}-again")
+    losses = [(m["stage"], m["loss"]) for m in metrics_of(storage, out)]
+    assert [(m["stage"], m["loss"]) for m in metrics_of(storage, f"{out}-again")] == losses
+    again = load_model(f"{out}-again/model.pt", storage).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
 
 
 def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
