@@ -90,7 +90,7 @@ def fit_linear_probe(
 ) -> LinearProbe:
     """features (n, F) and labels (n, A) of the fit images, the same of the validation images -> the probe.
     ProbeUnavailable when there is nothing to fit on, or an attribute has no known label among the fit images.
-    ``threads`` attributes are fitted at once (default: one per CPU of this process): lbfgs's matrix products and
+    ``threads`` attributes are fitted at once (default: one per CPU): lbfgs's matrix products and
     scikit-learn's loss release the GIL, and each fit is its own, so the probe is the same for any count."""
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
@@ -113,7 +113,7 @@ def fit_linear_probe(
             x[known], labels[known, a], xv[vknown], validation_labels[vknown, a], num_values[a], strengths
         )
 
-    workers = max(1, min(len(names), threads or len(os.sched_getaffinity(0))))
+    workers = max(1, min(len(names), threads or os.cpu_count() or 1))  # sched_getaffinity is Linux-only: laptops
     with threadpool_limits(BLAS_THREADS, user_api="blas"), warnings.catch_warnings():
         # MAX_ITER is a budget: a strength stopped by it is still a valid (slightly less regularised-to-the-end) fit
         warnings.simplefilter("ignore", ConvergenceWarning)
