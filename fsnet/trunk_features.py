@@ -133,9 +133,9 @@ def _pretrained(backbone: str, weights: str) -> torch.nn.Module:
 class TrunkFeatures:
     """Ray Data callable class: catalog rows (``id``, ``image`` bytes) -> pooled features and maps (see above)."""
 
-    def __init__(self, model: ModelConfig, image_size: int, threads: int = 1, tuned_blocks: int = 0):
+    def __init__(self, model: ModelConfig, image_size: int, threads: int | None = None, tuned_blocks: int = 0):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":  # Ray gives an actor of one CPU one thread; the job may allow it more
+        if threads is not None and self.device.type == "cpu":  # Ray gives an actor of one CPU one thread
             torch.set_num_threads(threads)
         # batch norms folded into the convolutions, channels-last activations: the same maps to float rounding,
         # 3.0x the images/s of the plain trunk (MobileNetV2, 96 px, 2 threads, batch 32; bench/trunk_bench.py)

@@ -17,7 +17,7 @@ from fsnet.config import Config
 from fsnet.embedding import EmbedImages
 from fsnet.model import load_model
 from fsnet.storage import Storage
-from jobs.ray_runtime import actor_pool, cluster_cpus
+from jobs.ray_runtime import actor_pool, model_actors
 from jobs.trunk_cache import existing_trunk_cache
 
 
@@ -31,8 +31,7 @@ def embed_rows(
     image_size: int | None = None,
 ) -> "ray.data.Dataset":
     """Catalog rows (id, image, labels, ...) -> embedding rows, on a pool of EmbedImages actors (one model load
-    each): one per GPU (index.actors more: they share them), or on CPU one per CPU but one (the read tasks need a
-    CPU, or the pool starves them).
+    each; their count and threads: ``model_actors``).
     ``image_size``: the trained model's (index, evaluate), so that a re-index run with another config (the default
     224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training). Rows with
     ``catalog_shard`` (``Catalog.dataset(with_shard=True)``) of a model whose trunk is the cached frozen trunk are
@@ -41,11 +40,7 @@ def embed_rows(
     # a frozen-trunk model reads its trunk's maps from the cache instead of decoding (the actor checks the weights)
     model = load_model(model_url, storage)
     trunk = existing_trunk_cache(cfg, storage, catalog, model.cfg, size, tuned_blocks=model.backbone.tuned_blocks)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = cfg.index.actors or (gpus if gpus else max(1, cluster_cpus() - 1))
-    # the read tasks take little CPU (decode runs in the actors): on CPU the actors' torch threads may use the core
-    # they leave, as the trunk pass's do (2 cores: 1 actor x 2 threads)
-    threads = None if gpus else max(1, cluster_cpus() // actors)
+    gpus, actors, threads = model_actors(cfg.index.actors)
     passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
     return rows.map_batches(
         EmbedImages,

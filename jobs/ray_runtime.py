@@ -146,6 +146,17 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def model_actors(actors: int | None) -> tuple[int, int, int | None]:
+    """(GPUs, actors, torch threads per actor) of a pool of actors that run a model over catalog rows (the embed
+    pool, the trunk pass): one actor per GPU, or ``actors`` (index.actors; more than the GPUs share them); on CPU one
+    per CPU but one, since the read tasks need a CPU or the pool starves them, and as they take little CPU (decoding
+    runs in the actors) the actors' torch threads may use the core they leave: the CPUs over the actors each
+    (2 cores: 1 actor x 2 threads). Threads None on GPUs: torch's own."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = actors or gpus or max(1, cluster_cpus() - 1)
+    return gpus, count, None if gpus else max(1, cluster_cpus() // count)
+
+
 def one_block_each(tables: list) -> "ray.data.Dataset":
     """A dataset with exactly one block per Arrow table, in order. ``from_blocks`` (a DeveloperAPI) promises
     not to re-split blocks and computes their metadata in the driver; ``from_arrow`` runs a remote task per

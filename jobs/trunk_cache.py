@@ -12,8 +12,6 @@ from __future__ import annotations
 import posixpath
 import time
 
-import ray
-
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config, ModelConfig
 from fsnet.fingerprint import short_fingerprint
@@ -29,7 +27,7 @@ from fsnet.trunk_features import (
     trunk_shapes,
 )
 from jobs.command import console
-from jobs.ray_runtime import actor_pool, cluster_cpus
+from jobs.ray_runtime import actor_pool, model_actors
 
 READ_CPUS = 0.25  # reading a shard and writing its features are I/O and little CPU
 ROWS_PER_CALL = 32  # images per trunk call: the channels-last trunk's fastest CPU batch (bench/trunk_bench.py)
@@ -79,10 +77,7 @@ def trunk_cache(
         for name in storage.listdir(join(url, f"{PARTITION}={shard}")):
             storage.remove(join(url, f"{PARTITION}={shard}", name))
     fs, path = storage.arrow_fs(url)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = cfg.index.actors or gpus or max(1, cluster_cpus() - 1)
-    # the reads and writes take little CPU: the actors' torch threads may use the core they leave (2 cores: 1 x 2)
-    threads = max(1, cluster_cpus() // actors)
+    gpus, actors, threads = model_actors(cfg.index.actors)
     start = time.perf_counter()
     with catalog.reading():  # a shard that cannot be read: one line naming it
         catalog.dataset(None, ["id", "image"], read_cpus=READ_CPUS, shards=missing, with_shard=True).map_batches(
