@@ -60,6 +60,7 @@ from fsnet.config import Config, StageConfig, saved_config_text
 from fsnet.errors import ConfigError
 from fsnet.losses import StageLoss
 from fsnet.losses.stage_loss import TERMS
+from fsnet.lr_schedule import StageSchedule
 from fsnet.model import RetrievalModel, Stage, build_model, load_model, model_class, save_model
 from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms, training_mode
 from fsnet.model.checkpoint import model_from_bytes
@@ -283,6 +284,7 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
         loop_config["trunk_cache"] = _trunk_cache(cfg, storage, catalog).url
         loop_config["fit_ids"], loop_config["fit_labels"] = _labels_of(catalog, training_ids(cfg, catalog)[0])
     elif stage.data == "images":
+        loop_config["fit_images"] = len(training_ids(cfg, catalog)[0])
         datasets["train"] = (
             training_rows(cfg, catalog, ["id", "image", *catalog.schema.names], read_cpus=DECODE_CPUS)
             .randomize_block_order()
@@ -462,7 +464,7 @@ class Worker:
             dist.all_reduce(totals)
             totals = totals.cpu()
         metrics = epoch_metrics(totals, terms, model.schema.names, time.perf_counter() - start)
-        metrics.update(stage=self.stage.number, epoch=epoch, step=step)
+        metrics.update(stage=self.stage.number, epoch=epoch, step=step, lr=optimizer.param_groups[0]["lr"])
         if self.rank == 0 and validation is not None:
             with torch_threads(torch.get_num_threads() * self.local_world):  # the others wait in report: idle cores
                 metrics.update(self.select(epoch, model, validation, reps))
@@ -565,13 +567,14 @@ def stage_loop(config: dict) -> None:
     frozen = cfg.train.trunk == "frozen"
     params = trainable(model, stage.number, frozen_trunk=frozen)
     optimizer = make_optimizer(params, settings, cfg.train, tuned=model.backbone.tuned().parameters())
+    batches, steps_per_epoch = _batches(worker, config)
+    schedule = StageSchedule(optimizer, cfg.train.schedule, settings.epochs, steps_per_epoch)  # before the restore
     epoch0, step = _restore(model, optimizer)
     net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
     device = ray.train.torch.get_device()
     loss_fn = StageLoss(settings, model.variant)
     terms = [t for t in TERMS if t != "g" and loss_fn.needs(t)]
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + worker.rank)
-    batches = _batches(worker, config)
 
     for epoch in range(epoch0, settings.epochs):
         # the heads' dropout draws from torch's global generator, whose state a reused Ray worker process brings
@@ -581,8 +584,9 @@ def stage_loop(config: dict) -> None:
         )
         training_mode(model, cfg.train)  # the frozen trunk, or a pretrained trunk's frozen BatchNorm, in eval mode
         meter, start = EpochMeter(len(model.schema.names)), time.perf_counter()
-        for batch in batches(epoch):
+        for i, batch in enumerate(batches(epoch)):
             worker.maybe_fail(step)
+            schedule.set(epoch, i)
             images, labels = batch["image"].to(device), batch["labels"].to(device)
             if stage.step == "manipulation":
                 loss, stats = manipulation_step(net, model, images, labels, loss_fn, generator, from_trunk=frozen)
@@ -596,22 +600,24 @@ def stage_loop(config: dict) -> None:
         worker.end_epoch(epoch, step, model, optimizer, meter, terms, start, validation=config.get("validation"))
 
 
-def _batches(worker: Worker, config: dict) -> Callable[[int], Iterable[dict[str, torch.Tensor]]]:
-    """epoch -> this worker's batches: the frozen trunk's cached maps (fsnet/cached_batches.py), or decoded images
-    from the streaming Ray Data pipeline the driver set up."""
+def _batches(worker: Worker, config: dict) -> tuple[Callable[[int], Iterable[dict[str, torch.Tensor]]], int]:
+    """(epoch -> this worker's batches, batches per epoch): the frozen trunk's cached maps
+    (fsnet/cached_batches.py), or decoded images from the streaming Ray Data pipeline the driver set up, whose
+    count per epoch is the even share of the training images (an estimate: Ray Data splits by blocks)."""
     cfg = worker.cfg
     if cfg.train.trunk == "frozen":
         found, arrays = TrunkCache.open(config["trunk_cache"], worker.storage).read(config["fit_ids"], maps=True)
         cached = CachedBatches(
             arrays["maps"], config["fit_labels"][found], cfg.train.batch_size, worker.rank, worker.world, cfg.train.seed
         )
-        return lambda epoch: cached.epoch(epoch, flip=cfg.train.augment.flip)
+        return (lambda epoch: cached.epoch(epoch, flip=cfg.train.augment.flip)), cached.steps
     shard = ray.train.get_dataset_shard("train")  # Ray: this worker's split of the streaming decode pipeline
-    return lambda epoch: shard.iter_torch_batches(
+    batches = lambda epoch: shard.iter_torch_batches(  # noqa: E731
         batch_size=cfg.train.batch_size,
         drop_last=True,
         local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
     )
+    return batches, config["fit_images"] // worker.world // cfg.train.batch_size
 
 
 def global_loop(config: dict) -> None:
@@ -624,8 +630,6 @@ def global_loop(config: dict) -> None:
     model = model_from_bytes(worker.storage.read_bytes(config["start_url"]))
     params = trainable(model, worker.stage.number)
     optimizer = make_optimizer(params, settings, cfg.train)
-    epoch0, step = _restore(model, optimizer)
-    model.to(device)
     names, num_values = model.schema.names, model.schema.num_values
     fs, path = worker.storage.arrow_fs(join(config["out"], "features"))
     table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
@@ -637,6 +641,9 @@ def global_loop(config: dict) -> None:
     complete = np.flatnonzero((labels >= 0).all(axis=1))
     loss_fn = StageLoss(settings, model.variant)
     steps_per_epoch = max(1, len(complete) // (world * cfg.train.global_batch))  # equal on every worker
+    schedule = StageSchedule(optimizer, cfg.train.schedule, settings.epochs, steps_per_epoch)  # before the restore
+    epoch0, step = _restore(model, optimizer)
+    model.to(device)
     validation = config.get("validation")
     val_reps = None
     if validation is not None and rank == 0:  # the starting point the epochs are compared with
@@ -651,6 +658,7 @@ def global_loop(config: dict) -> None:
         meter, start = EpochMeter(len(names)), time.perf_counter()
         for i in range(steps_per_epoch):
             worker.maybe_fail(step)
+            schedule.set(epoch, i)
             queries = mine[i * cfg.train.global_batch : (i + 1) * cfg.train.global_batch]
             loss, stats = global_step(model, reps, sampler, queries, worker_rng, loss_fn, negatives=cfg.train.negatives)
             optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config, saved_config_text
 from fsnet.decode import decode_batch
 from fsnet.errors import ConfigError
+from fsnet.lr_schedule import lr_factor
 from fsnet.model import load_model
 from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms
 from fsnet.storage import Storage, join
@@ -65,6 +66,7 @@ def test_train_end_to_end(catalog_url, tmp_path):
     assert len(stage2) == 2 and all(m["triplets_per_step"] > 10 for m in stage2)  # valid in-batch triplets
     assert {"loss_c", "loss_t", "loss_tc"} <= set(stage2[0]) and "acc_color" in stage2[0]
     assert [m["epoch"] for m in metrics if m["stage"] == 3] == [0, 1]
+    assert all(m["lr"] == getattr(cfg.train, f"stage{m['stage']}").lr for m in metrics)  # train.schedule: constant
     # every epoch scored on the validation images carved from the training split, the best one kept per stage
     assert all(0 <= m["val_accuracy"] <= 1 for m in stage1 + stage2)
     validation_ids = storage.read_text(join(out, "validation_ids.txt")).split()
@@ -172,7 +174,8 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
 def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
     out = str(tmp_path / "run")
     # stage 3 (its loop on fixed features, its start and end) is test_train_end_to_end's: a stage fewer here (~20 s)
-    base = [*RUN, "model.variant=full", "train.stage1.epochs=2", "train.stage3.epochs=0"]
+    # the rate annealed over each stage's steps (train.schedule: cosine), so the resumed epoch shows its place on it
+    base = [*RUN, "model.variant=full", "train.stage1.epochs=2", "train.stage3.epochs=0", "train.schedule=cosine"]
     storage = Storage(load_config().storage)
 
     # 1. A worker dies at the first step of stage 2's second epoch; no retries: the command fails.
@@ -192,6 +195,10 @@ def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
     after = metrics_of(storage, out)
     assert after[: len(before)] == before
     assert [(m["stage"], m["epoch"]) for m in after[len(before) :]] == [(2, 1)]
+    # each epoch's last step (3 per epoch, 6 per stage) on the cosine from the stage's rate, the resumed one too
+    stage_lr = {1: resumed.train.stage1.lr, 2: resumed.train.stage2.lr}
+    expected = [stage_lr[m["stage"]] * lr_factor("cosine", (3 * m["epoch"] + 2) / 6) for m in after]
+    assert [m["lr"] for m in after] == pytest.approx(expected)
     assert storage.read_bytes(join(out, "stage1.pt")) == stage1_bytes
     for step in (3, 4):
         assert storage.exists(join(out, f".fault-injected-stage2-step{step}")), step
