@@ -41,7 +41,7 @@ def test_a_resumed_stage_continues_on_the_same_curve():
     schedule.set(1, 1)
     restored = optimizer()
     again = StageSchedule(restored, "cosine", epochs=3, steps_per_epoch=2)
-    restored.load_state_dict(first.state_dict())  # the checkpoint's rates: 0.25 of the start
+    restored.load_state_dict(first.state_dict())  # the checkpoint's rates: half the start (3 of 6 steps done)
     assert again.set(2, 0) == schedule.set(2, 0)
     assert [g["lr"] for g in restored.param_groups] == [g["lr"] for g in first.param_groups]
 
