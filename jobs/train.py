@@ -64,7 +64,7 @@ from fsnet.lr_schedule import StageSchedule
 from fsnet.model import RetrievalModel, Stage, build_model, load_model, model_class, save_model
 from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms, training_mode
 from fsnet.model.checkpoint import model_from_bytes
-from fsnet.model.memory import value_sums
+from fsnet.model.memory import ExactValueSums
 from fsnet.sampling import GlobalTripletSampler
 from fsnet.storage import Storage, join
 from fsnet.timing import timed
@@ -383,7 +383,7 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url
         embed_rows(cfg, storage, start_url, catalog, rows).write_parquet(path, filesystem=fs)
 
     model = load_model(start_url, storage)
-    sums = counts = None
+    sums = ExactValueSums(catalog.schema.num_values, cfg.model.embed_dim)  # rows arrive in the pool's order
     for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(
         columns=["reps", "error", *catalog.schema.names], filter=pads.field("error").is_null()
     ):
@@ -392,9 +392,9 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url
         labels = torch.from_numpy(
             np.stack([table[a].to_numpy() for a in catalog.schema.names], axis=1).astype(np.int64)
         )
-        s, c = value_sums(reps, labels, catalog.schema.num_values)
-        sums, counts = (s, c) if sums is None else (sums + s, counts + c)
-    model.memory.set_means(sums, counts)
+        sums.add(reps, labels)
+    totals, counts = sums.totals()
+    model.memory.set_means(totals, counts)
     save_model(model, memory_url, storage)
     images = int(counts.sum() // len(catalog.schema.names))
     console.print(f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {images:,} training images")

@@ -27,6 +27,41 @@ def value_sums(reps: torch.Tensor, labels: torch.Tensor, num_values: list[int]) 
     return sums, counts
 
 
+class ExactValueSums:
+    """``value_sums`` added up over batches with one result whatever order the batches, and the rows in them, come
+    in: the representations are summed in 64-bit fixed point (steps of 2**-24, finer than float32 resolves at the
+    magnitudes representations have), whose addition is exact, where float sums round differently in each order.
+    The memory job sums the rows as the embed pool returns them, in the order its actors finish; with float sums a
+    seeded run's M differed from the same run's in its last bits."""
+
+    STEP = 2.0**-24
+    LIMIT = 2.0**62  # steps an int64 sum holds with room
+
+    def __init__(self, num_values: list[int], dim: int):
+        self.num_values = list(num_values)
+        self.steps = torch.zeros(sum(num_values), dim, dtype=torch.int64)  # (C, D) sums in steps
+        self.counts = torch.zeros(sum(num_values), dtype=torch.long)  # (C,)
+        self.bound = 0.0  # no |sum| in steps exceeds it: rows so far times their largest |value|
+
+    def add(self, reps: torch.Tensor, labels: torch.Tensor) -> None:
+        """reps (N, A, D), labels (N, A) with -1 unknown, as ``value_sums`` takes them."""
+        steps = torch.round(reps.double() / self.STEP)  # (N, A, D) whole steps; float64 holds them exactly
+        if len(steps):
+            self.bound += float(steps.abs().amax()) * len(steps)
+        if self.bound >= self.LIMIT:
+            raise ValueError(
+                f"representations too large to sum exactly: |value| up to {float(reps.abs().amax()):.3g} "
+                f"over {int(self.counts.sum()) + len(reps):,} rows"
+            )
+        sums, counts = value_sums(steps.long(), labels, self.num_values)
+        self.steps += sums
+        self.counts += counts
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C, D) float64 sums and (C,) counts, as ``value_sums`` gives them (``MemoryBlock.set_means`` takes them)."""
+        return self.steps.double() * self.STEP, self.counts
+
+
 class MemoryBlock(nn.Module):
     def __init__(self, num_values: list[int], embed_dim: int, updatable: bool):
         super().__init__()

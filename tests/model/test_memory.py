@@ -5,7 +5,7 @@ import torch
 from torch.testing import assert_close
 
 from fsnet.model import build_model
-from fsnet.model.memory import MemoryBlock, value_sums
+from fsnet.model.memory import ExactValueSums, MemoryBlock, value_sums
 from tests.model.helpers import SCHEMA_3, model_config
 
 
@@ -23,6 +23,38 @@ def test_memory_rows_are_means_of_known_values():
     assert_close(memory.row(1, 0), reps[3, 1])
     assert_close(memory.row(1, 1), (reps[0, 1] + reps[2, 1]) / 2)
     assert_close(memory.rows(1), torch.stack([memory.row(1, 0), memory.row(1, 1)]))
+
+
+def test_exact_sums_are_the_same_in_any_order_and_batching():
+    """The memory job adds rows in the order the embed pool returns them: the same rows in another order and other
+    batches give the same M to the bit (float sums do not), and the sums equal float64 sums to float32 precision."""
+    torch.manual_seed(0)
+    num_values = [3, 4]
+    reps, labels = torch.randn(600, 2, 8) * 5, torch.randint(-1, 3, (600, 2))
+
+    def means(order: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        exact, floats = ExactValueSums(num_values, 8), None
+        for rows in order.split(batch):
+            exact.add(reps[rows], labels[rows])
+            s, _ = value_sums(reps[rows], labels[rows], num_values)
+            floats = s if floats is None else floats + s
+        memory = MemoryBlock(num_values, 8, updatable=False)
+        memory.set_means(*exact.totals())
+        return memory.table.clone(), floats
+
+    first, first_floats = means(torch.arange(600), 600)
+    second, second_floats = means(torch.randperm(600), 37)
+    assert torch.equal(first, second)
+    assert not torch.equal(first_floats, second_floats)  # what the job summed before
+    sums, counts = value_sums(reps.double(), labels, num_values)
+    assert_close(first, (sums / counts.clamp(min=1).unsqueeze(1)).float(), rtol=1e-6, atol=1e-6)
+
+
+def test_exact_sums_refuse_values_they_cannot_hold():
+    sums = ExactValueSums([2], 1)
+    sums.add(torch.full((2, 1, 1), 1e6), torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"too large to sum exactly: \|value\| up to 1e\+12 over 3 rows"):
+        sums.add(torch.full((1, 1, 1), 1e12), torch.zeros(1, 1, dtype=torch.long))
 
 
 def test_sums_add_across_batches():
