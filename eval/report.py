@@ -388,6 +388,28 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+FUSED_SUFFIX = "+logp"  # a method fused with its classifiers (eval/fused_logp.py): its method's colour, dashed
+
+
+def curve_styles(labels: list[str]) -> dict[str, tuple[int, str]]:
+    """Per curve label (colour index into matplotlib's tab20, line style): one colour per method, the first ten
+    tab20's strong colours, then its light ones; ``<method>+logp`` takes its method's colour, dashed. An ablation
+    draws 18 lines: the default ten-colour cycle gave rank and adde one colour."""
+    methods: list[str] = []
+    for label in labels:
+        base = label.removesuffix(FUSED_SUFFIX)
+        if base not in methods:
+            methods.append(base)
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # tab20 pairs a strong colour with a light one
+    return {
+        label: (
+            order[methods.index(label.removesuffix(FUSED_SUFFIX)) % 20],
+            "--" if label.endswith(FUSED_SUFFIX) else "-",
+        )
+        for label in labels
+    }
+
+
 def curves_png(report: Report) -> bytes:
     """One panel per attribute and one for the average: Top-K accuracy over K, a line per run."""
     import matplotlib
@@ -399,9 +421,19 @@ def curves_png(report: Report) -> bytes:
     cols = min(4, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    styles = curve_styles([c.label for g in groups for c in report.curves[g]])
+    palette = plt.get_cmap("tab20").colors
     for ax, group in zip(axes.flat, groups):
         for curve in report.curves[group]:
-            ax.plot(curve.k, curve.top_k, label=curve.label, linewidth=2 if group == AVERAGE else 1.3)
+            colour, style = styles[curve.label]
+            ax.plot(
+                curve.k,
+                curve.top_k,
+                label=curve.label,
+                color=palette[colour],
+                linestyle=style,
+                linewidth=2 if group == AVERAGE else 1.3,
+            )
         ax.set_title(group, fontsize=10, fontweight="bold" if group == AVERAGE else "normal")
         ax.set_xlabel("K", fontsize=8)
         ax.set_ylabel("Top-K accuracy", fontsize=8)

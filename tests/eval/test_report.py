@@ -3,7 +3,7 @@ of each column is marked, a baseline two files hold appears once, examples only 
 
 import pytest
 
-from eval.report import build_report, render_markdown
+from eval.report import build_report, curve_styles, render_markdown
 from eval.results import Results
 from fsnet.errors import FsnetError
 
@@ -147,3 +147,14 @@ def test_every_run_against_its_own_evaluations_probe_and_the_accuracies():
     unavailable = results("full", [0.1] * 3, [0.1] * 3).model_copy(update={"probe_unavailable": "probe: no labels"})
     md = render_markdown(build_report([("c.json", unavailable)]))
     assert "vs probe" not in md and "c.json: probe: no labels" in md and "Held-out" not in md
+
+
+def test_each_method_has_its_own_colour_and_its_fused_twin_that_colour_dashed():
+    labels = ["wo_rank", "wo_rank+logp", "rank", "rank+logp", "rank_l", "rank_lg", "full", "full+logp", "full_ff"]
+    labels += ["full_ff+logp", "adde", "adde+logp", "attribute_only", "attr_logp", "probe", "probe_attributes"]
+    styles = curve_styles(labels)
+    methods = [label for label in labels if not label.endswith("+logp")]
+    assert len({styles[m][0] for m in methods}) == len(methods) == 11  # the default cycle has ten colours
+    assert all(styles[m][1] == "-" for m in methods)
+    for fused in (label for label in labels if label.endswith("+logp")):
+        assert styles[fused] == (styles[fused.removesuffix("+logp")][0], "--")
