@@ -633,8 +633,9 @@ def global_loop(config: dict) -> None:
     names, num_values = model.schema.names, model.schema.num_values
     fs, path = worker.storage.arrow_fs(join(config["out"], "features"))
     table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
-        columns=["reps", *names], filter=pads.field("error").is_null()
+        columns=["id", "reps", *names], filter=pads.field("error").is_null()
     )
+    table = table.sort_by("id")  # the embed pool wrote rows as its actors finished: one order, so a seed repeats
     reps = torch.from_numpy(column_array(table, "reps", (len(names), cfg.model.embed_dim))).to(device)  # (N, A, D)
     labels = np.stack([table[a].to_numpy() for a in names], axis=1)
     sampler = GlobalTripletSampler(labels, num_values)
