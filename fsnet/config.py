@@ -121,6 +121,7 @@ class ModelConfig(Section):
 class StageConfig(Section):
     epochs: NonNegativeInt
     lr: PositiveFloat
+    schedule: Literal["constant", "cosine"] | None  # None: train.schedule
     lambda_c: NonNegativeFloat
     lambda_t: NonNegativeFloat
     lambda_tc: NonNegativeFloat

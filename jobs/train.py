@@ -444,6 +444,11 @@ class Worker:
         """train.<section>: the stage's epochs, learning rate and loss weights."""
         return getattr(self.cfg.train, self.stage.section)
 
+    @property
+    def schedule(self) -> str:
+        """The stage's rate schedule: train.<section>.schedule, else train.schedule."""
+        return self.settings.schedule or self.cfg.train.schedule
+
     def end_epoch(
         self,
         epoch: int,
@@ -568,7 +573,7 @@ def stage_loop(config: dict) -> None:
     params = trainable(model, stage.number, frozen_trunk=frozen)
     optimizer = make_optimizer(params, settings, cfg.train, tuned=model.backbone.tuned().parameters())
     batches, steps_per_epoch = _batches(worker, config)
-    schedule = StageSchedule(optimizer, cfg.train.schedule, settings.epochs, steps_per_epoch)  # before the restore
+    schedule = StageSchedule(optimizer, worker.schedule, settings.epochs, steps_per_epoch)  # before the restore
     epoch0, step = _restore(model, optimizer)
     net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
     device = ray.train.torch.get_device()
@@ -642,7 +647,7 @@ def global_loop(config: dict) -> None:
     complete = np.flatnonzero((labels >= 0).all(axis=1))
     loss_fn = StageLoss(settings, model.variant)
     steps_per_epoch = max(1, len(complete) // (world * cfg.train.global_batch))  # equal on every worker
-    schedule = StageSchedule(optimizer, cfg.train.schedule, settings.epochs, steps_per_epoch)  # before the restore
+    schedule = StageSchedule(optimizer, worker.schedule, settings.epochs, steps_per_epoch)  # before the restore
     epoch0, step = _restore(model, optimizer)
     model.to(device)
     validation = config.get("validation")

@@ -141,6 +141,8 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
             "train.stage1.epochs=1",
             "train.stage2.epochs=1",
             "train.stage3.epochs=1",  # the repeat below includes stage 3 (its features read in one order)
+            "train.schedule=cosine",
+            "train.stage3.schedule=constant",  # a stage's own schedule wins over train.schedule
             *s3_sets(s3_endpoint),
         ],
     )
@@ -151,7 +153,10 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
     model = load_model(result.model_url, storage)
     assert not model.variant.memory_updatable and model.memory.counts.sum() > 0
     assert any(n.startswith("checkpoint_") for n in storage.listdir(join(out, "stage2")))
-    assert [m["stage"] for m in metrics_of(storage, out)] == [1, 2, 3]
+    metrics = metrics_of(storage, out)
+    assert [m["stage"] for m in metrics] == [1, 2, 3]
+    assert metrics[0]["lr"] < cfg.train.stage1.lr and metrics[1]["lr"] < cfg.train.stage2.lr  # annealed
+    assert metrics[2]["lr"] == cfg.train.stage3.lr  # constant
     (entry,) = storage.listdir(join(catalog_url, "..", "trunk-features"))
     assert "-tuned1-" in entry and storage.exists(join(catalog_url, "..", "trunk-features", entry, "trunk.json"))
     initial = load_model(join(out, "init.pt"), storage)
