@@ -29,10 +29,10 @@ def value_sums(reps: torch.Tensor, labels: torch.Tensor, num_values: list[int]) 
 
 class ExactValueSums:
     """``value_sums`` added up over batches with one result whatever order the batches, and the rows in them, come
-    in: the representations are summed in 64-bit fixed point (steps of 2**-24, finer than float32 resolves at the
-    magnitudes representations have), whose addition is exact, where float sums round differently in each order.
-    The memory job sums the rows as the embed pool returns them, in the order its actors finish; with float sums a
-    seeded run's M differed from the same run's in its last bits."""
+    in: the representations are summed in 64-bit fixed point (steps of 2**-24: each value within 3e-8, float32's own
+    precision at magnitude 1), whose addition is exact, where float sums round differently in each order. The memory
+    job sums the rows as the embed pool returns them, in the order its actors finish; with float sums two runs at
+    one seed built Ms that differed in their last bits."""
 
     STEP = 2.0**-24
     LIMIT = 2.0**62  # steps an int64 sum holds with room
