@@ -10,8 +10,7 @@ Q * A; C: the memory rows; w = min(D, r)). Time, ratios, peak memory, identical 
     OPENBLAS_NUM_THREADS=1 python bench/eval_bench.py --threads 1   # on cores other work shares (see below)
 
 Threads: every timing runs on the same torch / faiss threads. On cores that other processes keep busy, parallel
-regions wait for a descheduled thread at every barrier, which costs each small operation milliseconds (measured
-here: 0.45 s single-threaded, 11 s on 2 threads beside a running job, for the threshold path at --small); one thread
+regions wait for a descheduled thread at every barrier, which costs each small operation milliseconds; one thread
 each then gives the figures the arithmetic explains.
 
 Labels: 12 attributes with Shopping100k's 16,17,19,14,10,15,2,11,16,7,9,15 values. Random labels would leave no
@@ -21,6 +20,9 @@ Representations: s_a = mu_{a, value} + noise (unit Gaussians, so features cluste
 do); the memory block is the mean of 30,000 training representations per value; lambda_a in [0.5, 2]; w_r a
 random projection (A*D -> r), or none (F = [s_1, ..., s_A], the variants without global learning) with
 --global-dim 0.
+
+Writes its figures to bench/results/eval_bench.json (bench/record.py; --out PATH, --no-record: print only): one row,
+this run's setting.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ from eval.linear_global import LinearGlobal
 from eval.protocol import Manipulations, build_manipulations
 from eval.threshold_topk import threshold_topk
 from eval.topk import brute_force_topk, factorized_topk
+
+try:  # run as a script: bench/ is on sys.path
+    from record import Table, add_record_options, write_result
+except ImportError:  # imported as bench.eval_bench
+    from bench.record import Table, add_record_options, write_result
 
 NUM_VALUES = [16, 17, 19, 14, 10, 15, 2, 11, 16, 7, 9, 15]
 NAMES = [f"attr{i}" for i in range(len(NUM_VALUES))]
@@ -104,6 +111,7 @@ def main() -> None:
     parser.add_argument(
         "--redraw", type=float, default=0.15, help="probability that an image's attribute is redrawn at random"
     )
+    add_record_options(parser, "eval_bench")
     args = parser.parse_args()
     if args.small:
         args.queries, args.gallery = 300, 3000
@@ -186,6 +194,35 @@ def main() -> None:
     print(
         f"  identical Top-{args.k} lists to faiss for all {len(manipulations):,} manipulations: "
         + ", ".join(f"{name} {ok}" for name, ok in same.items() if name != "faiss brute force")
+    )
+    old = timed.get("factorized (old)")
+    memory = [timed["threshold (new)"][1], *([old[1]] if old else []), timed["faiss brute force"][1]]
+    row = [
+        f"{args.families} families, {args.redraw:.0%} redrawn",
+        f"{len(manipulations):,} ({len(manipulations) / args.queries:.1f})",
+        str(torch.get_num_threads()),
+        f"{new_s:.2f} s",
+        f"{old[0]:.2f} s" if old else None,
+        f"{slow_s:.2f} s",
+        f"{floor_s:.2f} s",
+        f"{slow_s / new_s:.2f}×",
+        f"{new_s / floor_s:.1f}×",
+        " / ".join(f"+{m.mib:,.0f}" for m in memory) + " MiB",
+    ]
+    columns = ["labels", "manipulations (per query)", "threads", "threshold (new)", "old factorized"]
+    columns += ["faiss brute force", "floor (one product)", "new vs faiss", "new / floor"]
+    columns.append("peak memory new / old / faiss" if old else "peak memory new / faiss")
+    write_result(
+        args,
+        "eval_bench",
+        "The threshold evaluator (what fsnet evaluate runs) against the old factorized one, faiss brute force and "
+        "the floor",
+        [Table("main", columns, [row])],
+        notes=[
+            f"{args.queries:,} queries × {args.gallery:,} gallery images, {a} attributes, D = {d}, r = {r or a * d}"
+            f"{'' if r else ' (no w_r)'}, K = {args.k}; identical Top-{args.k} lists to faiss for every "
+            f"manipulation: {'yes' if all(same.values()) else 'NO'}."
+        ],
     )
 
 

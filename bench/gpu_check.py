@@ -1,14 +1,14 @@
-"""One call on a GPU machine (issue 16, item 2): fsnet's extraction, training and evaluation figures on whatever GPU
+"""One call on a GPU machine: fsnet's extraction, training and evaluation figures on whatever GPU
 is present, in one JSON, each part timed and guarded so that one failing part records its error and the others run.
 
-    python bench/gpu_check.py --out $OUT/gpu_check.json      # ~4-5 minutes on one H200 (16 cores), at most 7.5
+    python bench/gpu_check.py --out $OUT/gpu_check.json      # sized for ~5 minutes on one H200; --deadline-s bounds it
     python bench/gpu_check.py --dry-run                       # no CUDA: the same code paths at tiny sizes
 On the GPU machine, with the bundle that ../shared/device/make-bundle.sh builds (Python 3.12, no s3fs: local files;
 carry .devbundle):
     bash .devbundle/install.sh && export PYTHONPATH=/opt/bundle-site:$PWD && \\
         python3 bench/gpu_check.py --out $OUT/gpu_check.json
-The dry run took 1.5-2.5 minutes on this project's 2-core machine while other jobs shared it, most of it Ray's fixed
-costs (a Ray Train stage's start-up, an index run's actor spawn), which do not shrink with the sizes.
+Most of a dry run's time is Ray's fixed costs (a Ray Train stage's start-up, an index run's actor spawn), which do
+not shrink with the sizes.
 
 Parts, in this order (each one's figures land in the JSON as soon as it ends):
   setup       a synthetic catalog: --distinct garment photos rendered by ``fsnet synth`` at --size px, repeated to
@@ -83,8 +83,13 @@ from jobs.synth import synth
 from jobs.train import METRICS_FILE, run_stage, training_ids, training_plan
 from jobs.worker_setup import quiet_logs
 
+try:  # run as a script: bench/ is on sys.path (the GPU machine runs it so)
+    from record import provenance
+except ImportError:  # imported as bench.gpu_check
+    from bench.record import provenance
+
 ROWS_TABLE = "rows.csv"  # the synthetic label table repeated to --images rows, beside synth's labels.csv
-GOAL_EXTRACTION = 12_000  # images/s end to end per H100/H200 (issue 16)
+GOAL_EXTRACTION = 12_000  # images/s end to end per H100/H200, the goal set for the paper's AlexNet at 224 px
 GOAL_EXTRACTION_RATIO = 0.8  # of the model alone
 GOAL_TRAIN_OVERHEAD = 0.10  # Ray Train against a plain loop
 NUM_VALUES = [16, 17, 19, 14, 10, 15, 2, 11, 16, 7, 9, 15]  # Shopping100k's attributes, as bench/eval_bench.py
@@ -746,7 +751,7 @@ def machine(cpus: int, gpus: int) -> dict[str, Any]:
 
 
 def goals(results: dict[str, Any]) -> dict[str, Any]:
-    """Issue 16's goals, met or not, where the figures exist (they are stated for an H100/H200)."""
+    """The goals, met or not, where the figures exist (they are stated for an H100/H200)."""
     out: dict[str, Any] = {}
     ex, tr = results.get("extraction", {}), results.get("training", {})
     if ex.get("ok"):  # judged on the steady rate: a real catalog amortises the run's fixed start-up
@@ -869,6 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         check.results.update(
             format=1,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **provenance(),  # date, command and code version, as every bench/results file records them
             dry_run=args.dry_run,
             machine=machine(cpus, gpus),
             settings={k: v for k, v in vars(args).items() if k not in ("out", "work")},

@@ -3,11 +3,13 @@ shards -> faiss) against the model-only forward of the same model and input size
 with where the time goes.
 
     python bench/index_bench.py [--data ../shared/data/fashion-product-small] [--split gallery] [--batch 256]
+                                [--out PATH]
 
 The model is MobileNetV2 at 96 px (configs/cpu_mobilenet96.yaml) with untrained weights: throughput does not depend
 on them. On CPU the index runs one embed actor per CPU but one, each holding one CPU (torch on one thread); the
 model-only figure is measured on one thread too, and on all threads for reference. On a CUDA machine the actor
-decodes with nvJPEG and runs fp16 / channels_last, and the model-only figure does the same.
+decodes with nvJPEG and runs fp16 / channels_last, and the model-only figure does the same. Writes its figures to
+bench/results/index_bench.json (bench/record.py; --no-record: print only).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from fsnet.model import build_model, save_model
 from fsnet.storage import Storage
 from jobs.index import index
 from jobs.pack import pack
+
+try:  # run as a script: bench/ is on sys.path
+    from record import Table, add_record_options, write_result
+except ImportError:  # imported as bench.index_bench
+    from bench.record import Table, add_record_options, write_result
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-product-small"
 
@@ -60,6 +67,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split", default="gallery")
     parser.add_argument("--batch", type=int, default=256)
+    add_record_options(parser, "index_bench")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
@@ -95,6 +103,47 @@ def main() -> None:
         f"  where time goes, summed over actors: decode {t['decode_busy']:.1f} s, model {t['model_busy']:.1f} s; "
         f"read + write + scheduling: the rest of {t['extract']:.1f} s wall; faiss {t['faiss']:.2f} s; "
         f"whole job {t['total']:.1f} s"
+    )
+    end_to_end = n / t["extract"]
+    write_result(
+        args,
+        "index_bench",
+        "fsnet index end to end against the model alone",
+        [
+            Table(
+                "main",
+                ["measurement", "images/s"],
+                [
+                    [
+                        f"`fsnet index` end to end (read, decode, embed, write; {t['extract']:.1f} s)",
+                        f"{end_to_end:.1f}",
+                    ],
+                    ["model only, one thread (what one embed actor holds)", f"{one:.1f}"],
+                    [f"model only, {threads} threads", f"{every:.1f}"],
+                    [
+                        "ratio end to end / model only",
+                        f"{end_to_end / one:.2f} per actor-thread; {end_to_end / every:.2f} against all threads",
+                    ],
+                ],
+            ),
+            Table(
+                "time",
+                ["where the time went", "seconds"],
+                [
+                    ["the embed actors in the model", f"{t['model_busy']:.1f}"],
+                    ["the embed actors decoding", f"{t['decode_busy']:.1f}"],
+                    ["faiss", f"{t['faiss']:.2f}"],
+                    ["extract, end to end", f"{t['extract']:.1f}"],
+                    ["the whole job", f"{t['total']:.1f}"],
+                ],
+                "where the time goes",
+            ),
+        ],
+        notes=[
+            f"The {args.data.name} {args.split} split, {n:,} images; MobileNetV2 at {cfg.model.image_size} px with "
+            f"untrained weights, batch {args.batch}; `fsnet index` from local Parquet shards to local embedding "
+            "shards + faiss, against the same model's forward on pre-decoded images, in one run."
+        ],
     )
 
 

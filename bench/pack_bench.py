@@ -1,11 +1,13 @@
 """Pack throughput and synthetic rendering speed, measured side by side on this machine.
 
-    python bench/pack_bench.py [--data ../shared/data/fashion-product-small] [--synth-n 2000]
+    python bench/pack_bench.py [--data ../shared/data/fashion-product-small] [--synth-n 2000] [--out PATH]
 
 1. fashion-product-small local -> local through `jobs.pack` (Ray Data, ShardWriter actors), against a plain
    one-process loop doing the same work (read each file, decode it with PIL, write Parquet shards): images/s
    of each and their ratio. Ray's start-up is reported apart from the pack itself.
 2. Synthetic rendering at 96 px in one process (draw + noise + JPEG): images/s per core.
+
+Writes its figures to bench/results/pack_bench.json (bench/record.py; --no-record: print only).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from fsnet.catalog.image_check import check_image
 from fsnet.catalog.synthetic import encode_jpeg, render_garment, sample_garment
 from fsnet.config import load_config
 from jobs.pack import pack
+
+try:  # run as a script: bench/ is on sys.path
+    from record import Table, add_record_options, write_result
+except ImportError:  # imported as bench.pack_bench
+    from bench.record import Table, add_record_options, write_result
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-product-small"
 
@@ -60,7 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--synth-n", type=int, default=2000)
+    add_record_options(parser, "pack_bench")
     args = parser.parse_args()
+    rows, figures = [], {}
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, ray "
         f"{ray.__version__}"
@@ -87,6 +96,29 @@ def main() -> None:
             f"({n / result.writer_seconds:,.0f} images/s per busy writer); the rest is actor start-up and the"
             f" driver's table, split and publish work"
         )
+        rows += [
+            [
+                f"`fsnet pack` of {args.data.name} ({n:,} photos) local → local, Ray start excluded",
+                f"{result.seconds:.2f} s, {n / result.seconds:,.0f} images/s",
+            ],
+            [
+                "the same work in a plain one-process loop (read, PIL decode, Parquet), same run",
+                f"{baseline:.2f} s, {n / baseline:,.0f} images/s",
+            ],
+            ["ratio pack / plain loop", f"{baseline / result.seconds:.2f}×"],
+            [
+                "inside the pack: ShardWriter throughput while busy",
+                f"{n / result.writer_seconds:,.0f} images/s per busy writer",
+            ],
+            ["Ray start-up (local, not counted above)", f"{ray_start:.2f} s"],
+        ]
+        figures.update(
+            images=n,
+            pack_s=round(result.seconds, 3),
+            plain_loop_s=round(baseline, 3),
+            ray_start_s=round(ray_start, 3),
+            writer_busy_s=round(result.writer_seconds, 3),
+        )
     else:
         print(f"\n{args.data} not found: pack benchmark skipped")
 
@@ -99,6 +131,17 @@ def main() -> None:
     print(
         f"\nsynthetic rendering at {size} px, one core: {args.synth_n:,} images in {seconds:.2f} s = "
         f"{args.synth_n / seconds:,.0f} images/s per core"
+    )
+    rows.append(
+        [f"synthetic rendering at {size} px (draw, noise, JPEG), one core", f"{args.synth_n / seconds:,.0f} images/s"]
+    )
+    figures.update(synthetic_images=args.synth_n, synthetic_s=round(seconds, 3))
+    write_result(
+        args,
+        "pack_bench",
+        "fsnet pack against a plain one-process loop; synthetic rendering",
+        [Table("main", ["measurement", "figure"], rows)],
+        figures=figures,
     )
 
 

@@ -40,7 +40,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,17 @@ def result_document(
         "code_version": code_version(),
         "source": WRITTEN.format(script=script_name(argv)),
         "notes": list(notes or []),
-        "tables": [asdict(t) for t in tables],
+        "tables": [
+            {
+                "name": t.name,
+                "title": t.title,
+                "columns": t.columns,
+                "formats": t.formats,
+                "rows": t.rows,
+                "notes": t.notes,
+            }
+            for t in tables
+        ],
     }
     if figures is not None:
         doc["figures"] = figures

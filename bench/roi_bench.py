@@ -2,7 +2,9 @@
 side in one run: a whole stage-2 step (forward, backward, SGD) of the cpu_mobilenet96 model on cached trunk maps,
 and the pooling alone (forward + backward), images/s at 1 and 2 torch threads.
 
-    python bench/roi_bench.py [--batch 64] [--seconds 6]
+    python bench/roi_bench.py [--batch 64] [--seconds 6] [--out PATH]
+
+Writes its figures to bench/results/roi_bench.json (bench/record.py; --no-record: print only).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from fsnet.training import local_step, make_optimizer, trainable
 
 try:  # run as a script: bench/ is on sys.path
     from model_bench import SCHEMA, rate  # fashion-product-small's 7 attributes; images/s of a callable
+    from record import Table, add_record_options, write_result
 except ImportError:  # imported as bench.roi_bench
     from bench.model_bench import SCHEMA, rate
+    from bench.record import Table, add_record_options, write_result
 
 
 def torchvision_roi_align(conv5: torch.Tensor, boxes: torch.Tensor, output_size: int, sampling_ratio: int = 2):
@@ -51,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=6.0)
+    add_record_options(parser, "roi_bench")
     args = parser.parse_args()
+    rows = []
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     cfg = load_config(["cpu_mobilenet96"], ["model.weights=none", "model.variant=full"])
     print(
@@ -91,6 +97,17 @@ def main() -> None:
         for what, label in (("step", "stage-2 step"), ("pool", "pooling fwd + bwd")):
             old, new = figures[(what, "torchvision")], figures[(what, "product")]
             print(f"{threads:7d} {label:22s} {old:18,.0f} {new:14,.0f} {new / old:5.2f}x")
+            rows.append([str(threads), label, round(old), round(new), f"{new / old:.2f}×"])
+    write_result(
+        args,
+        "roi_bench",
+        "ROI pooling: torchvision's roi_align against fsnet's batched product form",
+        [Table("main", ["torch threads", "what", "torchvision images/s", "product images/s", "ratio"], rows)],
+        notes=[
+            f"The cpu_mobilenet96 model, variant full, on batches of {args.batch} cached trunk maps (320×6×6), side "
+            "by side in one run."
+        ],
+    )
 
 
 if __name__ == "__main__":

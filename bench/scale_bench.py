@@ -1,4 +1,4 @@
-"""How pack, index and evaluate grow with the catalog (issue 16, item 3), in one run on this machine: synthetic
+"""How pack, index and evaluate grow with the catalog, in one run on this machine: synthetic
 catalogs of growing size, each packed, indexed and evaluated as fsnet's jobs do it, with wall time, images/s, peak
 memory and bytes on storage per step and size, the fitted growth time ~ N^k, and, on the largest catalog, faiss
 IVF-PQ against exact flat search (recall, build and search time, bytes), for the plan of a much larger catalog.
@@ -83,8 +83,10 @@ from jobs.train import train
 
 try:  # run as a script: bench/ is on sys.path
     from eval_bench import PeakRss
+    from record import provenance
 except ImportError:  # imported as bench.scale_bench (tests)
     from bench.eval_bench import PeakRss
+    from bench.record import provenance
 
 STEPS = ("pack", "index", "evaluate")
 SHARD_ROWS = 512  # configs/synthetic.yaml's: ~1 MB of 64 px JPEGs per shard, so shards grow in number with N
@@ -482,6 +484,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     smaller["bytes_per_pair"] = rise * MIB / pairs if pairs else None
     fit["evaluate_memory"] = growth(ns, [max(s["steps"]["evaluate"]["driver_rise_mib"], 1e-3) for s in rows])
     result = {
+        **provenance(None if argv is None else ["bench/scale_bench.py", *argv]),  # date, command, code version
         "machine": {
             "platform": platform.machine(),
             "cpus": os.cpu_count(),

@@ -1,11 +1,12 @@
 """Stage-2 training throughput: Ray Train (Ray Data decode + get_dataset_shard + DDP wrapper, checkpoint per
 epoch) against a plain PyTorch loop with the same model, batches and decode, measured side by side in one run.
 
-    python bench/train_bench.py [--backbone mobilenet_v2] [--size 96] [--n 1600] [--epochs 3] [--batch 32]
+    python bench/train_bench.py [--backbone mobilenet_v2] [--size 96] [--n 1600] [--epochs 3] [--batch 32] [--out PATH]
 
 Both sides get the same compute: one Ray Train worker holding one CPU (torch then runs one thread; Ray Data decodes
 on the other CPU) against the plain loop on one torch thread decoding inline. On a CUDA machine both run on the GPU.
 Epoch 0 of Ray Train includes starting the data pipeline; the steady-state ratio uses the later epochs.
+Writes its figures to bench/results/train_bench.json (bench/record.py; --no-record: print only).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from fsnet.training import decode_for_training, local_step, make_optimizer, trai
 from jobs.pack import pack
 from jobs.synth import synth
 from jobs.train import run_stage, training_plan
+
+try:  # run as a script: bench/ is on sys.path
+    from record import Table, add_record_options, write_result
+except ImportError:  # imported as bench.train_bench
+    from bench.record import Table, add_record_options, write_result
 
 
 def plain_loop(cfg, catalog: Catalog, init_state: dict, epochs: int, device: torch.device) -> list[float]:
@@ -79,6 +85,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1600)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
+    add_record_options(parser, "train_bench")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
@@ -141,6 +148,34 @@ def main() -> None:
     )
     print(
         f"whole stage incl. start-up: Ray Train {ray_wall:.1f} s for {ray_images:,.0f} images, plain {plain_wall:.1f} s"
+    )
+    write_result(
+        args,
+        "train_bench",
+        "Stage 2: one Ray Train worker against a plain PyTorch loop",
+        [
+            Table(
+                "main",
+                ["epoch", "Ray Train images/s", "plain loop images/s"],
+                [[str(e), round(r, 1), round(p, 1)] for e, (r, p) in enumerate(zip(ray_rates, plain_rates))],
+                "images/s per epoch",
+            ),
+            Table(
+                "summary",
+                ["measurement", "Ray Train", "plain loop"],
+                [
+                    ["steady state (epochs 1+), images/s", f"{steady_ray:.1f}", f"{steady_plain:.1f}"],
+                    ["overhead of Ray Train, steady state", f"{(1 - steady_ray / steady_plain) * 100:.0f}%", ""],
+                    ["the whole stage with start-up", f"{ray_wall:.0f} s", f"{plain_wall:.0f} s"],
+                ],
+                "steady state and the whole stage",
+            ),
+        ],
+        notes=[
+            f"Stage 2 of {args.backbone} at {args.size} px, batch {args.batch}, {n_train:,} training images, "
+            f"{args.epochs} epochs; one Ray Train worker holding one CPU against a plain PyTorch loop with the same "
+            "model, batches and decode, in one run. Epoch 0 pays for starting the data pipeline."
+        ],
     )
 
 

@@ -4,7 +4,9 @@ mode as computed before (NCHW, batch 64), channels_last, batch norm folded into 
 batches of 32, 16 and 128; each way's largest difference to the first one's maps.
 
     python bench/trunk_bench.py [--images ../shared/data/fashion-product-small/images] [--n 1024]
-                                [--backbone mobilenet_v2] [--size 96] [--seconds 6] [--threads 2]
+                                [--backbone mobilenet_v2] [--size 96] [--seconds 6] [--threads 2] [--out PATH]
+
+Writes its figures to bench/results/trunk_bench.json (bench/record.py; --no-record: print only).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from fsnet.trunk_features import fold_batch_norms, frozen_trunk
 
 try:  # run as a script: bench/ is on sys.path
     from model_bench import rate
+    from record import Table, add_record_options, write_result
 except ImportError:  # imported as bench.trunk_bench
     from bench.model_bench import rate
+    from bench.record import Table, add_record_options, write_result
 
 
 def main() -> None:
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--threads", type=int, default=2)
+    add_record_options(parser, "trunk_bench")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     files = sorted(glob.glob(os.path.join(args.images, "*.jpg")))[: args.n]
@@ -56,7 +61,9 @@ def main() -> None:
         return lambda: resize_batch(decode_or_reject(blobs[:batch])[0], args.size)
 
     print(f"{'what':42s} {'img/s':>8s} {'ratio':>6s} {'max |diff|':>11s}")
-    print(f"{'decode + resize (64 per call)':42s} {rate(decode_resize(64), 64, args.seconds):8,.0f}")
+    decode_rate = rate(decode_resize(64), 64, args.seconds)
+    print(f"{'decode + resize (64 per call)':42s} {decode_rate:8,.0f}")
+    rows = [["decode + resize, 64 per call", round(decode_rate), None, None]]
 
     plain = frozen_trunk(model)
     folded = fold_batch_norms(frozen_trunk(model))
@@ -86,6 +93,19 @@ def main() -> None:
         with torch.inference_mode():
             diff = (forward()[:16].float() - reference[:16]).abs().max().item()
         print(f"{name:42s} {per_second:8,.0f} {per_second / first:5.2f}x {diff:11.2e}")
+        rows.append([name, round(per_second), f"{per_second / first:.2f}×", f"{diff:.1e}"])
+    write_result(
+        args,
+        "trunk_bench",
+        "The frozen trunk pass: decode + resize, and ways to run the trunk",
+        [Table("main", ["what", "images/s", "ratio", "max difference"], rows)],
+        notes=[
+            f"{len(blobs):,} JPEGs from {os.path.basename(os.path.abspath(os.path.join(args.images, '..')))}, the "
+            f"ImageNet {args.backbone} trunk at {args.size} px, {args.threads} torch threads, side by side in one run. "
+            "Ratio: images/s against the plain trunk (NCHW, batch 64). Max difference: the largest difference to the "
+            "plain trunk's maps."
+        ],
+    )
 
 
 if __name__ == "__main__":
