@@ -57,6 +57,7 @@ from fsnet.cached_batches import CachedBatches
 from fsnet.catalog.reader import Catalog
 from fsnet.columns import column_array
 from fsnet.config import Config, StageConfig, saved_config_text
+from fsnet.epoch_selection import better_epoch
 from fsnet.errors import ConfigError
 from fsnet.losses import StageLoss
 from fsnet.losses.stage_loss import TERMS
@@ -529,8 +530,8 @@ class Worker:
         # targets of manipulations, else classifier accuracy; an epoch without that figure cannot be the best
         metric = record.get("metric") or (f"val_top{SELECT_K}" if f"val_top{SELECT_K}" in figures else "val_accuracy")
         history = [h for h in record.get("history", []) if h["epoch"] < epoch] + [{"epoch": epoch, **figures}]
-        best = record.get("best")
-        if metric in figures and (best is None or figures[metric] > best):
+        kept = next((h for h in history if h["epoch"] == record.get("best_epoch")), None)
+        if better_epoch(figures, kept, metric):  # ties: the better classifier accuracy, then the later epoch
             save_model(model, join(self.out, f"{self.stage.name}.best.pt"), self.storage)
             record.update(best=figures[metric], best_epoch=epoch)
         record.update(metric=metric, history=history)
