@@ -1,6 +1,7 @@
 """The benchmark report's content, built once from Results (eval/results.py), and its two renderers.
 
-``build_report`` computes every table: the Top-k accuracy per attribute and averaged (paper Table 1, the best of
+``build_report`` computes the headline (each model's ranking against its yardstick, the probe, with the difference)
+and every table: the Top-k accuracy per attribute and averaged (paper Table 1, the best of
 each column marked) with each run's difference to the ``probe`` baseline (the yardstick, eval/probe.py), the
 held-out accuracy of the models' classifiers and of the probe, NDCG@10 averaged, the runs' facts (dataset, model,
 hardware, speeds), the Top-K curves' data (paper Fig. 5) and the retrieval examples (Fig. 6). ``render_html``
@@ -23,6 +24,7 @@ TABLE_K = 20  # the paper's Table 1 reports Top-20
 NDCG_K = 10
 AVERAGE = "average"
 MEAN = "mean"
+FUSED_SUFFIX = "+logp"  # a method fused with its classifiers (eval/fused_logp.py): drawn in its method's colour, dashed
 PROBE = "probe"  # the probe baseline's run (eval/probe.py): every other run's average is compared with it
 
 
@@ -42,6 +44,20 @@ class Curve:
 
 
 @dataclass
+class Headline:
+    """A model's ranking against the probe of the same results.json (the same gallery and manipulations)."""
+
+    method: str  # the ranking ``fsnet search`` uses: ``<method>+logp`` when the model has a fusion weight
+    top: float  # its average Top-k
+    probe: float | None  # the probe's; None when the file has no probe run
+    probe_model: str | None  # what the probe is: "frozen <backbone> at <size> px + logistic regression"
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.probe is None else self.top - self.probe
+
+
+@dataclass
 class Report:
     runs: list[ReportRun]
     k: int  # the K of the Top-K table: TABLE_K, or less when a run's curves are shorter
@@ -57,6 +73,7 @@ class Report:
     facts: list[tuple[str, list[str]]]  # (row name, one cell per run)
     curves: dict[str, list[Curve]]  # per column: a Top-K curve per run that has it
     examples: list[tuple[ReportRun, Example]]  # the model runs' retrieval examples, in run order
+    headlines: list[Headline]  # one per results.json, in order
 
 
 def collect_runs(loaded: list[tuple[str, Results]]) -> list[ReportRun]:
@@ -109,7 +126,31 @@ def build_report(loaded: list[tuple[str, Results]]) -> Report:
         facts(runs),
         curves,
         examples,
+        headlines([results for _, results in loaded], k),
     )
+
+
+def headlines(loaded: list[Results], k: int) -> list[Headline]:
+    """Per results.json: the model's best-informed ranking (its ``+logp`` row when it has one, else its own) and
+    the probe's average Top-k beside it."""
+    out = []
+    for results in loaded:
+        model = results.model_run
+        ranking = next((r for r in results.runs if r.method == f"{model.method}{FUSED_SUFFIX}"), model)
+        probe = next((r for r in results.runs if r.method == PROBE), None)
+        p = results.probe
+        described = f"frozen {p.backbone} at {p.image_size} px + logistic regression" if p is not None else None
+        top = at(ranking.average.top_k, k)
+        out.append(Headline(ranking.method, top, None if probe is None else at(probe.average.top_k, k), described))
+    return out
+
+
+def headline_text(h: Headline, k: int) -> str:
+    """One sentence: the model's Top-k, the probe's, and the difference."""
+    first = f"{h.method}: Top-{k} {h.top:.3f}"
+    if h.probe is None:
+        return f"{first} (no probe in this evaluation)"
+    return f"{first} against the probe's {h.probe:.3f} ({h.probe_model}): {h.difference:+.3f}"
 
 
 def vs_probe(runs: list[ReportRun], k: int) -> list[float | None] | None:
@@ -251,6 +292,11 @@ def render_html(report: Report, curves: bytes) -> str:
         "</head>",
         "<body>",
         "<h1>fsnet benchmark report</h1>",
+        *(
+            f'<p class="headline" data-method="{e(h.method)}" data-value="{h.difference!r}">'
+            f"<strong>{e(headline_text(h, report.k))}</strong></p>"
+            for h in report.headlines
+        ),
         f"<p>{len(report.runs)} run(s). Top-K: a hit when one of the K nearest gallery images has exactly the target "
         "attributes (the query's, with the manipulation). Averages count each attribute once.</p>",
         f"<h2>Top-{report.k} accuracy per attribute</h2>",
@@ -332,6 +378,7 @@ def render_markdown(report: Report) -> str:
     lines = [
         "# fsnet benchmark report",
         "",
+        *(f"**{headline_text(h, report.k)}**\n" for h in report.headlines),
         f"## Top-{report.k} accuracy per attribute",
         "",
         "| method | " + " | ".join([*groups, *(["vs probe"] if report.vs_probe is not None else [])]) + " |",
@@ -386,9 +433,6 @@ def render_markdown(report: Report) -> str:
                 "",
             ]
     return "\n".join(lines) + "\n"
-
-
-FUSED_SUFFIX = "+logp"  # a method fused with its classifiers (eval/fused_logp.py): its method's colour, dashed
 
 
 def curve_styles(labels: list[str]) -> dict[str, tuple[int, str]]:

@@ -158,3 +158,24 @@ def test_each_method_has_its_own_colour_and_its_fused_twin_that_colour_dashed():
     assert all(styles[m][1] == "-" for m in methods)
     for fused in (label for label in labels if label.endswith("+logp")):
         assert styles[fused] == (styles[fused.removesuffix("+logp")][0], "--")
+
+
+def test_the_headline_puts_each_models_best_ranking_against_its_probe():
+    base = with_probe(results("full", [0.25, 0.5, 0.75], [0.5, 0.5, 1.0]), [0.5] * 3, [0.25] * 3)
+    fused = base.runs[0].model_copy(update={"method": "full+logp"}, deep=True)
+    fused.average.top_k = [0.5, 0.75, 0.9375]
+    assert base.runs[0].average.top_k[-1] == 0.875
+    with_fused = base.model_copy(update={"runs": [base.runs[0], fused, *base.runs[1:]]})
+    report = build_report([("a.json", with_fused), ("b.json", results("rank_lg", [0.5] * 3, [0.5] * 3))])
+    first, second = report.headlines
+    # K = 3: full+logp 0.9375 (its fused row, not the model's own 0.875) against the probe's (0.5 + 0.25) / 2
+    assert (first.method, first.top, first.probe) == ("full+logp", 0.9375, 0.375)
+    assert first.difference == pytest.approx(0.5625)
+    assert (second.method, second.probe) == ("rank_lg", None)  # no probe in that evaluation: said, not invented
+    md = render_markdown(report)
+    head = md.split("## Top-3", 1)[0]
+    assert (
+        "**full+logp: Top-3 0.938 against the probe's 0.375 (frozen tiny at 64 px + logistic regression): +0.562**"
+        in head
+    )
+    assert "**rank_lg: Top-3 0.500 (no probe in this evaluation)**" in head
