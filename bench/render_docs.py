@@ -282,7 +282,7 @@ def escape(text: str) -> str:
 
 
 def code(text: str) -> str:
-    return "`" + text.replace("|", r"\|") + "`"
+    return "`" + text + "`"  # MkDocs' tables do not split cells inside code spans; an escape would show
 
 
 def comment_text(lines: list[str]) -> str:
