@@ -16,7 +16,7 @@ The file (format 1; `bench/results/*.json`, one per benchmark or result):
       "machine": {"cpu": "x86_64", "cores": 2, "gpu": null, "python": "3.11.7", "torch": "2.14.1", "ray": "2.60.0",
                   "load": null},                 # what is known; null where not (load: a note on other work running)
       "date": "YYYY-MM-DD",                      # UTC, the day the run ended
-      "command": "python bench/pack_bench.py",   # as typed
+      "command": "python bench/pack_bench.py",   # as typed; "command_note": optional words on it
       "code_version": "<commit>" | null,         # git rev-parse HEAD ("+local changes" when the tree differed)
       "source": "written by bench/pack_bench.py" | "transcribed from the run's printed output",
       "notes": ["..."],                          # sentences about the figures, rendered under the table

@@ -144,6 +144,8 @@ def short_version(version: str | None) -> str:
 def caption(doc: dict[str, Any]) -> str:
     date = doc.get("date") or "date not recorded"
     command = f"`{doc['command']}`" if doc.get("command") else "command not recorded"
+    if doc.get("command_note"):
+        command += f" ({doc['command_note']})"
     parts = [describe_machine(doc["machine"]), date, command, short_version(doc.get("code_version")), doc["source"]]
     return "*" + " · ".join(parts) + "*"
 
