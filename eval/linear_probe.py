@@ -21,12 +21,12 @@ import numpy as np
 
 from fsnet.errors import FsnetError
 
-MAX_ITER = 100  # lbfgs iterations per strength; warm starts make later strengths cheap; measured on
-# fashion-product-like data (14k images x 320 features, 46 values): accuracy settles within ~30 iterations
+MAX_ITER = 100  # lbfgs iterations per strength; warm starts make later strengths cheap; on features of real product
+# photos the accuracy settles well within it
 TOL = 1e-4  # lbfgs gradient tolerance (scikit-learn's default; its loss is a per-image mean): 1e-3 stops warm starts
 # before they move at all
-BLAS_THREADS = 1  # the fit's products are small (14k x 320 x 46): a second BLAS thread gains little, and on a busy
-# machine a spinning OpenBLAS thread made one fit 8x slower (41.8 s against 5.4 s, measured on the 2-core machine)
+BLAS_THREADS = 1  # the fit's products are small (images x features x values): a second BLAS thread gains little, and
+# on a busy machine a spinning OpenBLAS thread made a fit several times slower (docs/experiments.md)
 SCALE_FLOOR = 1e-6  # a feature constant over the fit images (a dead channel) is centred, not blown up
 
 
@@ -117,6 +117,8 @@ def fit_linear_probe(
     with threadpool_limits(BLAS_THREADS, user_api="blas"), warnings.catch_warnings():
         # MAX_ITER is a budget: a strength stopped by it is still a valid (slightly less regularised-to-the-end) fit
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # a small catalog's attribute may have more values than half its fit images: fitted all the same
+        warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%", UserWarning)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             fitted = list(pool.map(fit, range(len(names))))  # per attribute (weights, biases, strength, accuracy)
     return LinearProbe(

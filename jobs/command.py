@@ -22,7 +22,6 @@ from typing import Annotated, Any, Callable, Optional
 import click
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fsnet.config import REDACTED, SECRET_KEYS, Config, load_config
 from fsnet.errors import FsnetError, exception_chain
@@ -31,12 +30,6 @@ from jobs import interrupt
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def image_progress(verb: str, show: bool) -> Progress:
-    """The bar a job draws while Ray renders or packs images: "<verb> [bar] done/total images elapsed"."""
-    columns = (TextColumn(verb), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn())
-    return Progress(*columns, console=console, disable=not show)
 
 
 DEBUG_FLAG = "--debug"

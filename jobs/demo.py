@@ -33,7 +33,10 @@ def cli(
     start = time.perf_counter()
     cfg = resolve_config(config or [PRESET], set_)
     result = pipeline(cfg, out, catalog, render=catalog is None)
-    console.print(f"\n[bold]demo finished in {time.perf_counter() - start:.0f} s[/]; report: {result.report}")
+    # the path whole on one line, however narrow the terminal: a person copies it
+    console.print(
+        f"\n[bold]demo finished in {time.perf_counter() - start:.0f} s[/]; report: {result.report}", soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

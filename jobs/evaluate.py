@@ -43,12 +43,14 @@ from eval.linear_probe import ProbeUnavailable, mean_accuracy
 from eval.metrics import IdealLists, summarize
 from eval.probe import PROBE_BASELINES, build_probe, held_out_accuracy
 from eval.protocol import Manipulations, build_manipulations, stored_manipulations
+from eval.report import PROBE, headline_text, headlines
 from eval.results import RESULTS_FILE, Check, Example, Hit, Results, Run
 from eval.scorer import BASELINES, FusedScorer, ModelScorer, Scorer
 from eval.topk import brute_force_topk
 from fsnet.catalog.reader import Catalog
 from fsnet.columns import column_array
 from fsnet.config import Config, config_dict
+from fsnet.embedding import EmbedImages
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
@@ -59,7 +61,9 @@ from fsnet.timing import timed
 from fsnet.trunk_features import TrunkCache
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_rows
+from jobs.progress import bar, pipeline_bar
 from jobs.ray_runtime import init_ray
+from jobs.tables import show
 from jobs.trunk_cache import existing_trunk_cache, trunk_cache
 
 EXAMPLE_RESULTS = 4  # results shown per retrieval example (paper Fig. 6)
@@ -126,9 +130,12 @@ def evaluate(
     if getattr(opened.model, "logp_weight", None) is not None:  # the fusion training chose (eval/fused_logp.py)
         scorers.insert(1, FusedScorer(opened.model.method, algebra, data, opened.model.logp_weight))
     ranked: list[np.ndarray] = []  # (M, k_max) gallery positions per scorer
-    for scorer in scorers:
-        with timed(timings, "topk" if scorer is model else scorer.name):
-            ranked.append(scorer.topk(manipulations, cfg.eval.k_max))
+    with bar("ranking", "methods") as progress:
+        task = progress.add_task("ranking", total=len(scorers))
+        for scorer in scorers:
+            with timed(timings, "topk" if scorer is model else scorer.name):
+                ranked.append(scorer.topk(manipulations, cfg.eval.k_max))
+            progress.advance(task)
     checked = None
     if check:
         with timed(timings, "brute_force"):
@@ -346,7 +353,8 @@ def embed_queries(cfg: Config, opened: Opened) -> QueryRows:
     embedded = embed_rows(
         cfg, opened.storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
     ).select_columns(["id", "error", "reps", "predicted", "probabilities"])
-    table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
+    with pipeline_bar("queries", len(catalog.split_ids("query")), EmbedImages.__name__):
+        table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
     rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
     return QueryRows(_sorted(table.filter(pc.is_null(table["error"]))), rejected)
 
@@ -574,15 +582,19 @@ def print_results(results: Results) -> None:
         title=f"Top-{at} accuracy ({d.manipulations:,} manipulations, {d.queries:,} queries, "
         f"{d.gallery:,} gallery images)"
     )
+    probe = next((r for r in results.runs if r.method == PROBE), None)
     table.add_column("method")
+    table.add_column("average", justify="right")  # first: a narrow terminal drops attributes from the right
+    if probe is not None:
+        table.add_column("vs probe", justify="right")
     for name in names:
         table.add_column(name, justify="right")
-    table.add_column("average", justify="right")
     for run in results.runs:
+        vs = [] if probe is None else [f"{run.average.top_k[at - 1] - probe.average.top_k[at - 1]:+.3f}"]
         table.add_row(
-            run.method, *[f"{run.groups[n].top_k[at - 1]:.3f}" for n in names], f"{run.average.top_k[at - 1]:.3f}"
+            run.method, f"{run.average.top_k[at - 1]:.3f}", *vs, *[f"{run.groups[n].top_k[at - 1]:.3f}" for n in names]
         )
-    console.print(table)
+    show(console, table, where=RESULTS_FILE)
     t = results.timings or {}
     line = (
         f"Top-K of every manipulation: {t['topk']:.2f} s ({results.throughput.manipulations_per_s:,.0f} "
@@ -597,6 +609,8 @@ def print_results(results: Results) -> None:
             f"held-out classifier accuracy (mean over attributes): {results.model.mean_accuracy:.3f} the model, "
             f"{p.mean_accuracy:.3f} the probe ({p.backbone} frozen at {p.image_size} px, fitted in {p.fit_s:.1f} s)"
         )
+    for headline in headlines([results], at):  # the model against its yardstick, as the report opens
+        console.print(f"[bold]{headline_text(headline, at)}[/]", highlight=False)
 
 
 def cli(

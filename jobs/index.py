@@ -38,6 +38,7 @@ from fsnet.catalog.manifest import ShardInfo
 from fsnet.catalog.reader import Catalog
 from fsnet.columns import column_array
 from fsnet.config import Config, saved_config_text
+from fsnet.embedding import EmbedImages
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.fingerprint import short_fingerprint
 from fsnet.index.faiss_index import build_index, index_bytes
@@ -61,7 +62,9 @@ from fsnet.timing import timed
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_rows
+from jobs.progress import pipeline_bar
 from jobs.ray_runtime import init_ray
+from jobs.tables import show
 
 EMBEDDINGS = "embeddings"
 KEEP_VERSIONS = 2  # the live version and the one before it: a reader that opened it a moment ago can finish
@@ -87,6 +90,7 @@ class IndexPlan:
     extract: list[ShardInfo]  # catalog shards embedded by this run
     dropped: list[str]  # fingerprints ``reusable`` covers that the catalog no longer has
     up_to_date: bool  # nothing to do: every shard reused, none dropped, same faiss kind, same split file
+    extract_rows: int  # the rows of ``extract`` that the split asks for: what this run embeds
 
 
 def index(
@@ -119,7 +123,7 @@ def index(
         _copy_reused(storage, out, vdir, plan)
     with timed(timings, "extract"):
         if plan.extract:
-            _extract(cfg, storage, model_url, catalog, split, plan.extract, vdir, model.cfg.image_size)
+            _extract(cfg, storage, model_url, catalog, split, plan, vdir, model.cfg.image_size)
     if cfg.index.fault == "before_publish":
         raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
     with timed(timings, "faiss"):
@@ -204,7 +208,8 @@ def plan_reuse(
         and reusable.index_kind == index_kind
         and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint
     )
-    return IndexPlan(current, reusable, reuse, extract, dropped, up_to_date)
+    extract_rows = sum(len(needed[s.fingerprint]) for s in extract)
+    return IndexPlan(current, reusable, reuse, extract, dropped, up_to_date, extract_rows)
 
 
 def _copy_reused(storage: Storage, out: str, vdir: str, plan: IndexPlan) -> None:
@@ -220,20 +225,20 @@ def _extract(
     model_url: str,
     catalog: Catalog,
     split: str,
-    shards: list[ShardInfo],
+    plan: IndexPlan,
     vdir: str,
     image_size: int,
 ) -> None:
-    """read_parquet of ``shards`` (the split's rows, tagged with their shard) -> EmbedImages actors ->
-    write_parquet partitioned by catalog shard under <vdir>/embeddings."""
+    """read_parquet of the plan's shards to extract (the split's rows, tagged with their shard) -> EmbedImages
+    actors -> write_parquet partitioned by catalog shard under <vdir>/embeddings."""
     fs, path = storage.arrow_fs(join(vdir, EMBEDDINGS))
     rows = catalog.dataset(
         None if split == "all" else split,
         ["id", "image", *catalog.schema.names],
-        shards=[s.fingerprint for s in shards],
+        shards=[s.fingerprint for s in plan.extract],
         with_shard=True,
     )
-    with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
+    with catalog.reading(), pipeline_bar("index", plan.extract_rows, EmbedImages.__name__):  # a bad shard: one line
         embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=image_size)
         embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
 
@@ -366,7 +371,7 @@ def print_manifest(m: IndexManifest) -> None:
         f"model busy {timings.get('model_busy', 0):.1f} s; faiss {timings.get('faiss', 0):.1f} s; "
         f"total {timings.get('total', 0):.1f} s",
     )
-    console.print(t)
+    show(console, t, keep=2)
 
 
 def cli(

@@ -3,20 +3,20 @@
 Every job is safe to kill at any moment (tests/jobs/test_faults.py kills them with SIGKILL): an index version
 becomes live only when CURRENT is written, a catalog only when catalog.json is, a training stage resumes from its
 last checkpoint, and the next run removes what an interrupted one left. So Ctrl-C has nothing to tidy and need
-not wait for anything. Letting a KeyboardInterrupt unwind instead took 8-14 s for ``fsnet index`` on a loaded
-2-core machine (Ray Data's executor joins its scheduling thread, ray.shutdown() stops the Ray processes one by one, the
-interpreter's final garbage collection walks the ~500k objects of torch, Ray and pyarrow) and 86 s for ``fsnet
-train`` (Ray Train's fit() installs its own SIGINT handler, which waits for the controller to abort the run).
+not wait for anything. Letting a KeyboardInterrupt unwind instead takes many seconds for ``fsnet index`` (Ray Data's
+executor joins its scheduling thread, ray.shutdown() stops the Ray processes one by one, the interpreter's final
+garbage collection walks the hundreds of thousands of objects of torch, Ray and pyarrow) and more than a minute for
+``fsnet train`` (Ray Train's fit() installs its own SIGINT handler, which waits for the controller to abort the run).
 
 So the CLI installs ``install()`` once: the first SIGINT prints ``interrupted: <what was kept>``, stops Ray and
 the processes this one started, and ends the process with ``os._exit(130)``. Ray is stopped with ray.shutdown()
 (raylet first, which stops its workers and agents; a raylet that only dies with the driver, by Ray's
 PR_SET_PDEATHSIG, leaves its dashboard and runtime-env agents running for a minute or more), bounded by STOP_GRACE_S
 because it runs while the interrupted main thread may hold a lock it needs; any child still there then gets
-SIGKILL. Measured on the same machine: ``fsnet index`` and ``fsnet train`` stop 2-4 s after Ctrl-C, and leave no
-process. On a cluster, this job's tasks and actors go with their owner, the driver. A job says what stays if it is
-stopped from now on with ``keep(...)``; ``outside_main_thread(fn)`` runs a call that would install its own SIGINT
-handler (Ray Train's fit) where it cannot.
+SIGKILL. So ``fsnet index`` and ``fsnet train`` stop within seconds of Ctrl-C and leave no process
+(tests/jobs/test_faults.py). On a cluster, this job's tasks and actors go with their owner, the driver. A job says
+what stays if it is stopped from now on with ``keep(...)``; ``outside_main_thread(fn)`` runs a call that would
+install its own SIGINT handler (Ray Train's fit) where it cannot.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any, NoReturn, TypeVar
 T = TypeVar("T")
 
 EXIT_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
-STOP_GRACE_S = 4.0  # ray.shutdown() took ~2 s on a loaded 2-core machine (SIGTERM, up to 1 s, per Ray process)
+STOP_GRACE_S = 4.0  # ray.shutdown() sends SIGTERM and waits up to 1 s per Ray process: a few seconds on a small machine
 _kept = "nothing was written yet"  # what stays if the job stops now: set by the running job through keep()
 
 
@@ -123,11 +123,12 @@ def _on_sigint(signum: int, frame: Any) -> None:
     exit_interrupted()
 
 
-def outside_main_thread(fn: Callable[[], T]) -> T:
+def outside_main_thread(fn: Callable[[], T], poll: Callable[[], None] | None = None, every_s: float = 1.0) -> T:
     """``fn()`` run in a helper thread while the main thread waits for it (a wait that SIGINT interrupts), so that
     a library that installs its own SIGINT handler when called on the main thread (Ray Train's fit() does: its
-    graceful abort waited 86 s) leaves ours in place. Its result is returned, its exception raised here."""
-    if threading.current_thread() is not threading.main_thread():
+    graceful abort waited a minute and more) leaves ours in place. Its result is returned, its exception raised
+    here. ``poll()``, when given, is called every ``every_s`` while it runs and once after (a progress display)."""
+    if poll is None and threading.current_thread() is not threading.main_thread():
         return fn()
     outcome: dict[str, Any] = {}
 
@@ -139,7 +140,10 @@ def outside_main_thread(fn: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=run, name=getattr(fn, "__qualname__", "fsnet-call"), daemon=True)
     thread.start()
-    thread.join()
+    while thread.is_alive():
+        thread.join(every_s if poll is not None else None)
+        if poll is not None:
+            poll()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

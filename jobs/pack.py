@@ -43,12 +43,13 @@ from jobs.command import (
     SetOption,
     absolute_option,
     console,
-    image_progress,
     resolve_config,
     run_app,
     single_command,
 )
+from jobs.progress import bar
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
+from jobs.tables import show
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _shard_groups(table: pa.Table, shard_rows: int, previous: Catalog | None) ->
 
 def _collect(stats: "ray.data.Dataset", total: int, show_progress: bool) -> pa.Table:
     batches = []
-    with image_progress("packing", show_progress) as progress:
+    with bar("packing", "images", show_progress) as progress:
         task = progress.add_task("pack", total=total)
         for batch in stats.iter_batches(batch_size=None, batch_format="pyarrow"):
             batches.append(batch)
@@ -187,7 +188,7 @@ def print_summary(result: PackResult, out: str) -> None:
         f"{result.seconds:.1f} s ({result.rows_in / result.seconds:,.0f} images/s); "
         f"writers busy {result.writer_seconds:.1f} s of {result.stage_seconds:.1f} s",
     )
-    console.print(summary)
+    show(console, summary, keep=2)
     attrs = Table(title="attributes")
     for column in ("attribute", "values", "unknown", "most common"):
         attrs.add_column(column)
@@ -197,7 +198,7 @@ def print_summary(result: PackResult, out: str) -> None:
         attrs.add_row(
             a.name, str(len(a.values)), f"{m.unknown_counts[a.name]:,}", "; ".join(f"{v} ({c:,})" for c, v in top)
         )
-    console.print(attrs)
+    show(console, attrs, keep=4)
 
 
 def cli(

@@ -111,7 +111,7 @@ def cli(
     """Pack, train, index, evaluate and report in one job; finished steps are skipped on a re-run."""
     cfg = resolve_config(config, set_, source=("source.path", source))
     result = pipeline(cfg, out, catalog, render=synthetic)
-    console.print(f"report: {result.report}")
+    console.print(f"report: {result.report}", soft_wrap=True)
 
 
 if __name__ == "__main__":

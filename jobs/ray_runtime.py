@@ -10,10 +10,13 @@ cluster instead, ``ray start --head`` once and pass ``--set ray.address=auto`` (
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import socket
+import sys
+import threading
 from typing import Any
 
 import ray
@@ -21,17 +24,23 @@ import ray.data
 
 from fsnet.config import RayConfig
 from fsnet.errors import FsnetError
+from jobs.progress import RowsDone
 from jobs.worker_setup import quiet_logs
 
-# Lines that Ray's processes write and the driver forwards: its C++ log lines ("[2026-11-29 15:44:03,465 E 9259
-# 9259] core_worker.cc:2465: Actor ... has constructor arguments in the object store ..."), and the raylet's
-# "N PYTHON worker processes have been started" on a small machine, and Ray Train's INFO line for every report of
-# every worker ("Reporting training result 3: TrainingReport(checkpoint=..., metrics={...}) from rank 1": its logger
-# is named after its file, so it reaches the workers' root logger, not "ray.train"). They stay in Ray's session logs.
+_stderr_filtered = False  # filter_driver_stderr() ran in this process
+# Lines that Ray's processes write and the driver forwards: its C++ log lines ("[<time> E <pid> <tid>]
+# core_worker.cc:<line>: Actor ... has constructor arguments in the object store ..."), the raylet's "N PYTHON
+# worker processes have been started" on a small machine, Ray Train's INFO line for every report of every worker
+# ("Reporting training result 3: TrainingReport(checkpoint=..., metrics={...}) from rank 1": its logger is named
+# after its file, so it reaches the workers' root logger, not "ray.train"), and Ray Data's line at the end of every
+# execution in a worker ("✔️  Dataset train_<id>_3 execution finished in 0.27 seconds": Ray Train's data pipeline,
+# once per epoch). They stay in Ray's session logs; fsnet's bars and lines say where a job is.
 RAY_INTERNAL_LINE = re.compile(
     r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] \S+\.cc:\d+:|WARNING: \d+ PYTHON worker processes have been started"
-    r"|Reporting training result \d+: TrainingReport\("
+    r"|Reporting training result \d+: TrainingReport\(|Dataset \S+ execution finished in [\d.]+ seconds"
 )
+STDERR_DRAIN_S = 1.0  # at exit, what the stderr copier still holds is written within this (Ray's children may
+# keep the pipe open, so it is not waited for beyond it)
 REACH_TIMEOUT_S = 10  # a cluster's head answers a TCP connect in milliseconds; a busy one within seconds
 FORWARDED_LOGS_HANDLER = "ray_print_logs"  # the name Ray 2.60 gives its handler of forwarded worker output
 
@@ -39,8 +48,8 @@ FORWARDED_LOGS_HANDLER = "ray_print_logs"  # the name Ray 2.60 gives its handler
 def local_runtime_env() -> dict[str, Any]:
     """The runtime environment of a local Ray we start: every worker pinned to it (``jobs.worker_setup.pin_worker``),
     and Ray Train's controller polling its workers every 0.2 s instead of 2 s (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``,
-    unless set): it notices a stage's start and end that much sooner, which on one machine is most of a short
-    stage's overhead (a two-worker fit that only reports: 14.4 s -> 9.6 s here); a cluster keeps its own setting."""
+    unless set): it notices a stage's start and end that much sooner, which on one machine is much of a short
+    stage's overhead (docs/experiments.md); a cluster keeps its own setting."""
     interval = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     return {
         "worker_process_setup_hook": "jobs.worker_setup.pin_worker",
@@ -67,6 +76,7 @@ def init_ray(cfg: RayConfig) -> None:
             kwargs["runtime_env"] = local_runtime_env()
             if cfg.num_cpus is not None:
                 kwargs["num_cpus"] = cfg.num_cpus
+        filter_driver_stderr()
         try:
             ray.init(**kwargs)
         except Exception as err:  # noqa: BLE001 - Ray's start-up timeout is a bare Exception ("timed out during startup")
@@ -82,6 +92,13 @@ def init_ray(cfg: RayConfig) -> None:
     context.enable_progress_bars = cfg.progress_bars
     context.print_on_execution_start = False
     context.use_datasource_v2 = cfg.parquet_datasource_v2  # Ray: read_parquet's reader (configs/default.yaml)
+    follow_pipelines(context)
+
+
+def follow_pipelines(context: "ray.data.DataContext") -> None:
+    """Let fsnet's bars follow the Ray Data pipelines this process runs (jobs/progress.py ``rows_of``)."""
+    if RowsDone not in context.custom_execution_callback_classes:
+        context.custom_execution_callback_classes.append(RowsDone)  # Ray: called at each scheduling step
 
 
 def _check_reachable(address: str) -> None:
@@ -110,6 +127,47 @@ def start_local_ray(num_cpus: int, dashboard: bool) -> None:
         runtime_env=local_runtime_env(),
     )
     filter_forwarded_logs()
+    follow_pipelines(ray.data.DataContext.get_current())
+
+
+def filter_driver_stderr() -> None:
+    """Keep Ray's C++ log lines that this process itself writes (its core worker's errors, such as Ray Data's
+    "Actor ... has constructor arguments in the object store" once per actor pool) out of the terminal: they go to
+    file descriptor 2 directly, below Python. From here on fd 2 is a pipe that a thread copies to the terminal
+    without the lines RAY_INTERNAL_LINE matches; Python's own writers (``sys.stderr``: rich, warnings, tracebacks)
+    get the terminal itself, so that what they print and whether they see a terminal stay as they were. Once per
+    process; undone at exit."""
+    global _stderr_filtered
+    if _stderr_filtered:
+        return
+    _stderr_filtered = True
+    sys.stderr.flush()
+    terminal = os.dup(2)  # the real stderr, kept for both sides
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    sys.stderr = open(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+    def copy() -> None:
+        with open(read_end, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                kept = [line for line in lines if not RAY_INTERNAL_LINE.search(line.decode("utf-8", "replace"))]
+                if kept:
+                    os.write(terminal, b"\n".join(kept) + b"\n")
+            if pending:
+                os.write(terminal, pending)
+
+    thread = threading.Thread(target=copy, name="fsnet-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)  # the pipe's last write end here closes: the thread copies what is left and ends
+        thread.join(STDERR_DRAIN_S)
+
+    atexit.register(restore)
 
 
 def filter_forwarded_logs() -> None:

@@ -58,7 +58,7 @@ def cli(
     """Write report.html and report.md comparing one or more evaluation runs."""
     cfg = resolve_config(config, None)
     path = report(Storage(cfg.storage), results, out)
-    console.print(f"wrote {path} and {join(out, 'report.md')}")
+    console.print(f"wrote {path} and {join(out, 'report.md')}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from jobs.command import (
     run_app,
     single_command,
 )
+from jobs.tables import show
 
 CANDIDATES = 1000  # faiss's nearest that a fused ranking re-ranks: --candidates
 
@@ -248,7 +249,7 @@ def print_result(match: SchemaMatch, r: SearchResult) -> None:
     ranked = "" if r.nlogp is None else f"; ranked by distance + {r.weight:.3g} x -log P(target)"
     table = Table(title=f"target: {target}  (* manipulated{ranked})")
     scores = ("distance",) if r.nlogp is None else ("distance", "-log P")
-    for column in ("rank", "id", *scores, *names, "match"):
+    for column in ("rank", "id", "match", *scores, *names):  # the attributes last: a narrow terminal drops them
         wide = max([len(i) for i in r.ids] + [2]) if column == "id" else None  # ids are never cut short
         table.add_column(
             column,
@@ -260,8 +261,8 @@ def print_result(match: SchemaMatch, r: SearchResult) -> None:
     for rank, (i, d, p, v, m) in enumerate(zip(r.ids, r.distances, nlogp, r.names, r.matches), start=1):
         cells = [(f"[bold]{x}[/]" if n in changed else x) if x is not None else "?" for n, x in zip(names, v)]
         shown = [f"{d:.3f}"] if p is None else [f"{d:.3f}", f"{p:.3f}"]
-        table.add_row(str(rank), i, *shown, *cells, "[green]yes[/]" if m else "no")
-    console.print(table)
+        table.add_row(str(rank), i, "[green]yes[/]" if m else "no", *shown, *cells)
+    show(console, table, keep=3, where="a wider terminal")
 
 
 def explain(

@@ -31,11 +31,11 @@ from jobs.command import (
     SetOption,
     absolute_option,
     console,
-    image_progress,
     resolve_config,
     run_app,
     single_command,
 )
+from jobs.progress import bar
 from jobs.ray_runtime import actor_pool, cluster_cpus, init_ray, one_block_each
 
 IMAGES_PER_BATCH = 256  # one PUT burst per batch; small enough that progress moves every second or so
@@ -61,7 +61,7 @@ def synth(cfg: Config, out: str, show_progress: bool = True, first: int = 0) -> 
         compute=actor_pool(min(len(blocks), cluster_cpus())),
     )
     tables = []
-    with image_progress("rendering", show_progress) as progress:
+    with bar("rendering", "images", show_progress) as progress:
         task = progress.add_task("synth", total=s.n)
         for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
             tables.append(batch)

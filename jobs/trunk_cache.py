@@ -27,6 +27,7 @@ from fsnet.trunk_features import (
     trunk_shapes,
 )
 from jobs.command import console
+from jobs.progress import pipeline_bar
 from jobs.ray_runtime import actor_pool, model_actors
 
 READ_CPUS = 0.25  # reading a shard and writing its features are I/O and little CPU
@@ -79,7 +80,8 @@ def trunk_cache(
     fs, path = storage.arrow_fs(url)
     gpus, actors, threads = model_actors(cfg.index.actors)
     start = time.perf_counter()
-    with catalog.reading():  # a shard that cannot be read: one line naming it
+    images = sum(s.rows for s in catalog.manifest.shards if s.fingerprint in missing)
+    with catalog.reading(), pipeline_bar("trunk pass", images, TrunkFeatures.__name__):  # a bad shard: one line
         catalog.dataset(None, ["id", "image"], read_cpus=READ_CPUS, shards=missing, with_shard=True).map_batches(
             TrunkFeatures,
             fn_constructor_kwargs=dict(model=model, image_size=image_size, threads=threads, tuned_blocks=tuned_blocks),

@@ -1,5 +1,9 @@
 """What the driver shows of the lines Ray's workers forward: fsnet's own lines and tracebacks, not Ray's internals."""
 
+import subprocess
+import sys
+import textwrap
+
 from jobs.ray_runtime import RAY_INTERNAL_LINE, _without_ray_lines
 
 REPORT = (
@@ -7,13 +11,34 @@ REPORT = (
     "validation=False) from rank 1"
 )
 CPP = "[2026-11-29 15:44:03,465 E 9259 9259] core_worker.cc:2465: Actor with class name: 'MapWorker' has arguments"
-OURS = "stage 1 epoch 2: loss 7.1410, 151 images/s, 0.0 triplets/step"
+DATA = "\u2714\ufe0f  Dataset train_0359vWO2HA48XcEq4jOQXg_1 execution finished in 0.27 seconds"
+OURS = "a line a worker of ours prints: loss 7.1410, 151 images/s"
 
 
-def test_ray_train_report_lines_and_cpp_logs_are_dropped_fsnet_lines_kept():
-    assert RAY_INTERNAL_LINE.search(REPORT) and RAY_INTERNAL_LINE.search(CPP)
+def test_ray_train_report_lines_ray_data_lines_and_cpp_logs_are_dropped_fsnet_lines_kept():
+    assert RAY_INTERNAL_LINE.search(REPORT) and RAY_INTERNAL_LINE.search(CPP) and RAY_INTERNAL_LINE.search(DATA)
     assert not RAY_INTERNAL_LINE.search(OURS)
     assert not RAY_INTERNAL_LINE.search("Traceback (most recent call last):")
     shown = []
-    _without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [REPORT, OURS, CPP]})
+    _without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [REPORT, OURS, DATA, CPP]})
     assert shown == [OURS]
+
+
+def test_ray_lines_this_process_writes_below_python_are_dropped_and_the_rest_kept():
+    """What the driver's own C++ core worker writes to file descriptor 2 (Ray Data's actor-pool line) never reaches
+    the terminal; other writes to fd 2 and Python's own stderr do, whole and in order, also at exit."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from jobs.ray_runtime import filter_driver_stderr
+        filter_driver_stderr()
+        os.write(2, b"before\\n" + {CPP!r}.encode() + b"\\nafter\\n")
+        print("python's stderr", file=sys.stderr)
+        os.write(2, b"last, without a newline")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "core_worker.cc" not in done.stderr
+    assert "before\nafter\n" in done.stderr and "python's stderr\n" in done.stderr
+    assert done.stderr.endswith("last, without a newline")
