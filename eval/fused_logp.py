@@ -30,7 +30,7 @@ from eval.validation_ranking import validation_manipulations
 
 # weight grid in units of median(distance) / median(-log P(target)) on the validation pairs: 0 (the model alone) and
 # powers of two either side of "both terms weigh the same", far enough up that the top is attr_logp with F breaking
-# ties (2^6: with a grid up to 8, fashion-product-small's wo_rank chose 8, its edge)
+# ties (2^6: a grid up to 8 had a model choose its edge)
 GRID = (0.0, *(2.0**e for e in range(-6, 7)))
 SELECT_K = 20  # the validation Top-K the weight is chosen on (the report's headline K)
 
@@ -127,8 +127,8 @@ def choose_weight(
 def one_standard_error(figures: list[dict], key: str) -> tuple[dict, dict]:
     """(the grid point chosen, the best one): the smallest factor whose ``key`` figure is within one standard error
     of the best figure (ties of the best: the smaller factor)."""
-    # Why: near its top the validation curve is flat (fashion-product-small, 1,799 validation images: factors 4-64
-    # within 0.003 of each other, one standard error 0.012, the mean of groups as small as a dozen manipulations), so
+    # Why: near its top the validation curve is flat (on real photos several factors lie within a fraction of one
+    # standard error of each other, the mean of groups as small as a dozen manipulations; docs/experiments.md), so
     # "the best point" there is the validation sample's noise: it drifted to the grid's top, where the ranking is
     # attr_logp's with F breaking ties. The rule keeps the most of the model's own distance that validation cannot
     # tell apart from the best.

@@ -107,14 +107,14 @@ class ModelConfig(Section):
     backbone: Literal["alexnet", "mobilenet_v2", "resnet18", "resnet50", "tiny"]
     weights: str
     variant: Literal["wo_rank", "rank", "rank_l", "rank_lg", "full", "full_ff"]
-    image_size: Annotated[int, Field(ge=32)]
+    image_size: Annotated[int, Field(ge=32)] | Literal["auto"]  # auto: fsnet/input_size.py, decided at training
     conv5_channels: PositiveInt
     conv67_channels: PositiveInt
     fc_dim: PositiveInt
     embed_dim: PositiveInt
     global_dim: PositiveInt
     roi_threshold: Annotated[float, Field(gt=0, lt=1)]
-    roi_size: PositiveInt
+    roi_size: PositiveInt | Literal["auto"]
     dropout: Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -142,6 +142,7 @@ class FaultConfig(Section):
 
 
 class TrainConfig(Section):
+    auto_image_sizes: Annotated[list[Annotated[int, Field(ge=32)]], Field(min_length=1)]
     trunk: Literal["frozen", "finetune"]
     tuned_blocks: NonNegativeInt
     tuned_lr_scale: PositiveFloat
@@ -237,7 +238,8 @@ def load_config(
     for preset in presets:
         path = resolve_preset(preset)
         shown = str(preset) if path == Path(preset) else _display(path)  # a file: as the user wrote it
-        _merge(data, origins, _read_yaml(path, shown), shown, Config, "")
+        for layer, origin in preset_layers(path, shown):
+            _merge(data, origins, layer, origin, Config, "")
     for origin, key, value in [*options, *(parse_set(s) for s in sets)]:
         _merge(data, origins, _nest(key, value), origin, Config, "")
     try:
@@ -260,7 +262,34 @@ def parse_set(text: str) -> Override:
     return (f"--set {shown}", key, value)
 
 
-def resolve_preset(preset: str | Path) -> Path:
+BASE_KEY = "base"  # a preset's key naming the preset(s) it inherits from: their keys first, its own over them
+
+
+def preset_layers(path: Path, shown: str, chain: tuple[Path, ...] = ()) -> list[tuple[dict[str, Any], str]]:
+    """A preset file as the (mapping, origin) layers it stands for, in merge order: the presets its ``base:`` names
+    (a name, a path relative to it, or a list of them; each with its own bases first), then its own keys. So one
+    recipe change is made in one file and the presets built on it follow. A base that leads back to the file is
+    one error naming the chain."""
+    if path.resolve() in chain:
+        loop = " -> ".join(_display(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"{shown}: its base presets lead back to it ({loop})")
+    data = _read_yaml(path, shown)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"{shown}: '{BASE_KEY}' names a preset or a list of presets, not {bases!r}")
+    layers: list[tuple[dict[str, Any], str]] = []
+    for base in bases:
+        beside = path.parent / base
+        base_path = beside if beside.is_file() else resolve_preset(base, origin=f"{shown}: {BASE_KEY}: {base}")
+        layers += preset_layers(base_path, _display(base_path), (*chain, path.resolve()))
+    return [*layers, (data, shown)]
+
+
+def resolve_preset(preset: str | Path, origin: str | None = None) -> Path:
     path = Path(preset)
     if path.is_file():
         return path
@@ -268,7 +297,8 @@ def resolve_preset(preset: str | Path) -> Path:
     if named.is_file():
         return named
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"--config {preset}: no such file and no preset of that name (presets: {', '.join(known)})")
+    where = origin or f"--config {preset}"
+    raise ConfigError(f"{where}: no such file and no preset of that name (presets: {', '.join(known)})")
 
 
 def config_dict(cfg: Config, secrets: Literal["redact", "drop"] = "redact") -> dict[str, Any]:

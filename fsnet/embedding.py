@@ -32,8 +32,8 @@ from fsnet.storage import Storage
 from fsnet.trunk_features import TrunkCache, trunk_fingerprint
 
 # trunk-cache bytes an actor keeps in memory: Ray Data's blocks interleave many shards, and a shard dropped too early is
-# read again (at 4 shards held, fashion-product-small's 19 were read ~250 times: 158 s of a 252 s index); all 19 at
-# 96 px are 0.9 GB
+# read again for every block that needs it (most of an index's time, with a few shards held); a catalog of tens of
+# thousands of 96 px photos fits (docs/experiments.md)
 CACHE_BYTES_HELD = 1.5e9
 
 

@@ -137,8 +137,8 @@ class TrunkFeatures:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if threads is not None and self.device.type == "cpu":  # Ray gives an actor of one CPU one thread
             torch.set_num_threads(threads)
-        # batch norms folded into the convolutions, channels-last activations: the same maps to float rounding,
-        # 3.0x the images/s of the plain trunk (MobileNetV2, 96 px, 2 threads, batch 32; bench/trunk_bench.py)
+        # batch norms folded into the convolutions, channels-last activations: the same maps to float rounding, several
+        # times the images/s of the plain trunk on a CPU (bench/trunk_bench.py measures both)
         trunk = fold_batch_norms(frozen_trunk(model)).to(self.device, memory_format=torch.channels_last)
         self.lower, self.upper = split_trunk(trunk, tuned_blocks)
         self.normalize = ImageNetNormalize().to(self.device)

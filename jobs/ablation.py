@@ -29,6 +29,7 @@ from eval.scorer import BASELINES  # the baselines evaluate can run, by name
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config
 from fsnet.errors import ConfigError
+from fsnet.input_size import resolve_input_size, shorter_sides
 from fsnet.model import VARIANTS, build_model, load_model, save_model
 from fsnet.storage import Storage, join
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
@@ -108,6 +109,9 @@ def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) ->
     storage = Storage(cfg.storage)
     catalog_url = ensure_catalog(cfg, out, catalog, render=False)
     opened = Catalog.open(catalog_url, storage)
+    cfg, chosen = resolve_input_size(cfg, lambda: shorter_sides(opened))  # once, for every variant and shared stage
+    if chosen:
+        console.print(chosen, highlight=False)
     done: list[str] = []
     results = {}
     for variant in sorted(variants, key=ORDER.index):

@@ -31,7 +31,6 @@ import copy
 import datetime as dt
 import json
 import os
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -57,8 +56,10 @@ from fsnet.cached_batches import CachedBatches
 from fsnet.catalog.reader import Catalog
 from fsnet.columns import column_array
 from fsnet.config import Config, StageConfig, saved_config_text
+from fsnet.embedding import EmbedImages
 from fsnet.epoch_selection import better_epoch
 from fsnet.errors import ConfigError
+from fsnet.input_size import resolve_input_size, shorter_sides
 from fsnet.losses import StageLoss
 from fsnet.losses.stage_loss import TERMS
 from fsnet.lr_schedule import StageSchedule
@@ -88,11 +89,14 @@ from fsnet.validation_set import ValidationSet
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_rows
+from jobs.epoch_progress import POLL_S, EpochLines, images_per_s
+from jobs.progress import bar, pipeline_bar
 from jobs.ray_runtime import cluster_cpus, init_ray
+from jobs.tables import show
 from jobs.trunk_cache import trunk_cache
 
 DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed
-DECODE_CPUS = 0.5  # per read and decode task: ~0.3 ms per image, so half a CPU keeps up and two run side by side
+DECODE_CPUS = 0.5  # per read and decode task: decoding is a small part of a step, so half a CPU keeps up and two run
 FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
 METRICS_FILE = "train_metrics.jsonl"
 RUN_DEFINING_TRAIN_KEYS = ("trunk", "tuned_blocks", "batch_norm")  # with the model's keys: what a resumed --out keeps
@@ -111,6 +115,9 @@ class TrainResult:
 def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     storage = Storage(cfg.storage)
     catalog = Catalog.open(catalog_url, storage)
+    cfg, chosen = resolve_input_size(cfg, lambda: shorter_sides(catalog))  # model.image_size: auto decided here
+    if chosen:
+        console.print(chosen, highlight=False)
     _check_run_dir(cfg, storage, out)
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     _check_tuned_blocks(cfg)
@@ -237,7 +244,8 @@ def run_stage(
     else:
         _fit(cfg, catalog, storage, out, stage, start_url, result_url)
     took = time.perf_counter() - start
-    _print_stage(storage, out, stage.number)
+    epochs = getattr(cfg.train, stage.section).epochs
+    console.print(stage_summary(storage, out, stage, epochs, took), highlight=False)
     return result_url, took
 
 
@@ -254,7 +262,7 @@ def plain_batches(cfg: Config, catalog: Catalog) -> tuple[list[torch.Tensor], to
 def train_accuracy(cfg: Config, catalog: Catalog, model: RetrievalModel) -> dict[str, Any]:
     """The final model's classifier accuracy on the plain training sample with its saved BatchNorm statistics and
     with freshly re-estimated ones (on a copy; the saved model is unchanged): far apart when the saved statistics
-    do not describe the final weights, the gap issue 15 found (colour 0.53 on training batches, 0.21 held out)."""
+    do not describe the final weights (fsnet/model/batch_norm.py)."""
     batches, labels = plain_batches(cfg, catalog)
     images = torch.cat(batches) if batches else torch.zeros((0, 3, cfg.model.image_size, cfg.model.image_size))
     saved = classifier_accuracy(model, images, labels)
@@ -315,9 +323,12 @@ def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage
         ),
         datasets=datasets,
     )
-    with catalog.reading():  # a shard that cannot be read (by a worker's dataset shard): one line naming it
+    epochs = getattr(cfg.train, stage.section).epochs
+    with catalog.reading(), bar(_title(stage), "epochs") as progress:  # a shard that cannot be read: one line
+        task = progress.add_task(stage.name, total=epochs)
+        lines = EpochLines(storage, join(out, METRICS_FILE), stage.number, epochs, progress, task)
         # Ray: fit() on the main thread would replace fsnet's Ctrl-C handler with its own (jobs/interrupt.py)
-        result = interrupt.outside_main_thread(trainer.fit)
+        result = interrupt.outside_main_thread(trainer.fit, poll=lines.poll, every_s=POLL_S)
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, "state.pt"), map_location="cpu", weights_only=True)
     best = join(out, f"{stage.name}.best.pt")  # the epoch of best validation figures (Worker.select)
@@ -379,7 +390,8 @@ def _memory(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url
     fs, path = storage.arrow_fs(features)
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
-    with catalog.reading():  # a shard that cannot be read (in a Ray read task): one line naming it
+    images = len(training_ids(cfg, catalog)[0])
+    with catalog.reading(), pipeline_bar("memory", images, EmbedImages.__name__):  # a bad shard: one line naming it
         rows = training_rows(cfg, catalog, ["id", "image", *catalog.schema.names], with_shard=True)
         embed_rows(cfg, storage, start_url, catalog, rows).write_parquet(path, filesystem=fs)
 
@@ -490,15 +502,7 @@ class Worker:
             line = json.dumps({**metrics, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
             url = join(self.out, METRICS_FILE)
             previous = self.storage.read_text(url) if self.storage.exists(url) else ""
-            self.storage.write_text(url, previous + line + "\n")
-            # Ray Train replaces print in its workers with a copy to its logger's console and to the redirected
-            # stdout (the line showed twice): the process's own stdout, which Ray forwards to the driver once
-            print(
-                f"stage {self.stage.number} epoch {epoch}: loss {metrics['loss']:.4f}, "
-                f"{metrics['images_per_s']:.0f} images/s, {metrics['triplets_per_step']:.1f} triplets/step",
-                file=sys.__stdout__,
-                flush=True,
-            )
+            self.storage.write_text(url, previous + line + "\n")  # the driver prints it (jobs/epoch_progress.py)
 
     def select(
         self, epoch: int, model: RetrievalModel, validation: ValidationSet, reps: np.ndarray | None
@@ -736,32 +740,19 @@ def _check_tuned_blocks(cfg: Config) -> None:
         )
 
 
-def _print_stage(storage: Storage, out: str, stage: int) -> None:
-    lines = [json.loads(ln) for ln in storage.read_text(join(out, METRICS_FILE)).splitlines() if ln.strip()]
-    rows = [m for m in lines if m["stage"] == stage]
-    if not rows:
-        return
-    accuracy = sorted(k for k in rows[-1] if k.startswith("acc_"))
-    table = Table(title=f"stage {stage}")
-    for column in (
-        "epoch",
-        "loss",
-        *(k for k in rows[-1] if k.startswith("loss_")),
-        "triplets/step",
-        "images/s",
-        *accuracy,
-    ):
-        table.add_column(column.removeprefix("acc_"), justify="right")
-    for m in rows:
-        table.add_row(
-            str(m["epoch"]),
-            f"{m['loss']:.4f}",
-            *(f"{m[k]:.4f}" for k in rows[-1] if k.startswith("loss_")),
-            f"{m['triplets_per_step']:.1f}",
-            f"{m['images_per_s']:.0f}",
-            *(f"{m.get(k, float('nan')):.3f}" for k in accuracy),
-        )
-    console.print(table)
+def stage_summary(storage: Storage, out: str, stage: Stage, epochs: int, seconds: float) -> str:
+    """``stage 2: 12 epochs in 43 s (890 images/s); kept epoch 11 (val Top-20 1.000)``: what the stage did and which
+    epoch it kept."""
+    url = join(out, f"{stage.name}.selection.json")
+    kept = ""
+    if storage.exists(url):
+        record = json.loads(storage.read_text(url))
+        if record.get("best_epoch") is not None:
+            name = {"val_top20": "val Top-20", "val_accuracy": "val accuracy"}.get(record["metric"], record["metric"])
+            kept = f"; kept epoch {record['best_epoch'] + 1} ({name} {record['best']:.3f})"
+    rate = images_per_s(storage, join(out, METRICS_FILE), stage.number)
+    speed = f" ({rate:,.0f} images/s)" if rate else ""
+    return f"{_title(stage)}: {epochs} epochs in {seconds:.0f} s{speed}{kept}"
 
 
 def print_summary(result: TrainResult) -> None:
@@ -773,7 +764,7 @@ def print_summary(result: TrainResult) -> None:
         table.add_row(name, f"{value:.3f}")
     if s.get("train_accuracy_mean") is not None:
         table.add_row("mean", f"{s['train_accuracy_mean']:.3f}")
-    console.print(table)
+    show(console, table, keep=2)
     console.print(
         "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()) + f"; model: {result.model_url}"
     )

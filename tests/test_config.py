@@ -168,3 +168,43 @@ def test_cli_prints_one_line_with_the_path_as_given(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: sub/bad.yaml:3:3: key 'backbone' written twice"), done.stderr
+
+
+def test_a_preset_inherits_its_base_and_overrides_it(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("train:\n  batch_size: 8\n  seed: 3\nsplit:\n  seed: 5\n")
+    (tmp_path / "child.yaml").write_text("base: recipe.yaml\ntrain:\n  seed: 4\n")  # a path beside the file
+    cfg = load_config([str(tmp_path / "child.yaml")])
+    assert (cfg.train.batch_size, cfg.train.seed, cfg.split.seed) == (8, 4, 5)
+    # the shipped presets: cpu_mobilenet96 and cpu_mobilenet160 are the cpu recipe at a fixed input size
+    cpu, small, large = (load_config([p]) for p in ("cpu", "cpu_mobilenet96", "cpu_mobilenet160"))
+    assert (cpu.model.image_size, small.model.image_size, large.model.image_size) == ("auto", 96, 160)
+    assert (small.model.roi_size, large.model.roi_size) == (4, 6)
+    for preset in (small, large):
+        assert preset.train == cpu.train
+        assert preset.model.model_copy(update={"image_size": "auto", "roi_size": "auto"}) == cpu.model
+    # later presets and --set still win over a base
+    assert load_config(["cpu_mobilenet96", "tiny"]).model.image_size == 64
+    assert load_config(["cpu_mobilenet96"], ["train.tuned_blocks=0"]).train.tuned_blocks == 0
+
+
+def test_a_bad_base_is_one_error_naming_the_file(tmp_path):
+    loop_a, loop_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    loop_a.write_text("base: b.yaml\n")
+    loop_b.write_text("base: a.yaml\n")
+    with pytest.raises(
+        ConfigError, match=r"a\.yaml: its base presets lead back to it \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\)"
+    ):
+        load_config([str(loop_a)])
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("base: {model: tiny}\n")
+    with pytest.raises(ConfigError, match=r"odd\.yaml: 'base' names a preset or a list of presets"):
+        load_config([str(odd)])
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("base: cpu_mobilenet97\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: base: cpu_mobilenet97: no such file and no preset"):
+        load_config([str(missing)])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("base: typo_base.yaml\n")
+    (tmp_path / "typo_base.yaml").write_text("model:\n  backbon: tiny\n")
+    with pytest.raises(ConfigError, match=r"typo_base\.yaml: unknown key 'model\.backbon'"):
+        load_config([str(typo)])

@@ -5,8 +5,8 @@
 - ``hnsw``: ``HNSW32`` graph, no training.
 - ``ivfpq``: ``IVF<nlist>,PQ<m>x<bits>`` for catalogs whose vectors do not fit in memory: m the largest divisor of
   the dimension up to 32 that leaves sub-vectors of at least 4 dimensions, 8 bits per code unless the catalog is too
-  small to train 2^8 centroids on 39 points each (faiss's minimum), then fewer. (m = D one-dimensional sub-vectors
-  of 256 centroids trained on 2,000 vectors took 30-60 s on 2 cores and warned of too few points; PQ8x5: ~1 s.)
+  small to train 2^8 centroids on 39 points each (faiss's minimum), then fewer: one-dimensional sub-vectors of 256
+  centroids each train slowly and on too few points.
 
 Positions in the index are row numbers of the index's ``ids.parquet``. Where faiss sees GPUs (faiss-gpu) the
 index is built and searched there and saved back as a CPU index.

@@ -5,8 +5,8 @@ Why: in train mode a BatchNorm layer normalises with the batch's own statistics 
 (momentum 0.1: about the last 20 batches) for eval mode, which every representation, the memory block and the
 index use. The training batches come a shard or two at a time in the table's order, so the average describes
 whatever the last shards hold: on a catalog grouped by category, one category, and eval mode then normalises every
-image with it (issue 15: colour 0.53 on training batches, 0.21 held out, 0.56 with re-estimated statistics; on
-fashion-product-small sorted by category, a frozen trunk's probe falls from 0.70 to 0.61-0.66 with such statistics).
+image with it. Held-out accuracy then falls far below the accuracy on training batches, and re-estimated statistics
+bring it back (docs/experiments.md, "BatchNorm statistics and the catalog's order").
 
 - A pretrained trunk keeps its ImageNet statistics (``train.batch_norm: frozen``, eval mode; its affine
   parameters may still train) or is not trained at all (``train.trunk: frozen``).

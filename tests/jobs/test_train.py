@@ -52,10 +52,15 @@ def metrics_of(storage, out):
 
 
 def test_train_end_to_end(catalog_url, tmp_path):
-    cfg = load_config(["tiny"], [*RUN, "model.variant=full"])
+    # the input size decided from the catalog's 64 px photos (model.image_size: auto, fsnet/input_size.py)
+    auto = ["model.image_size=auto", "train.auto_image_sizes=[48, 64, 96]"]
+    cfg = load_config(["tiny"], [*RUN, "model.variant=full", *auto])
     storage = Storage(cfg.storage)
     out = str(tmp_path / "run")
     result = train(cfg, catalog_url, out)
+    assert result.summary["image_size"] == 64 and load_model(result.model_url, storage).cfg.image_size == 64
+    assert "image_size: 64" in storage.read_text(join(out, "config.yaml"))  # the resolved size is what a resume keeps
+    cfg = cfg.model_copy(update={"model": load_model(result.model_url, storage).cfg})
 
     metrics = metrics_of(storage, out)
     stage1 = [m for m in metrics if m["stage"] == 1]
