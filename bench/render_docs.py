@@ -10,9 +10,10 @@ machine, date, command and code version:
 
     <!-- results:NAME -->                                    every table of bench/results/NAME.json
     <!-- results:NAME#TABLE -->                              one table, by its "name"
-    <!-- results:NAME#TABLE columns=a|b|c rows=x|y notes=no images=no -->
+    <!-- results:NAME#TABLE columns=a|b|c rows=x|y notes=no images=no caption=short -->
                                                              those columns and rows (a row by its first cell), in
-                                                             that order; without the notes or images
+                                                             that order; without the notes or images; a caption
+                                                             without date and code version (README.md)
     <!-- /results -->
 
 Write a start marker and an end marker on lines of their own and run this script: the lines between them are its.
@@ -44,7 +45,7 @@ CONFIG_PAGE = DOCS / "configuration.md"
 END = "<!-- /results -->"
 START = re.compile(r"^<!-- results:(?P<name>[\w.-]+)(?:#(?P<table>[\w.-]+))?(?P<options>.*?)\s*-->\s*$")
 OPTION = re.compile(r"(\w+)=(.+?)(?=\s+\w+=|$)")
-OPTIONS = {"columns", "rows", "notes", "images"}
+OPTIONS = {"columns", "rows", "notes", "images", "caption"}
 NULL_CELL = "–"
 MINUS = "−"  # U+2212: a minus sign, as the prose uses
 
@@ -141,6 +142,14 @@ def short_version(version: str | None) -> str:
     return f"code at `{head[:10]}`" + (f" +{rest}" if rest else "")
 
 
+def short_caption(doc: dict[str, Any]) -> str:
+    """The README's caption (``caption=short``): the machine without its load, the command and the file; the date
+    and code version stay in the file, as a guide carries neither."""
+    machine = describe_machine({k: v for k, v in doc["machine"].items() if k != "load"})
+    command = f"`{doc['command']}`" if doc.get("command") else "command not recorded"
+    return f"*{machine} · {command} · bench/results/{doc['name']}.json*"
+
+
 def caption(doc: dict[str, Any]) -> str:
     date = doc.get("date") or "date not recorded"
     command = f"`{doc['command']}`" if doc.get("command") else "command not recorded"
@@ -183,7 +192,7 @@ def render_block(doc: dict[str, Any], table_name: str | None, options: dict[str,
     if options.get("images") != "no":
         for image in doc.get("images", []):
             lines += [f"![{image['alt']}]({relative(image['path'], page)})", ""]
-    lines.append(caption(doc))
+    lines.append(short_caption(doc) if options.get("caption") == "short" else caption(doc))
     return "\n".join(lines)
 
 
