@@ -28,6 +28,9 @@ SHARED = {  # modules of jobs/ that are not jobs: what every job may import
     "jobs.interrupt": "Ctrl-C: what a job kept",
     "jobs.embed_rows": "catalog rows -> embedding rows on Ray Data actors: train, index and evaluate all embed",
     "jobs.trunk_cache": "the frozen trunk's cached features: train (frozen trunk), the embed path, the probe",
+    "jobs.tables": "tables fitted to the terminal's width",
+    "jobs.progress": "progress bars with the time left, following Ray Data pipelines",
+    "jobs.epoch_progress": "a training stage's epochs as the driver shows them",
 }
 COMPOSITES = {  # modules of jobs/ that exist to call jobs
     "jobs.pipeline": "pack -> train -> index -> evaluate -> report in one job",
