@@ -246,10 +246,12 @@ def print_result(match: SchemaMatch, r: SearchResult) -> None:
     target = ", ".join(
         f"{n}={schema.value_name(n, int(v))}" + ("*" if n in changed else "") for n, v in zip(names, r.target)
     )
-    ranked = "" if r.nlogp is None else f"; ranked by distance + {r.weight:.3g} x -log P(target)"
+    ranked = "" if not r.weight else f"; ranked by distance + {r.weight:.3g} x -log P(target)"
     table = Table(title=f"target: {target}  (* manipulated{ranked})")
     scores = ("distance",) if r.nlogp is None else ("distance", "-log P")
-    for column in ("rank", "id", "match", *scores, *names):  # the attributes last: a narrow terminal drops them
+    # the changed attributes first, the others after: a narrow terminal drops columns from the right
+    order = [n for n in names if n in changed] + [n for n in names if n not in changed]
+    for column in ("rank", "id", "match", *scores, *order):
         wide = max([len(i) for i in r.ids] + [2]) if column == "id" else None  # ids are never cut short
         table.add_column(
             column,
@@ -259,10 +261,11 @@ def print_result(match: SchemaMatch, r: SearchResult) -> None:
         )
     nlogp = r.nlogp if r.nlogp is not None else [None] * len(r.ids)
     for rank, (i, d, p, v, m) in enumerate(zip(r.ids, r.distances, nlogp, r.names, r.matches), start=1):
-        cells = [(f"[bold]{x}[/]" if n in changed else x) if x is not None else "?" for n, x in zip(names, v)]
+        value = dict(zip(names, v))
+        cells = [(f"[bold]{value[n]}[/]" if n in changed else value[n]) if value[n] is not None else "?" for n in order]
         shown = [f"{d:.3f}"] if p is None else [f"{d:.3f}", f"{p:.3f}"]
         table.add_row(str(rank), i, "[green]yes[/]" if m else "no", *shown, *cells)
-    show(console, table, keep=3, where="a wider terminal")
+    show(console, table, keep=3)
 
 
 def explain(

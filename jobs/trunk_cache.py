@@ -33,6 +33,8 @@ from jobs.ray_runtime import actor_pool, model_actors
 READ_CPUS = 0.25  # reading a shard and writing its features are I/O and little CPU
 ROWS_PER_CALL = 32  # images per trunk call: the channels-last trunk's fastest CPU batch (bench/trunk_bench.py)
 
+_announced: set[str] = set()  # cache entries this process has named already
+
 
 def cache_url(cfg: Config, catalog: Catalog, model: ModelConfig, image_size: int, tuned_blocks: int = 0) -> str:
     """The entry of ``model``'s pretrained trunk at ``image_size`` for ``catalog`` (which may not exist yet); with
@@ -71,7 +73,9 @@ def trunk_cache(
     done = set(manifest.shards) if manifest else set()
     missing = [s.fingerprint for s in catalog.manifest.shards if short_fingerprint(s.fingerprint) not in done]
     if not missing:
-        console.print(f"trunk features: {sum(manifest.shards[s].images for s in done):,} images cached at {url}")
+        if url not in _announced:  # once per command: every stage and the validation set ask for it
+            _announced.add(url)
+            console.print(f"trunk features: {sum(manifest.shards[s].images for s in done):,} images cached at {url}")
         return TrunkCache(url, storage, manifest)
     short = [short_fingerprint(f) for f in missing]
     for shard in short:  # what a stopped earlier attempt left of these shards
