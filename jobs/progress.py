@@ -56,6 +56,8 @@ class _Watch:
         self.progress, self.task, self.operator = progress, task, operator
 
     def update(self, executor: Any) -> None:
+        # the executor's operators and their metrics are Ray Data 2.60's internals (the series pyproject.toml pins):
+        # a release without them leaves the bar where it is, never an error
         topology = getattr(executor, "_topology", None) or {}
         rows = 0
         for op in topology:
