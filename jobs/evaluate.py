@@ -54,7 +54,7 @@ from fsnet.embedding import EmbedImages
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
-from fsnet.model import RetrievalModel, load_model
+from fsnet.model import RetrievalModel
 from fsnet.schema_match import NOT_IN_MODEL, SchemaMatch
 from fsnet.storage import Storage, join, parent
 from fsnet.timing import timed
@@ -173,7 +173,7 @@ def open_index(cfg: Config, index_url: str, catalog_url: str, allow_catalog_mism
     mismatch = reader.check_catalog(catalog_url, catalog.manifest, allow=allow_catalog_mismatch)
     if mismatch:
         console.print(f"warning: {mismatch}; evaluating anyway (--allow-catalog-mismatch)")
-    model = load_model(reader.manifest.model.url, storage)
+    model = reader.model()  # the index's model, its bytes checked against the manifest's sha256
     match = SchemaMatch.of(model.schema, catalog.schema, reader.manifest.model.url, catalog_url)
     if match.note():
         console.print(match.note())

@@ -44,7 +44,7 @@ from fsnet.decode import decode_batch
 from fsnet.errors import FsnetError
 from fsnet.explain import explain_png
 from fsnet.index.reader import IndexReader
-from fsnet.model import RetrievalModel, load_model
+from fsnet.model import RetrievalModel
 from fsnet.schema_match import SchemaMatch
 from fsnet.storage import Storage
 from jobs.command import (
@@ -342,7 +342,7 @@ def cli(
     # not an image: one line naming it, before the index and the model load
     image_bytes = read_query_image(storage, image) if image is not None else None
     reader = IndexReader.open(index_url, storage)
-    model = load_model(reader.manifest.model.url, storage)
+    model = reader.model()  # the index's model, its bytes checked against the manifest's sha256
     # the index's labels are in the codes of the catalog it was built from (its manifest); the model's may differ
     match = SchemaMatch.of(
         model.schema, reader.manifest.attribute_schema(), reader.manifest.model.url, reader.manifest.catalog

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from functools import cached_property
 from typing import Sequence
@@ -13,14 +14,20 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from fsnet.catalog.manifest import CatalogManifest
-from fsnet.errors import CatalogError
+from fsnet.errors import CatalogError, ModelError
 from fsnet.index.faiss_index import index_from_bytes, search
 from fsnet.index.manifest import IndexManifest, read_current, read_manifest, version_name
+from fsnet.model import RetrievalModel
+from fsnet.model.checkpoint import model_from_bytes
 from fsnet.storage import Storage, join
 
 
 class CatalogMismatch(CatalogError):
     """The catalog given is not the one the index was built from (another split, other shards)."""
+
+
+class ModelMismatch(ModelError):
+    """The model file the index names is not the model the index was built with (its sha256 differs)."""
 
 
 class IndexReader:
@@ -54,6 +61,22 @@ class IndexReader:
         if not allow:
             raise CatalogMismatch(f"{line}; re-index with fsnet reindex or pass {flag}")
         return line
+
+    def model(self) -> RetrievalModel:
+        """The model this version was built with, on the CPU in eval mode: the file its manifest names, whose bytes
+        must have the sha256 recorded there. A file replaced since (retrained into the same --out, copied over) would
+        rank with other representations than the index holds: one ModelMismatch naming both hashes, whatever the
+        shapes."""
+        url, recorded = self.manifest.model.url, self.manifest.model.sha256
+        data = self.storage.read_bytes(url)
+        found = "sha256:" + hashlib.sha256(data).hexdigest()
+        if found != recorded:
+            raise ModelMismatch(
+                f"{url} is not the model {self.url} v{self.manifest.version} was built with: its sha256 is "
+                f"{found[:19]}..., the index's manifest records {recorded[:19]}...; re-index with this model "
+                "(fsnet index) or put the index's model back"
+            )
+        return model_from_bytes(data, origin=url).eval()
 
     @cached_property
     def faiss_index(self) -> faiss.Index:

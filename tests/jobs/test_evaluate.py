@@ -14,7 +14,7 @@ from eval.report import build_report, render_markdown
 from eval.results import read_results
 from fsnet.catalog.reader import Catalog
 from fsnet.config import load_config
-from fsnet.model import load_model, save_model
+from fsnet.model import build_model, load_model, save_model
 from fsnet.storage import Storage, join
 from jobs.evaluate import EvaluationMismatch, evaluate
 from jobs.index import index
@@ -138,3 +138,39 @@ def test_a_model_with_a_fusion_weight_gets_its_fused_row(indexed, tmp_path):
     assert "full+logp" in saved["timings"]
     report = build_report([(str(tmp_path / "eval"), read_results(json.dumps(saved), "eval"))])
     assert [row for row, _ in report.accuracy][:1] == ["full"] and "full+logp" not in dict(report.accuracy)
+
+
+def test_a_model_file_swapped_under_its_index_is_refused_by_evaluate_and_search(indexed, tmp_path):
+    """The manifest records the model's sha256: evaluate and search check the file's bytes against it before they
+    rank, whether the swapped model has the same shapes (it would give other figures) or others (it would fail in
+    a reshape), and exit 2 naming both hashes."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from fsnet.index.reader import ModelMismatch
+    from tests.jobs.tiny_model import make_model
+
+    storage, cfg = indexed["storage"], load_config(["tiny"])
+    model_url = str(tmp_path / "model.pt")
+    storage.write_bytes(model_url, storage.read_bytes(indexed["model"]))
+    index(cfg, model_url, indexed["catalog"], str(tmp_path / "index"), split="all")
+    recorded = "sha256:" + hashlib.sha256(storage.read_bytes(model_url)).hexdigest()
+    catalog = Catalog.open(indexed["catalog"], storage)
+
+    make_model(catalog, model_url, storage, seed=1)  # the same shapes, other weights
+    swapped = "sha256:" + hashlib.sha256(storage.read_bytes(model_url)).hexdigest()
+    with pytest.raises(ModelMismatch, match=rf"its sha256 is {swapped[:19]}\.\.\., .* records {recorded[:19]}\.\.\."):
+        evaluate(cfg, str(tmp_path / "index"), indexed["catalog"], str(tmp_path / "eval"))
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+    other = build_model(load_config(["tiny"], ["model.embed_dim=8"]).model, catalog.schema)  # other shapes
+    save_model(other, model_url, storage)  # refused before anything reshapes
+    for command in (
+        ["jobs.evaluate", "--index", str(tmp_path / "index"), "--catalog", indexed["catalog"], "--out", str(tmp_path)],
+        ["jobs.search", "--index", str(tmp_path / "index"), "--id", catalog.split_ids("gallery")[0], "-k", "3"],
+    ):
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=300)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert "is not the model" in lines[0] and recorded[:19] in lines[0], lines[0]
