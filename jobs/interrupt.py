@@ -53,8 +53,9 @@ def exit_interrupted(status: int = EXIT_STATUS) -> NoReturn:
     now, without unwinding: no finally blocks, atexit hooks or interpreter finalization, which made Ctrl-C slow."""
     try:
         sys.stdout.flush()
+        tree = descendants()  # before Ray stops: a raylet that dies first leaves its agents to init, out of reach
         _stop_ray(STOP_GRACE_S)
-        stop_children(grace_s=0.5)
+        stop_children(grace_s=0.5, pids=tree)
         sys.stderr.write(f"\ninterrupted: {_kept}\n")  # last, below anything Ray's shutdown printed
         sys.stderr.flush()
     finally:
@@ -71,9 +72,10 @@ def _stop_ray(bound_s: float) -> None:
     thread.join(bound_s)
 
 
-def stop_children(grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM to every child process at once, SIGKILL to those still running after ``grace_s``."""
-    children = _children()
+def stop_children(grace_s: float = STOP_GRACE_S, pids: list[int] | None = None) -> None:
+    """SIGTERM to every process of this one's tree at once (``pids``, else found now: children, their children, ...),
+    SIGKILL to those still running after ``grace_s``."""
+    children = sorted(set(pids or []) | set(descendants()))
     for pid in children:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -84,16 +86,21 @@ def stop_children(grace_s: float = STOP_GRACE_S) -> None:
         _signal(pid, signal.SIGKILL)
 
 
-def _children() -> list[int]:
-    """Pids whose parent is this process (Linux /proc; elsewhere none: Ray's own fate-sharing has to do)."""
-    me, found = os.getpid(), []
+def descendants() -> list[int]:
+    """Pids of this process' tree below it: its children (a local Ray's GCS, raylet, dashboard), theirs (the
+    raylet's workers and agents), and so on (Linux /proc; elsewhere none: Ray's own fate-sharing has to do)."""
+    parents: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
         except (OSError, IndexError):
             continue  # exited while we looked
-        if int(fields[1]) == me:  # fields: state, ppid, ...
-            found.append(int(stat.parent.name))
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))  # fields: state, ppid, ...
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
     return found
 
 

@@ -276,3 +276,47 @@ def test_ctrl_c_stops_fsnet_index_at_once_and_the_next_run_completes(tiny, tmp_p
     assert check_index_readable(tiny, out, tmp_path, None) == 1
     done = index(load_config(["tiny"]), tiny["model"], tiny["catalog"], out, split="all").manifest  # the next run
     assert done.version == 2 and read_current(storage, out) == 2 and versions(storage, out) == [1, 2]
+
+
+def ray_started(job) -> bool:
+    """The job's local Ray is up: a raylet runs in its session (extraction starts right after)."""
+    for pid in session_pids(job):
+        try:
+            if b"raylet" in open(f"/proc/{pid}/cmdline", "rb").read():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_ctrl_c_during_extraction_stops_the_whole_ray_and_says_what_was_kept(tiny, tmp_path, target):
+    """SIGINT between Ray's start and the first embedding written (its actors starting, the model loading): to the
+    command alone, or to its process group as a terminal sends it. Exit 130 with the "interrupted:" line, and
+    within 10 s no process of its session is left: Ray's agents, whose raylet dies first, included."""
+    out = str(tmp_path / "index")
+    job = start(
+        ["index", "--config", "tiny", *SLOW_INDEX, "--model", tiny["model"], "--catalog", tiny["catalog"]]
+        + ["--out", out, "--split", "all"],
+        tmp_path / "index.log",
+    )
+    try:
+        assert wait_until(job, lambda: ray_started(job), JOB_TIMEOUT_S), job.output()
+        wait_until(job, lambda: False, random.Random(SEED).uniform(0, 2.0))
+        assert job.proc.poll() is None, "the index finished before Ctrl-C: " + job.output()
+        if target == "group":
+            signal_group(job, signal.SIGINT)
+        else:
+            job.proc.send_signal(signal.SIGINT)
+        try:
+            status = job.proc.wait(STOP_BOUND_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"fsnet index still running {STOP_BOUND_S} s after Ctrl-C:\n{job.output()}")
+        lines = [line for line in job.output().splitlines() if line.strip()]
+        assert status == 130 and lines[-1].startswith(f"interrupted: {out}: "), job.output()
+        deadline = time.monotonic() + 10
+        while session_pids(job) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not session_pids(job), f"left running 10 s after Ctrl-C: {session_pids(job)}"
+    finally:
+        reap(job)
