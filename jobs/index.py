@@ -91,6 +91,7 @@ class IndexPlan:
     dropped: list[str]  # fingerprints ``reusable`` covers that the catalog no longer has
     up_to_date: bool  # nothing to do: every shard reused, none dropped, same faiss kind, same split file
     extract_rows: int  # the rows of ``extract`` that the split asks for: what this run embeds
+    needed: dict[str, set[str]]  # catalog shard fingerprint -> the ids of the split in it
 
 
 def index(
@@ -209,14 +210,24 @@ def plan_reuse(
         and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint
     )
     extract_rows = sum(len(needed[s.fingerprint]) for s in extract)
-    return IndexPlan(current, reusable, reuse, extract, dropped, up_to_date, extract_rows)
+    return IndexPlan(current, reusable, reuse, extract, dropped, up_to_date, extract_rows, needed)
 
 
 def _copy_reused(storage: Storage, out: str, vdir: str, plan: IndexPlan) -> None:
-    """Unchanged catalog shards: their embedding rows as they are, from the live version into the new one."""
+    """Unchanged catalog shards: their embedding rows from the live version into the new one, as they are; a shard
+    some of whose rows have left the split since (a re-pack moved an image from the gallery to training) is
+    written again without them, so that the folder holds what the manifest counts and faiss indexes."""
     for s in plan.reuse:
-        embeddings = plan.reusable.covered[s.fingerprint].embeddings
-        _copy_tree(storage, join(join(out, version_name(plan.reusable.version)), embeddings), join(vdir, _shard_dir(s)))
+        source = join(join(out, version_name(plan.reusable.version)), plan.reusable.covered[s.fingerprint].embeddings)
+        target = join(vdir, _shard_dir(s))
+        held = _embedded_ids(storage, out, plan.reusable, s.fingerprint)
+        if held == plan.needed[s.fingerprint]:
+            _copy_tree(storage, source, target)
+            continue
+        fs, path = storage.arrow_fs(source)
+        rows = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+        kept = rows.filter(pc.is_in(rows["id"], pa.array(sorted(plan.needed[s.fingerprint]), pa.string())))
+        storage.write_bytes(join(target, "part-0.parquet"), _parquet(kept))
 
 
 def _extract(

@@ -135,19 +135,19 @@ def verify_index(storage: Storage, url: str) -> Verdict:
             index_from_bytes(storage.read_bytes(join(vdir, files["index"])), use_gpu=False).ntotal, m.indexed, "vectors"
         ),
     )
-    check(
-        join(vdir, files["ids"]),
-        lambda: rows_problem(
-            pq.read_table(io.BytesIO(storage.read_bytes(join(vdir, files["ids"])))).num_rows, m.indexed, "ids"
-        ),
-    )
+    check(join(vdir, files["ids"]), lambda: _ids_problem(storage.read_bytes(join(vdir, files["ids"])), m.indexed))
     if "memory" in files:  # versions written before the index stopped copying the memory block
         check(join(vdir, files["memory"]), lambda: _memory_problem(storage.read_bytes(join(vdir, files["memory"]))))
+    embedded: list[str] = []  # every embedding row's id: one row per image, across the folders
     for s in m.shards:
         folder = join(vdir, s.embeddings)
-        check(
-            folder, lambda folder=folder, s=s: rows_problem(_embedding_rows(storage, folder), s.rows, "embedding rows")
-        )
+
+        def counted(folder: str = folder, expected: int = s.rows) -> str | None:
+            return rows_problem(_embedding_rows(storage, folder, embedded), expected, "embedding rows")
+
+        check(folder, counted)
+    if (repeated := _repeated(embedded)) is not None:
+        problems.append(f"{join(vdir, files['embeddings'])}: {repeated}")
     check(
         m.model.url,
         lambda: (
@@ -169,10 +169,33 @@ def verify_index(storage: Storage, url: str) -> Verdict:
     return Verdict(f"{summary}: all well")
 
 
-def _embedding_rows(storage: Storage, folder: str) -> int:
-    """Rows of one catalog shard's embedding files, every column decoded (a damaged page raises)."""
+def _embedding_rows(storage: Storage, folder: str, ids: list[str]) -> int:
+    """Rows of one catalog shard's embedding files, every column decoded (a damaged page raises); their ids are
+    appended to ``ids``."""
     fs, path = storage.arrow_fs(folder)
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table().num_rows
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    ids.extend(table["id"].to_pylist())
+    return table.num_rows
+
+
+def _ids_problem(data: bytes, indexed: int) -> str | None:
+    """The faiss positions' ids: as many as the manifest indexed, each once (a search would return an image twice)."""
+    ids = pq.read_table(io.BytesIO(data))["id"].to_pylist()
+    if len(ids) != indexed:
+        return f"{len(ids):,} ids, {MANIFEST_FILE} says {indexed:,}"
+    return _repeated(ids)
+
+
+def _repeated(ids: list[str]) -> str | None:
+    """None when every id is there once; else a line naming how many repeat and the first few."""
+    seen, twice = set(), []
+    for i in ids:
+        if i in seen:
+            twice.append(i)
+        seen.add(i)
+    if not twice:
+        return None
+    return f"{len(twice):,} id(s) more than once (e.g. {', '.join(sorted(set(twice))[:5])}): one image, several rows"
 
 
 def _memory_problem(data: bytes) -> str | None:

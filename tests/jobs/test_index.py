@@ -153,3 +153,37 @@ def test_reindex_extracts_only_the_new_shard_and_equals_a_full_index(tiny, tmp_p
     np.testing.assert_allclose(
         column_array(ea, "global", (-1,)), column_array(eb, "global", (-1,)), rtol=1e-5, atol=1e-6
     )
+
+
+def test_a_repack_that_moves_gallery_images_to_training_leaves_index_manifest_and_verify_in_agreement(tiny, tmp_path):
+    """A grown catalog packed with fractions shifts the split's boundary: some gallery images of unchanged shards
+    become training images. Their shards are reused, without those rows: every folder holds what the manifest
+    counts, each image once, the index holds exactly the gallery, and fsnet verify says all is well."""
+    storage = Storage(load_config().storage)
+    full = pd.read_csv(tiny["root"] / "synth" / "labels.csv", dtype=str)
+    source = tmp_path / "source"
+    (source / "images").mkdir(parents=True)
+    for name in full["image"]:
+        (source / "images" / name).write_bytes((tiny["root"] / "synth" / "images" / name).read_bytes())
+    catalog_url, out = str(tmp_path / "catalog"), str(tmp_path / "index")
+    pack_cfg = load_config(["tiny"], [f"source.path={source}"])  # split.n_gallery: 0.4 of the images
+    full.iloc[:192].to_csv(source / "labels.csv", index=False)
+    pack(pack_cfg, catalog_url, show_progress=False)
+    before = set(Catalog.open(catalog_url, storage).split_ids("gallery").tolist())
+    index(load_config(["tiny"]), tiny["model"], catalog_url, out)
+
+    full.to_csv(source / "labels.csv", index=False)  # 64 more images: the split's boundary moves
+    pack(pack_cfg, catalog_url, show_progress=False)
+    catalog = Catalog.open(catalog_url, storage)
+    gallery = set(catalog.split_ids("gallery").tolist())
+    left = before - gallery
+    assert left, "the re-pack moved no gallery image to another split: the case is not exercised"
+    second = index(load_config(["tiny"]), tiny["model"], catalog_url, out).manifest
+    assert any(s.reused_from == 1 for s in second.shards)  # unchanged shards reused, not re-extracted
+
+    reader = IndexReader.open(out, storage)
+    rows = reader.embeddings(columns=["id"])["id"].to_pylist()
+    assert sorted(rows) == sorted(gallery) and not left & set(rows)  # the index holds the gallery, once each
+    assert sorted(reader.ids.tolist()) == sorted(gallery)
+    verdict = verify_index(storage, out)
+    assert not verdict.problems, verdict.problems
