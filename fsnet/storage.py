@@ -171,6 +171,35 @@ class Storage:
     def write_text(self, url: str, text: str) -> None:
         self.write_bytes(url, text.encode("utf-8"))
 
+    def create(self, url: str, data: bytes) -> bool:
+        """Write a whole object only if none is there: True when this call created it, False when one existed.
+        Of two callers at once exactly one gets True: on S3 a conditional PUT (If-None-Match: *), on a local disk a
+        hard link of a finished temporary file (so the object appears whole); memory:// holds one process."""
+        fs, path = self.fs(url)
+        proto = protocol_of(url)
+        if proto == "file":
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                os.remove(tmp)
+            return True
+        if proto == "s3":
+            try:
+                fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, data)
+        return True
+
     def listdir(self, url: str) -> list[str]:
         """Names (not paths) directly under ``url``; empty when it does not exist."""
         fs, path = self.fs(url)

@@ -55,6 +55,7 @@ from fsnet.index.manifest import (
     versions,
     write_current,
 )
+from fsnet.index.writer_lock import WriterLock
 from fsnet.model.checkpoint import model_from_bytes
 from fsnet.schema_match import SchemaMatch
 from fsnet.storage import Storage, join
@@ -107,72 +108,75 @@ def index(
         console.print(match.note())
     wanted = None if split == "all" else set(catalog.split_ids(split).tolist())
     model_sha = "sha256:" + hashlib.sha256(model_data).hexdigest()
-    plan = plan_reuse(storage, out, catalog, wanted, model_sha, split, cfg.index.kind)
-    version = _clean_stale(storage, out, plan.current)  # before "nothing to do": it removes a stopped run's leftovers
-    if plan.up_to_date:
-        return IndexResult(
-            None, f"{out}: v{plan.current} already covers every shard of {catalog_url} with this model; nothing to do"
+    with WriterLock.acquire(storage, out):  # one writer per index (fsnet/index/writer_lock.py): else one line
+        plan = plan_reuse(storage, out, catalog, wanted, model_sha, split, cfg.index.kind)
+        # before "nothing to do": it removes a stopped run's leftovers (a running one holds the lock)
+        version = _clean_stale(storage, out, plan.current)
+        if plan.up_to_date:
+            return IndexResult(
+                None,
+                f"{out}: v{plan.current} already covers every shard of {catalog_url} with this model; nothing to do",
+            )
+
+        vdir = join(out, version_name(version))
+        partial = version_name(version)
+        interrupt.keep(f"{out}: CURRENT still {_named(plan.current)}; the partial {partial} is removed by the next run")
+        timings: dict[str, float] = {}
+        init_ray(cfg.ray)
+        with timed(timings, "copy_reused"):
+            _copy_reused(storage, out, vdir, plan)
+        with timed(timings, "extract"):
+            if plan.extract:
+                _extract(cfg, storage, model_url, catalog, split, plan, vdir, model.cfg.image_size)
+        if cfg.index.fault == "before_publish":
+            raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
+        with timed(timings, "faiss"):
+            table = _indexed_rows(storage, vdir, wanted)  # every row of the split, failed ones included
+            ok = table.filter(pc.is_null(table["error"]))
+            if ok.num_rows == 0:
+                raise CatalogError(f"{catalog_url}: no image of the {split} split could be embedded; nothing to index")
+            vectors = column_array(ok, "global", (-1,))  # (N, r)
+            faiss_index = build_index(vectors, cfg.index.kind)
+        timings.update(_busy(table, plan.extract))
+
+        storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
+        storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
+        bad = table.filter(pc.is_valid(table["error"]))
+        manifest = IndexManifest(
+            format=1,
+            fsnet_version=fsnet.__version__,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            version=version,
+            catalog=catalog_url,
+            split=split,
+            splits_fingerprint=catalog.manifest.splits.fingerprint,
+            model=ModelRef(url=model_url, sha256=model_sha),
+            attributes=catalog.schema.attributes,
+            embed_dim=model.cfg.embed_dim,
+            global_dim=int(vectors.shape[1]) if len(vectors) else model.global_dim,
+            image_size=model.cfg.image_size,
+            index_kind=cfg.index.kind,
+            shards=_covered(table, catalog, plan),
+            indexed=ok.num_rows,
+            rejected=[
+                RejectedImage(id=i, catalog_shard=c, reason=e)
+                for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())
+            ],
+            timings={**timings, "total": time.perf_counter() - start},
+            files={"index": "index.faiss", "ids": "ids.parquet", "embeddings": EMBEDDINGS},
         )
-
-    vdir = join(out, version_name(version))
-    interrupt.keep(
-        f"{out}: CURRENT still {_named(plan.current)}; the partial {version_name(version)} is removed by the next run"
-    )
-    timings: dict[str, float] = {}
-    init_ray(cfg.ray)
-    with timed(timings, "copy_reused"):
-        _copy_reused(storage, out, vdir, plan)
-    with timed(timings, "extract"):
-        if plan.extract:
-            _extract(cfg, storage, model_url, catalog, split, plan, vdir, model.cfg.image_size)
-    if cfg.index.fault == "before_publish":
-        raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
-    with timed(timings, "faiss"):
-        table = _indexed_rows(storage, vdir, wanted)  # every row of the split, failed ones included
-        ok = table.filter(pc.is_null(table["error"]))
-        if ok.num_rows == 0:
-            raise CatalogError(f"{catalog_url}: no image of the {split} split could be embedded; nothing to index")
-        vectors = column_array(ok, "global", (-1,))  # (N, r)
-        faiss_index = build_index(vectors, cfg.index.kind)
-    timings.update(_busy(table, plan.extract))
-
-    storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
-    storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
-    bad = table.filter(pc.is_valid(table["error"]))
-    manifest = IndexManifest(
-        format=1,
-        fsnet_version=fsnet.__version__,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        version=version,
-        catalog=catalog_url,
-        split=split,
-        splits_fingerprint=catalog.manifest.splits.fingerprint,
-        model=ModelRef(url=model_url, sha256=model_sha),
-        attributes=catalog.schema.attributes,
-        embed_dim=model.cfg.embed_dim,
-        global_dim=int(vectors.shape[1]) if len(vectors) else model.global_dim,
-        image_size=model.cfg.image_size,
-        index_kind=cfg.index.kind,
-        shards=_covered(table, catalog, plan),
-        indexed=ok.num_rows,
-        rejected=[
-            RejectedImage(id=i, catalog_shard=c, reason=e)
-            for i, c, e in zip(bad["id"].to_pylist(), bad["catalog_shard"].to_pylist(), bad["error"].to_pylist())
-        ],
-        timings={**timings, "total": time.perf_counter() - start},
-        files={"index": "index.faiss", "ids": "ids.parquet", "embeddings": EMBEDDINGS},
-    )
-    storage.write_text(join(vdir, "config.yaml"), saved_config_text(cfg))
-    storage.write_text(join(vdir, MANIFEST_FILE), manifest.model_dump_json(indent=1))
-    write_current(storage, out, version)  # last: from here on readers see v<version>
-    interrupt.keep(f"{out}: {version_name(version)} published (CURRENT names it)")
-    _remove_old(storage, out, version)
-    what = f"{len(plan.extract)} shard(s) extracted" + (
-        f", {len(plan.reuse)} reused, {len(plan.dropped)} dropped" if plan.reusable else ""
-    )
-    return IndexResult(
-        manifest, f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})"
-    )
+        storage.write_text(join(vdir, "config.yaml"), saved_config_text(cfg))
+        storage.write_text(join(vdir, MANIFEST_FILE), manifest.model_dump_json(indent=1))
+        write_current(storage, out, version)  # last: from here on readers see v<version>
+        interrupt.keep(f"{out}: {version_name(version)} published (CURRENT names it)")
+        _remove_old(storage, out, version)
+        what = f"{len(plan.extract)} shard(s) extracted" + (
+            f", {len(plan.reuse)} reused, {len(plan.dropped)} dropped" if plan.reusable else ""
+        )
+        return IndexResult(
+            manifest,
+            f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})",
+        )
 
 
 def plan_reuse(

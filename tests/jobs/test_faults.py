@@ -31,6 +31,7 @@ from jobs.index import index
 from jobs.pack import pack
 from tests.conftest import s3_sets
 from tests.jobs.subprocess_jobs import (
+    FSNET,
     reap,
     session_pids,
     signal_group,
@@ -320,3 +321,30 @@ def test_ctrl_c_during_extraction_stops_the_whole_ray_and_says_what_was_kept(tin
         assert not session_pids(job), f"left running 10 s after Ctrl-C: {session_pids(job)}"
     finally:
         reap(job)
+
+
+def test_two_reindexes_of_one_index_at_once_one_refuses_and_the_live_version_is_whole(tiny, tmp_path):
+    """A scheduled re-index overlapping a manual one: the second stops at once with one line naming the first
+    (exit 2), the first publishes a whole version: each image once, verify all well."""
+    from jobs.verify import verify_index
+
+    storage, out = tiny["storage"], str(tmp_path / "index")
+    index(load_config(["tiny"]), tiny["model"], tiny["catalog"], out)  # v1 of the first model
+    args = ["--config", "tiny", "--catalog", tiny["catalog"], "--index", out]
+    args += ["--model", str(tiny["root"] / "model2.pt")]  # another model: a full re-index, long enough to overlap
+    first = start(["reindex", *SLOW_INDEX, *args], tmp_path / "first.log")
+    try:
+        assert wait_until(first, (tmp_path / "index" / "WRITER").exists, JOB_TIMEOUT_S), first.output()
+        second = subprocess.run([FSNET, "reindex", *args], capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert second.returncode == 2 and len(lines) == 1, second.stdout + second.stderr
+        assert "another run is writing this index (process" in lines[0] and "on this host" in lines[0], lines[0]
+        assert reap(first) == 0, first.output()
+    finally:
+        reap(first)
+    assert read_current(storage, out) == 2 and versions(storage, out) == [1, 2]
+    reader = IndexReader.open(out, storage)
+    ids = reader.ids.tolist()
+    assert len(ids) == len(set(ids)) == reader.manifest.indexed
+    assert not verify_index(storage, out).problems
+    assert not (tmp_path / "index" / "WRITER").exists()
