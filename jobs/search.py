@@ -90,10 +90,17 @@ def parse_manipulations(match: SchemaMatch, items: list[str]) -> np.ndarray:
     list the valid ones; a value only the catalog has says the model was trained before it existed."""
     names = match.names
     manipulation = np.full(len(names), -1, dtype=np.int64)
+    given: dict[str, str] = {}
     for item in items:
         if "=" not in item:
             raise FsnetError(f"--change {item}: expected ATTRIBUTE=VALUE (attributes: {', '.join(names)})")
         attribute, value = (x.strip() for x in item.split("=", 1))
+        if attribute in given and given[attribute] != value:  # one value per attribute: never the last one silently
+            raise FsnetError(
+                f"--change {attribute}={given[attribute]} and --change {attribute}={value}: an attribute changes to "
+                "one value; give one"
+            )
+        given[attribute] = value
         manipulation[match.model.index(attribute)] = match.value_code(attribute, value)
     return manipulation
 
