@@ -58,7 +58,7 @@ from fsnet.columns import column_array
 from fsnet.config import Config, StageConfig, saved_config_text
 from fsnet.embedding import EmbedImages
 from fsnet.epoch_selection import better_epoch
-from fsnet.errors import ConfigError
+from fsnet.errors import CatalogError, ConfigError
 from fsnet.input_size import resolve_input_size, shorter_sides
 from fsnet.losses import StageLoss
 from fsnet.losses.stage_loss import TERMS
@@ -118,6 +118,13 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     cfg, chosen = resolve_input_size(cfg, lambda: shorter_sides(catalog))  # model.image_size: auto decided here
     if chosen:
         console.print(chosen, highlight=False)
+    fit_ids, validation_ids = training_ids(cfg, catalog)
+    if not len(fit_ids):  # a catalog packed to evaluate on: before anything is written
+        raise CatalogError(
+            f"{catalog_url}: no training images ({len(validation_ids)} held out for validation, the rest queries and "
+            "gallery): pack it with smaller split.n_query / split.n_gallery to train on it; it can evaluate a model "
+            "trained on another catalog as it is"
+        )
     _check_run_dir(cfg, storage, out)
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     _check_tuned_blocks(cfg)
@@ -132,7 +139,6 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     )
 
     seconds: dict[str, float] = {}  # of the stages run now (one done earlier is skipped and not timed)
-    fit_ids, validation_ids = training_ids(cfg, catalog)
     storage.write_text(join(out, VALIDATION_FILE), "".join(f"{i}\n" for i in validation_ids))
     console.print(f"training: {len(fit_ids):,} images, {len(validation_ids):,} held out for validation")
     previous = _initial_model(cfg, catalog, storage, out)

@@ -2,8 +2,10 @@
 
 Images with every attribute known are eligible for queries and gallery; they are ordered by a seeded hash of
 their id (ties by id), the first ``n_query`` become queries, the next ``n_gallery`` the gallery, and every
-other image (including those with an unknown value) trains. The order depends only on (seed, id), so the same
-image lands in the same place whatever the row order, and adding images moves few others."""
+other image (including those with an unknown value) trains. A catalog may have no training image at all, to
+evaluate a model trained on another one; training on it is refused then (jobs/train.py). The order depends only
+on (seed, id), so the same image lands in the same place whatever the row order, and adding images moves few
+others."""
 
 from __future__ import annotations
 
@@ -46,10 +48,7 @@ def assign_splits(ids: Sequence[str], labels: np.ndarray, cfg: SplitConfig) -> n
             "every attribute known; use fractions for small catalogs (e.g. --set split.n_query=0.1 --set "
             "split.n_gallery=0.4)"
         )
-    if n_query + n_gallery >= len(ids):
-        raise CatalogError(
-            f"split.n_query + split.n_gallery = {n_query + n_gallery} leaves no training images of {len(ids)}"
-        )
+    # every image a query or gallery image is allowed: a catalog packed to evaluate a model trained on another
     order = eligible[hash_order([ids[i] for i in eligible], cfg.seed)]
     split = np.full(len(ids), "train", dtype=object)
     split[order[:n_query]] = "query"

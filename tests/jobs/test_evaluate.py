@@ -174,3 +174,26 @@ def test_a_model_file_swapped_under_its_index_is_refused_by_evaluate_and_search(
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 2 and len(lines) == 1, done.stderr
         assert "is not the model" in lines[0] and recorded[:19] in lines[0], lines[0]
+
+
+def test_a_catalog_packed_only_to_evaluate_on_is_evaluated_and_refused_for_training(indexed, tmp_path):
+    """Every image a query or gallery image: a model trained on another catalog is evaluated on it (the probe, with
+    nothing to fit on, says so in one line and is left out); training on it is one line before anything is
+    written."""
+    from fsnet.errors import CatalogError
+    from jobs.pack import pack
+    from jobs.train import train
+
+    source = str(indexed["root"] / "synth")
+    catalog_url = str(tmp_path / "eval-only")
+    pack(load_config(["tiny"], [f"source.path={source}", "split.n_query=0.5", "split.n_gallery=0.5"]), catalog_url)
+    catalog = Catalog.open(catalog_url, indexed["storage"])
+    assert not len(catalog.split_ids("train"))
+    cfg = load_config(["tiny"])
+    index(cfg, indexed["model"], catalog_url, str(tmp_path / "index"))
+    saved = evaluate(cfg, str(tmp_path / "index"), catalog_url, str(tmp_path / "eval"))
+    assert "training split is empty" in saved["probe_unavailable"]
+    assert [r["method"] for r in saved["runs"]] == ["full", "attribute_only", "attr_logp"]
+    with pytest.raises(CatalogError, match=r"eval-only: no training images .* it can evaluate a model trained on"):
+        train(cfg, catalog_url, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
