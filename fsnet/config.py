@@ -201,6 +201,7 @@ class ReportConfig(Section):
 class RayConfig(Section):
     address: str | None
     num_cpus: PositiveInt | None
+    start_timeout_s: PositiveFloat
     dashboard: bool
     progress_bars: bool
     parquet_datasource_v2: bool

@@ -17,7 +17,8 @@ import re
 import socket
 import sys
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 import ray
 import ray.data
@@ -77,16 +78,8 @@ def init_ray(cfg: RayConfig) -> None:
             if cfg.num_cpus is not None:
                 kwargs["num_cpus"] = cfg.num_cpus
         filter_driver_stderr()
-        try:
-            ray.init(**kwargs)
-        except Exception as err:  # noqa: BLE001 - Ray's start-up timeout is a bare Exception ("timed out during startup")
-            ray.shutdown()  # what did start (GCS, dashboard) goes with the failed start
-            where = f"ray.address={cfg.address}" if cfg.address else os.environ.get("RAY_ADDRESS") or "a local Ray"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise RayStartError(
-                f"could not start or join {where}: {first[:300]} — on a busy machine retry, or give Ray fewer CPUs "
-                "(--set ray.num_cpus=1); to join a running cluster set ray.address (e.g. --set ray.address=auto)"
-            ) from None
+        local = cfg.address is None and not os.environ.get("RAY_ADDRESS")
+        start_with_retries(lambda: ray.init(**kwargs), ray.shutdown, cfg.start_timeout_s if local else 0.0, cfg)
     filter_forwarded_logs()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.progress_bars
@@ -99,6 +92,44 @@ def follow_pipelines(context: "ray.data.DataContext") -> None:
     """Let fsnet's bars follow the Ray Data pipelines this process runs (jobs/progress.py ``rows_of``)."""
     if RowsDone not in context.custom_execution_callback_classes:
         context.custom_execution_callback_classes.append(RowsDone)  # Ray: called at each scheduling step
+
+
+STARTUP_TIMEOUT = "timed out during startup"  # Ray's words when its raylet missed its fixed 30 s to register
+
+
+def start_with_retries(
+    start: Callable[[], Any],
+    stop: Callable[[], Any],
+    timeout_s: float,
+    cfg: RayConfig,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """``start()`` (ray.init), tried again after Ray's own start-up timeout until ``timeout_s`` has passed (a local
+    Ray: ray.start_timeout_s; 0 when joining a cluster, which one attempt answers); what did start is stopped after
+    each failure. Any other failure, or the last timeout, is one RayStartError naming the setting."""
+    began, attempts = clock(), 0
+    while True:
+        attempts += 1
+        try:
+            start()
+            return
+        except Exception as err:  # noqa: BLE001 - Ray's start-up timeout is a bare Exception
+            stop()  # what did start (GCS, dashboard) goes with the failed start
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            waited = clock() - began
+            if STARTUP_TIMEOUT in first and waited < timeout_s:
+                continue
+            where = f"ray.address={cfg.address}" if cfg.address else os.environ.get("RAY_ADDRESS") or "a local Ray"
+            tried = (
+                f" ({attempts} attempt(s) in {waited:.0f} s, ray.start_timeout_s={timeout_s:g}: raise it on a busy "
+                f"machine, e.g. --set ray.start_timeout_s={max(2 * timeout_s, 300):g})"
+                if STARTUP_TIMEOUT in first
+                else ""
+            )
+            raise RayStartError(
+                f"could not start or join {where}: {first[:300]}{tried} — or give Ray fewer CPUs (--set "
+                "ray.num_cpus=1); to join a running cluster set ray.address (e.g. --set ray.address=auto)"
+            ) from None
 
 
 def _check_reachable(address: str) -> None:
