@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tempfile
 import uuid
 from functools import cached_property
 from typing import Any
@@ -140,6 +141,31 @@ class Storage:
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
     # ----- small helpers our own code uses --------------------------------------------------------------
+    def check_output_folder(self, url: str, option: str = "--out") -> None:
+        """A job's output folder, checked before any work: not a file (nor under one), and on a local disk
+        writable (created, a file written and removed). One StorageError naming the option and the path; without
+        it the failure came from inside a Ray actor after the work, wrapped past recognition."""
+        fs, path = self.fs(url)
+        proto = protocol_of(url)
+        if proto == "s3":
+            if fs.isfile(path):
+                raise StorageError(f"{option} {url}: an object, not a folder (prefix); give a folder URL")
+            return
+        if proto != "file":
+            return
+        probe = path
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe.rstrip("/")) if probe != "/" else ""
+        if probe and not os.path.isdir(probe):
+            where = "is a file" if probe == path else f"is under the file {probe}"
+            raise StorageError(f"{option} {url}: {where}, not a folder; give a folder")
+        try:
+            os.makedirs(path, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".fsnet-write-check-"):
+                pass
+        except OSError as err:
+            raise StorageError(f"{option} {url}: cannot be written ({err.strerror or err})") from None
+
     def exists(self, url: str) -> bool:
         fs, path = self.fs(url)
         fs.invalidate_cache(path)  # s3fs caches listings; other processes (Ray workers) write too

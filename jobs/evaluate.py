@@ -101,6 +101,7 @@ def evaluate(
     results.json's content, as written."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
+    Storage(cfg.storage).check_output_folder(out)  # before the evaluation, not after it
     opened = open_index(cfg, index_url, catalog_url, allow_catalog_mismatch)
     algebra = algebra_of(opened.model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
 

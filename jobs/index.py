@@ -108,6 +108,7 @@ def index(
         console.print(match.note())
     wanted = None if split == "all" else set(catalog.split_ids(split).tolist())
     model_sha = "sha256:" + hashlib.sha256(model_data).hexdigest()
+    storage.check_output_folder(out, "the index")
     with WriterLock.acquire(storage, out):  # one writer per index (fsnet/index/writer_lock.py): else one line
         plan = plan_reuse(storage, out, catalog, wanted, model_sha, split, cfg.index.kind)
         # before "nothing to do": it removes a stopped run's leftovers (a running one holds the lock)

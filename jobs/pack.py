@@ -65,6 +65,7 @@ class PackResult:
 def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
     start = time.perf_counter()
     storage = Storage(cfg.storage)
+    storage.check_output_folder(out)  # before any work: a file there would fail inside the writers, past recognition
     source = read_source(cfg.source, storage)  # validated: nothing is written when this fails
     previous = previous_catalog(storage, out)  # a re-pack keeps its codes and shards; None: a fresh pack
     if previous is not None:

@@ -32,6 +32,7 @@ def load_results(storage: Storage, url: str) -> Results:
 
 def report(storage: Storage, results_urls: list[str], out: str) -> str:
     """Every file read and checked before anything is written; returns report.html's URL."""
+    storage.check_output_folder(out)
     built = build_report([(url, load_results(storage, url)) for url in results_urls])
     curves = curves_png(built)
     storage.write_text(join(out, "report.html"), render_html(built, curves))

@@ -46,6 +46,7 @@ def synth(cfg: Config, out: str, show_progress: bool = True, first: int = 0) -> 
     took. With ``first`` > 0 the rows of an existing labels.csv are kept (a re-rendered index replaces its row)."""
     start = time.perf_counter()
     storage = Storage(cfg.storage)
+    storage.check_output_folder(out)  # before Ray: a file there would fail inside the writers, past recognition
     init_ray(cfg.ray)
     s = cfg.synthetic
     # The indices as in-memory blocks (no read tasks competing with the actors for CPUs).

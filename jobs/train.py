@@ -125,6 +125,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
             "gallery): pack it with smaller split.n_query / split.n_gallery to train on it; it can evaluate a model "
             "trained on another catalog as it is"
         )
+    storage.check_output_folder(out)
     _check_run_dir(cfg, storage, out)
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     _check_tuned_blocks(cfg)
