@@ -47,6 +47,9 @@ class StorageConfig(Section):
     secret: SecretStr | None
     token: SecretStr | None
     anonymous: bool
+    connect_timeout_s: PositiveFloat
+    read_timeout_s: PositiveFloat
+    retries: Annotated[int, Field(ge=1)]
 
 
 class CelebaFiles(Section):

@@ -97,7 +97,7 @@ class Storage:
         client_kwargs: dict[str, Any] = {}
         if self.region:
             client_kwargs["region_name"] = self.region
-        return fsspec.filesystem(
+        fs = fsspec.filesystem(
             "s3",
             key=self._secret("key"),
             secret=self._secret("secret"),
@@ -105,8 +105,17 @@ class Storage:
             anon=self.cfg.anonymous,
             endpoint_url=self.endpoint_url,
             client_kwargs=client_kwargs,
+            config_kwargs={
+                "connect_timeout": self.cfg.connect_timeout_s,
+                "read_timeout": self.cfg.read_timeout_s,
+                "retries": {"max_attempts": 1, "mode": "standard"},
+            },
             skip_instance_cache=True,
         )
+        # s3fs retries a timed-out request itself: storage.retries attempts; botocore's own retries under it (off
+        # above) would multiply them (5 x 5 attempts of a stalled endpoint: minutes of silence)
+        fs.retries = self.cfg.retries
+        return fs
 
     def fs(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         """(fsspec filesystem, path within it) for ``url``."""
@@ -132,6 +141,9 @@ class Storage:
                 "session_token": self._secret("token"),
                 "anonymous": self.cfg.anonymous,
                 "region": self.region,
+                "connect_timeout": self.cfg.connect_timeout_s,
+                "request_timeout": self.cfg.read_timeout_s,
+                "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=self.cfg.retries),
             }
             if self.endpoint_url:
                 parts = urlsplit(self.endpoint_url if "://" in self.endpoint_url else f"https://{self.endpoint_url}")

@@ -86,7 +86,7 @@ def run_app(app: typer.Typer) -> None:
     except (KeyboardInterrupt, click.exceptions.Abort, typer.Abort):
         code = EXIT_INTERRUPTED
     except BaseException as err:  # noqa: BLE001 - the one place where every failure is turned into a message
-        user_error = user_error_of(err)
+        user_error = user_error_of(err) or unreachable_store(err)
         if user_error is not None and not debug:
             err_console.print(f"[bold red]error:[/] {_one_line(user_error)}", soft_wrap=True, highlight=False)
             sys.exit(EXIT_USER_ERROR)
@@ -112,6 +112,31 @@ def user_error_of(err: BaseException) -> FsnetError | None:
     for candidate in exception_chain(err):
         if isinstance(candidate, FsnetError) and not _is_ray_wrapper(candidate):
             return candidate
+    return None
+
+
+# what the S3 clients raise when an endpoint refuses, never answers or drops the connection (botocore, aiohttp, fsspec)
+UNREACHABLE = {
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "ClientConnectorError",
+    "ServerTimeoutError",
+    "FSTimeoutError",
+}
+
+
+def unreachable_store(err: BaseException) -> FsnetError | None:
+    """An object store that could not be reached (after storage.retries attempts within the storage timeouts), as
+    one line naming the endpoint and what to check; None for any other failure."""
+    for candidate in exception_chain(err):
+        if type(candidate).__name__ in UNREACHABLE:
+            return FsnetError(
+                f"the object store does not answer: {_one_line(candidate)} — check storage.endpoint_url (or "
+                "AWS_ENDPOINT_URL) and the network; each request waits storage.connect_timeout_s / "
+                "storage.read_timeout_s, storage.retries times"
+            )
     return None
 
 
