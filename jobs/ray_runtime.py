@@ -35,10 +35,13 @@ _stderr_filtered = False  # filter_driver_stderr() ran in this process
 # ("Reporting training result 3: TrainingReport(checkpoint=..., metrics={...}) from rank 1": its logger is named
 # after its file, so it reaches the workers' root logger, not "ray.train"), and Ray Data's line at the end of every
 # execution in a worker ("✔️  Dataset train_<id>_3 execution finished in 0.27 seconds": Ray Train's data pipeline,
-# once per epoch). They stay in Ray's session logs; fsnet's bars and lines say where a job is.
+# once per epoch), and the stack dump Ray's C++ failure handler writes when a process of it is killed mid-call at
+# shutdown ("*** SIGSEGV received at time=...", "PC: @ 0x...", "    @ 0x7f... (unknown)"). They stay in Ray's
+# session logs; fsnet's bars and lines say where a job is.
 RAY_INTERNAL_LINE = re.compile(
     r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] \S+\.cc:\d+:|WARNING: \d+ PYTHON worker processes have been started"
     r"|Reporting training result \d+: TrainingReport\(|Dataset \S+ execution finished in [\d.]+ seconds"
+    r"|^\*\*\* SIG[A-Z]+ received at time=|^PC: @ +0x[0-9a-f]+|^ +@ +0x[0-9a-f]+ "
 )
 STDERR_DRAIN_S = 1.0  # at exit, what the stderr copier still holds is written within this (Ray's children may
 # keep the pipe open, so it is not waited for beyond it)

@@ -12,6 +12,11 @@ REPORT = (
 )
 CPP = "[2026-11-29 15:44:03,465 E 9259 9259] core_worker.cc:2465: Actor with class name: 'MapWorker' has arguments"
 DATA = "\u2714\ufe0f  Dataset train_0359vWO2HA48XcEq4jOQXg_1 execution finished in 0.27 seconds"
+SIGSEGV = [
+    "*** SIGSEGV received at time=1765014321 on cpu 1 ***",
+    "PC: @     0x7f3a2b1c4d5e  (unknown)  ray::core::CoreWorker::Disconnect()",
+    "    @     0x7f3a2b1c4d5e        208  absl::lts_20230802::WriteFailureInfo()",
+]
 OURS = "a line a worker of ours prints: loss 7.1410, 151 images/s"
 
 
@@ -19,6 +24,8 @@ def test_ray_train_report_lines_ray_data_lines_and_cpp_logs_are_dropped_fsnet_li
     assert RAY_INTERNAL_LINE.search(REPORT) and RAY_INTERNAL_LINE.search(CPP) and RAY_INTERNAL_LINE.search(DATA)
     assert not RAY_INTERNAL_LINE.search(OURS)
     assert not RAY_INTERNAL_LINE.search("Traceback (most recent call last):")
+    assert all(RAY_INTERNAL_LINE.search(line) for line in SIGSEGV)  # Ray's C++ stack dump at shutdown
+    assert not RAY_INTERNAL_LINE.search('  File "/work/jobs/train.py", line 610, in stage_loop')
     shown = []
     _without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [REPORT, OURS, DATA, CPP]})
     assert shown == [OURS]
