@@ -176,6 +176,7 @@ class IndexConfig(Section):
     kind: Literal["flat", "ivf", "hnsw", "ivfpq"]
     batch_size: PositiveInt
     actors: PositiveInt | None
+    in_process_max: NonNegativeInt
     gpu_decode: bool
     fault: Literal["before_publish"] | None
 

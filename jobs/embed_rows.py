@@ -36,27 +36,39 @@ def embed_rows(
     224 px on a 64 px model) embeds as the first run did; cfg.model.image_size when None (training). Rows with
     ``catalog_shard`` (``Catalog.dataset(with_shard=True)``) of a model whose trunk is the cached frozen trunk are
     embedded from the cached maps (fsnet/trunk_features.py): the same figures, without decoding or the trunk."""
-    size = image_size or cfg.model.image_size
-    # a frozen-trunk model reads its trunk's maps from the cache instead of decoding (the actor checks the weights)
-    model = load_model(model_url, storage)
-    trunk = existing_trunk_cache(cfg, storage, catalog, model.cfg, size, tuned_blocks=model.backbone.tuned_blocks)
     gpus, actors, threads = model_actors(cfg.index.actors)
-    passthrough = [*catalog.schema.names, *(["catalog_shard"] if with_shard else [])]
     return rows.map_batches(
         EmbedImages,
-        fn_constructor_kwargs=dict(
-            model_url=model_url,
-            storage=storage,
-            image_size=size,
-            passthrough=passthrough,
-            gpu_decode=cfg.index.gpu_decode,
-            trunk_cache=trunk.url if trunk is not None else None,
-            threads=threads,
-        ),
+        fn_constructor_kwargs=embed_images_kwargs(cfg, storage, model_url, catalog, with_shard, image_size, threads),
         batch_size=cfg.index.batch_size,
         batch_format="numpy",
         compute=actor_pool(actors),
         num_gpus=gpus_per_actor(gpus, actors),
+    )
+
+
+def embed_images_kwargs(
+    cfg: Config,
+    storage: Storage,
+    model_url: str,
+    catalog: Catalog,
+    with_shard: bool,
+    image_size: int | None,
+    threads: int | None,
+) -> dict:
+    """EmbedImages' arguments, the same on a pool's actors and in a process that embeds a few images itself: a
+    frozen-trunk model reads its trunk's maps from the cache instead of decoding (EmbedImages checks the weights)."""
+    size = image_size or cfg.model.image_size
+    model = load_model(model_url, storage)
+    trunk = existing_trunk_cache(cfg, storage, catalog, model.cfg, size, tuned_blocks=model.backbone.tuned_blocks)
+    return dict(
+        model_url=model_url,
+        storage=storage,
+        image_size=size,
+        passthrough=[*catalog.schema.names, *(["catalog_shard"] if with_shard else [])],
+        gpu_decode=cfg.index.gpu_decode,
+        trunk_cache=trunk.url if trunk is not None else None,
+        threads=threads,
     )
 
 

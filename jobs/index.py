@@ -23,9 +23,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -62,12 +64,13 @@ from fsnet.storage import Storage, join
 from fsnet.timing import timed
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.embed_rows import embed_rows
-from jobs.progress import pipeline_bar
+from jobs.embed_rows import embed_images_kwargs, embed_rows
+from jobs.progress import bar, pipeline_bar
 from jobs.ray_runtime import init_ray
 from jobs.tables import show
 
 EMBEDDINGS = "embeddings"
+ID_READERS = 8  # catalog shards whose id column is read at once when planning a run: round trips overlap
 KEEP_VERSIONS = 2  # the live version and the one before it: a reader that opened it a moment ago can finish
 
 
@@ -93,6 +96,7 @@ class IndexPlan:
     up_to_date: bool  # nothing to do: every shard reused, none dropped, same faiss kind, same split file
     extract_rows: int  # the rows of ``extract`` that the split asks for: what this run embeds
     needed: dict[str, set[str]]  # catalog shard fingerprint -> the ids of the split in it
+    held: dict[str, set[str]]  # catalog shard fingerprint -> the ids the reusable version has rows of
 
 
 def index(
@@ -123,11 +127,13 @@ def index(
         partial = version_name(version)
         interrupt.keep(f"{out}: CURRENT still {_named(plan.current)}; the partial {partial} is removed by the next run")
         timings: dict[str, float] = {}
-        init_ray(cfg.ray)
         with timed(timings, "copy_reused"):
             _copy_reused(storage, out, vdir, plan)
         with timed(timings, "extract"):
-            if plan.extract:
+            if plan.extract and plan.extract_rows <= cfg.index.in_process_max:  # a few: no Ray started for them
+                _extract_here(cfg, storage, model_url, catalog, split, plan, vdir, model.cfg.image_size)
+            elif plan.extract:
+                init_ray(cfg.ray)
                 _extract(cfg, storage, model_url, catalog, split, plan, vdir, model.cfg.image_size)
         if cfg.index.fault == "before_publish":
             raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
@@ -197,12 +203,11 @@ def plan_reuse(
     reusable = previous if previous and previous.model.sha256 == model_sha and previous.split == split else None
     shards = catalog.manifest.shards
     needed = _ids_per_shard(catalog, wanted)  # fingerprint -> ids of the split in that shard
+    held = _embedded_ids(storage, out, reusable) if reusable is not None else {}
     reuse = [
         s
         for s in shards
-        if reusable is not None
-        and s.fingerprint in reusable.covered
-        and needed[s.fingerprint] <= _embedded_ids(storage, out, reusable, s.fingerprint)
+        if reusable is not None and s.fingerprint in reusable.covered and needed[s.fingerprint] <= held[s.fingerprint]
     ]
     extract = [s for s in shards if s not in reuse]
     packed = {s.fingerprint for s in shards}
@@ -215,7 +220,7 @@ def plan_reuse(
         and reusable.splits_fingerprint == catalog.manifest.splits.fingerprint
     )
     extract_rows = sum(len(needed[s.fingerprint]) for s in extract)
-    return IndexPlan(current, reusable, reuse, extract, dropped, up_to_date, extract_rows, needed)
+    return IndexPlan(current, reusable, reuse, extract, dropped, up_to_date, extract_rows, needed, held)
 
 
 def _copy_reused(storage: Storage, out: str, vdir: str, plan: IndexPlan) -> None:
@@ -225,8 +230,7 @@ def _copy_reused(storage: Storage, out: str, vdir: str, plan: IndexPlan) -> None
     for s in plan.reuse:
         source = join(join(out, version_name(plan.reusable.version)), plan.reusable.covered[s.fingerprint].embeddings)
         target = join(vdir, _shard_dir(s))
-        held = _embedded_ids(storage, out, plan.reusable, s.fingerprint)
-        if held == plan.needed[s.fingerprint]:
+        if plan.held[s.fingerprint] == plan.needed[s.fingerprint]:
             _copy_tree(storage, source, target)
             continue
         fs, path = storage.arrow_fs(source)
@@ -257,6 +261,37 @@ def _extract(
     with catalog.reading(), pipeline_bar("index", plan.extract_rows, EmbedImages.__name__):  # a bad shard: one line
         embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=image_size)
         embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
+
+
+def _extract_here(
+    cfg: Config,
+    storage: Storage,
+    model_url: str,
+    catalog: Catalog,
+    split: str,
+    plan: IndexPlan,
+    vdir: str,
+    image_size: int,
+) -> None:
+    """A few images (up to index.in_process_max): embedded in this process by the same EmbedImages, shard by shard,
+    and written where the actor pool writes them (one folder per catalog shard); no Ray is started, as its start
+    and the pool's cost more than a few hundred images (bench/reindex_bench.py)."""
+    embed = EmbedImages(**embed_images_kwargs(cfg, storage, model_url, catalog, True, image_size, threads=None))
+    columns = ["id", "image", *catalog.schema.names]
+    with catalog.reading(), bar("index", "images") as progress:  # a shard that cannot be read: one line naming it
+        task = progress.add_task("index", total=plan.extract_rows)
+        for shard in plan.extract:
+            tables = []
+            batches = catalog.batches(
+                None if split == "all" else split, columns, cfg.index.batch_size, [shard.fingerprint]
+            )
+            for batch in batches:
+                batch["catalog_shard"] = np.full(len(batch["id"]), short_fingerprint(shard.fingerprint), object)
+                tables.append(embed(batch))
+                progress.advance(task, len(batch["id"]))
+            if tables:  # a shard with no image of the split has no folder, as the pool writes none
+                rows = pa.concat_tables(tables).drop_columns(["catalog_shard"])  # the folder's name holds it
+                storage.write_bytes(join(vdir, _shard_dir(shard), "part-0.parquet"), _parquet(rows))
 
 
 def _indexed_rows(storage: Storage, vdir: str, wanted: set[str] | None) -> pa.Table:
@@ -299,22 +334,27 @@ def _covered(table: pa.Table, catalog: Catalog, plan: IndexPlan) -> list[Covered
 
 
 def _ids_per_shard(catalog: Catalog, wanted: set[str] | None) -> dict[str, set[str]]:
-    """fingerprint -> ids of the wanted rows (all when None) in that shard (reads the id column only)."""
-    out = {}
-    for s in catalog.manifest.shards:
-        with catalog.reading():  # a shard that cannot be read: one line naming it
-            ids = catalog.shard_ids(s)
-        out[s.fingerprint] = set(ids) if wanted is None else set(ids) & wanted
-    return out
+    """fingerprint -> ids of the wanted rows (all when None) in that shard (the id column only, several shards at
+    once: each read waits on storage, and on S3 on a round trip)."""
+    shards = catalog.manifest.shards
+    with catalog.reading(), ThreadPoolExecutor(max_workers=ID_READERS) as pool:  # a bad shard: one line naming it
+        ids = list(pool.map(catalog.shard_ids, shards))
+    return {s.fingerprint: set(i) if wanted is None else set(i) & wanted for s, i in zip(shards, ids)}
 
 
-def _embedded_ids(storage: Storage, out: str, manifest: IndexManifest, fingerprint: str) -> set[str]:
-    """Ids with embedding rows in a version's folder of one catalog shard."""
-    folder = join(join(out, version_name(manifest.version)), manifest.covered[fingerprint].embeddings)
-    fs, path = storage.arrow_fs(folder)
-    if not storage.listdir(folder):
-        return set()
-    return set(pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["id"])["id"].to_pylist())
+def _embedded_ids(storage: Storage, out: str, manifest: IndexManifest) -> dict[str, set[str]]:
+    """Catalog shard fingerprint -> the ids with embedding rows in a version's folder of that shard (every shard
+    the version covers; one scan of the id column over the version's embeddings)."""
+    held: dict[str, set[str]] = {fp: set() for fp in manifest.covered}
+    vdir = join(out, version_name(manifest.version))
+    if not storage.listdir(join(vdir, EMBEDDINGS)):
+        return held
+    table = _read_embeddings(storage, vdir, ["id", "catalog_shard"])
+    by_short = {short_fingerprint(fp): fp for fp in manifest.covered}
+    for image_id, shard in zip(table["id"].to_pylist(), table["catalog_shard"].to_pylist()):
+        if shard in by_short:
+            held[by_short[shard]].add(image_id)
+    return held
 
 
 def _shard_dir(shard: ShardInfo) -> str:

@@ -121,3 +121,14 @@ def test_the_navigation_lists_every_page():
     nav = (ROOT / "mkdocs.yml").read_text()
     missing = [p.name for p in DOCS.glob("*.md") if f": {p.name}" not in nav]
     assert not missing, f"mkdocs.yml's nav lacks {', '.join(missing)}"
+
+
+def test_the_experiment_logs_tables_come_from_dated_result_files():
+    """A benchmark re-run rewrites its bench/results/<name>.json and the pages rendered from it: the log's entries
+    render from dated copies (<name>-YYYY-MM-DD.json), which nothing rewrites, so the history stays as measured."""
+    undated = [
+        f"docs/experiments.md:{number}: {line.strip()}"
+        for number, line in enumerate(LOG.read_text().splitlines(), 1)
+        if (match := render_docs.START.match(line)) and not re.search(r"-\d{4}-\d\d-\d\d$", match["name"])
+    ]
+    assert not undated, "copy the result to a dated file and render the log from it:\n" + "\n".join(undated)

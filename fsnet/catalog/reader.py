@@ -157,19 +157,26 @@ class Catalog:
             wanted = [*wanted, "catalog_shard"]
         return ds.select_columns(wanted)  # Ray's optimizer pushes the projection and the filter into the scan
 
-    def _arrow_dataset(self) -> pads.Dataset:
+    def _arrow_dataset(self, shards: Sequence[str] | None = None) -> pads.Dataset:
         fs, _ = self.storage.arrow_fs(self.url)
-        return pads.dataset([self.storage.arrow_fs(u)[1] for u in self.shard_urls], filesystem=fs, format="parquet")
+        infos = self.manifest.shards if shards is None else [s for s in self.manifest.shards if s.fingerprint in shards]
+        paths = [self.storage.arrow_fs(join(self.url, s.path))[1] for s in infos]
+        return pads.dataset(paths, filesystem=fs, format="parquet")
 
     def batches(
-        self, split: str | Sequence[str] | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
+        self,
+        split: str | Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+        batch_size: int = 256,
+        shards: Sequence[str] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """The rows of ``split`` as dicts of numpy arrays of ``batch_size`` rows (the last may be shorter), in
-        catalog order, without Ray. Binary and string columns come as object arrays."""
+        catalog order, without Ray; ``shards``: only the shards with these fingerprints. Binary and string columns
+        come as object arrays."""
         wanted = self._check_columns(columns)
         read = wanted if split is None or "id" in wanted else [*wanted, "id"]
         with self.reading():
-            dataset = self._arrow_dataset()
+            dataset = self._arrow_dataset(shards)
             filter_ = None if split is None else pads.field("id").isin(pa.array(self.split_ids(split), pa.string()))
             record_batches = dataset.to_batches(columns=read, filter=filter_, batch_size=batch_size)
         pending: list[pa.RecordBatch] = []

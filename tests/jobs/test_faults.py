@@ -45,7 +45,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 SEED = 13
 JOB_TIMEOUT_S = 240  # a subprocess job from start to its first output, on a loaded 2-core machine
 STOP_BOUND_S = 15  # from Ctrl-C to exit: generous for a loaded 2-core machine (measured: 2.6-4 s at load 50-100)
-SLOW_INDEX = ["--set", "index.batch_size=4", "--set", "index.actors=1"]  # many small writes: a wide window to land in
+# many small writes: a wide window to land in; on the actor pool (a few images are otherwise embedded without Ray)
+SLOW_INDEX = ["--set", "index.batch_size=4", "--set", "index.actors=1", "--set", "index.in_process_max=0"]
 
 
 @pytest.fixture(scope="module")

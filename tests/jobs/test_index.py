@@ -146,7 +146,8 @@ def test_reindex_extracts_only_the_new_shard_and_equals_a_full_index(tiny, tmp_p
     assert len(extracted) == 1 and extracted[0].rows == 64
     assert {s.fingerprint for s in second.shards if s.reused_from == 1} == {s.fingerprint for s in first.shards}
 
-    fresh = index(cfg, tiny["model"], catalog_url, str(tmp_path / "fresh"), split="all").manifest
+    pool = load_config(["tiny"], ["index.in_process_max=0"])  # the actor pool, where the re-index embedded its one
+    fresh = index(pool, tiny["model"], catalog_url, str(tmp_path / "fresh"), split="all").manifest  # shard itself
     a, b = IndexReader.open(out, storage), IndexReader.open(str(tmp_path / "fresh"), storage)
     assert sorted(a.ids.tolist()) == sorted(b.ids.tolist()) and fresh.indexed == second.indexed == 256
     ea, eb = a.embeddings(columns=["id", "global"]).sort_by("id"), b.embeddings(columns=["id", "global"]).sort_by("id")
