@@ -1,12 +1,13 @@
 """Exact Top-K of every manipulation, on the Shopping100k-size protocol with random embeddings, in one run on the
-same threads: the threshold evaluator (eval/threshold_topk.py, what fsnet evaluate runs), the old factorized one
-(eval/topk.py), the faiss brute-force reference, and the floor: one plain matrix product of the size the factorized
+same threads: the threshold evaluator (eval/threshold_topk.py), the old factorized one (eval/topk.py), the faiss
+brute-force reference, and the floor: one plain matrix product of the size the factorized
 form cannot avoid, (Q + P + C) x N x w (P: the (query, changed attribute) products the protocol needs, at most
 Q * A; C: the memory rows; w = min(D, r)). Time, ratios, peak memory, identical lists.
 
     python bench/eval_bench.py [--queries 2000] [--gallery 18000] [--k 50] [--embed-dim 256] [--global-dim 256]
+                               [--labels sparse,dense]   # a row per label setting (both by default)
     python bench/eval_bench.py --small            # 300 queries, 3,000 gallery: a quick run
-    python bench/eval_bench.py --families 30 --redraw 0.05   # dense labels: ~62 manipulations per query at full size
+    python bench/eval_bench.py --families 30 --redraw 0.05   # one setting of your own
     OPENBLAS_NUM_THREADS=1 python bench/eval_bench.py --threads 1   # on cores other work shares (see below)
 
 Threads: every timing runs on the same torch / faiss threads. On cores that other processes keep busy, parallel
@@ -14,15 +15,16 @@ regions wait for a descheduled thread at every barrier, which costs each small o
 each then gives the figures the arithmetic explains.
 
 Labels: 12 attributes with Shopping100k's 16,17,19,14,10,15,2,11,16,7,9,15 values. Random labels would leave no
-manipulation a target in the gallery, so images come in product families, as catalogs do: 300 random prototypes,
-each image a prototype with every attribute redrawn with probability 0.15 (--families, --redraw).
+manipulation a target in the gallery, so images come in product families, as catalogs do: random prototypes, each
+image a prototype with every attribute redrawn with some probability. Sparse: 300 families, 15% redrawn (~4
+manipulations per query); dense: 30 families, 5% (~62).
 Representations: s_a = mu_{a, value} + noise (unit Gaussians, so features cluster by value as a trained model's
 do); the memory block is the mean of 30,000 training representations per value; lambda_a in [0.5, 2]; w_r a
 random projection (A*D -> r), or none (F = [s_1, ..., s_A], the variants without global learning) with
 --global-dim 0.
 
-Writes its figures to bench/results/eval_bench.json (bench/record.py; --out PATH, --no-record: print only): one row,
-this run's setting.
+Writes its figures to bench/results/eval_bench.json (bench/record.py; --out PATH, --no-record: print only): a row
+per label setting, with the path fsnet evaluate takes for that protocol (eval/threshold_topk.py exact_topk).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import torch
 
 from eval.linear_global import LinearGlobal
 from eval.protocol import Manipulations, build_manipulations
-from eval.threshold_topk import threshold_topk
+from eval.threshold_topk import cheaper_path, threshold_topk
 from eval.topk import brute_force_topk, factorized_topk
 
 try:  # run as a script: bench/ is on sys.path
@@ -94,6 +96,9 @@ def representations(rng: np.random.Generator, centres: list[np.ndarray], labels_
     return reps
 
 
+SETTINGS = {"sparse": (300, 0.15), "dense": (30, 0.05)}  # (--families, --redraw) of each label setting
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=2000)
@@ -107,10 +112,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--global-dim", type=int, default=256, help="r; 0: no w_r (F is the concatenation)")
-    parser.add_argument("--families", type=int, default=300, help="product prototypes the labels are drawn around")
     parser.add_argument(
-        "--redraw", type=float, default=0.15, help="probability that an image's attribute is redrawn at random"
+        "--labels",
+        default="sparse,dense",
+        help="label settings, each a row: sparse (300 families, 15%% redrawn), dense (30 families, 5%%)",
     )
+    parser.add_argument("--families", type=int, default=None, help="one setting of your own: product prototypes")
+    parser.add_argument("--redraw", type=float, default=None, help="... and the probability an attribute is redrawn")
     add_record_options(parser, "eval_bench")
     args = parser.parse_args()
     if args.small:
@@ -118,15 +126,56 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch "
+        f"{torch.__version__} on {torch.get_num_threads()} threads, faiss on {faiss.omp_get_max_threads()}, "
+        f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
+    )
+    if args.families is not None or args.redraw is not None:
+        settings = [(args.families or 300, 0.15 if args.redraw is None else args.redraw)]
+    else:
+        settings = [SETTINGS[name.strip()] for name in args.labels.split(",")]
+    rows, identical = [], True
+    for families, redraw in settings:
+        row, same = measure(args, families, redraw)
+        rows.append(row)
+        identical = identical and same
+    columns = ["labels", "manipulations (per query)", "threads", "threshold (new)", "old factorized"]
+    columns += ["faiss brute force", "floor (one product)", "new vs faiss", "new / floor"]
+    columns += ["evaluate's path", "evaluate vs faiss", "peak memory new / old / faiss"]
+    if args.skip_old:
+        columns, rows = (
+            [c for c in columns if c != "old factorized"],
+            [[x for i, x in enumerate(r) if i != 4] for r in rows],
+        )
+    d, r = args.embed_dim, args.global_dim
+    write_result(
+        args,
+        "eval_bench",
+        "The threshold evaluator against the old factorized one, faiss brute force and the floor; the path fsnet "
+        "evaluate takes for each protocol",
+        [Table("main", columns, rows)],
+        notes=[
+            f"{args.queries:,} queries × {args.gallery:,} gallery images, {len(NUM_VALUES)} attributes, D = {d}, "
+            f"r = {r or len(NUM_VALUES) * d}{'' if r else ' (no w_r)'}, K = {args.k}; identical Top-{args.k} lists "
+            f"to faiss for every manipulation: {'yes' if identical else 'NO'}. Evaluate's path: exact_topk's choice "
+            "(eval/threshold_topk.py), faiss brute force where the manipulations are fewer than the threshold "
+            "path's gallery-wide rows."
+        ],
+    )
+
+
+def measure(args: argparse.Namespace, families: int, redraw: float) -> tuple[list, bool]:
+    """One label setting: the protocol, the floor, each evaluator timed; (the table's row, identical lists)."""
     rng = np.random.default_rng(0)
     d, r = args.embed_dim, args.global_dim
-    prototypes = np.stack([rng.integers(0, v, args.families) for v in NUM_VALUES], 1)
+    prototypes = np.stack([rng.integers(0, v, families) for v in NUM_VALUES], 1)
     query_labels, gallery_labels = (
-        labels(rng, prototypes, args.queries, args.redraw),
-        labels(rng, prototypes, args.gallery, args.redraw),
+        labels(rng, prototypes, args.queries, redraw),
+        labels(rng, prototypes, args.gallery, redraw),
     )
     centres = [rng.standard_normal((v, d)).astype(np.float32) for v in NUM_VALUES]
-    train_labels = labels(rng, prototypes, 30000, args.redraw)
+    train_labels = labels(rng, prototypes, 30000, redraw)
     train = representations(rng, centres, train_labels)
     memory = np.concatenate(
         [np.stack([train[train_labels[:, a] == v, a].mean(0) for v in range(nv)]) for a, nv in enumerate(NUM_VALUES)]
@@ -145,11 +194,6 @@ def main() -> None:
     t = time.perf_counter()
     manipulations = build_manipulations(query_labels, gallery_labels, NAMES, NUM_VALUES)
     protocol_s = time.perf_counter() - t
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, torch "
-        f"{torch.__version__} on {torch.get_num_threads()} threads, faiss on {faiss.omp_get_max_threads()}, "
-        f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
-    )
     print(
         f"protocol: {args.queries:,} queries, {args.gallery:,} gallery, {a} attributes ({sum(NUM_VALUES)} values), "
         f"{len(manipulations):,} manipulations ({len(manipulations) / args.queries:.1f} per query) in "
@@ -196,9 +240,12 @@ def main() -> None:
         + ", ".join(f"{name} {ok}" for name, ok in same.items() if name != "faiss brute force")
     )
     old = timed.get("factorized (old)")
+    path = cheaper_path(manipulations)
+    chosen_s = new_s if path == "threshold" else slow_s
+    print(f"  fsnet evaluate's path for this protocol: {path}, {slow_s / chosen_s:.2f}x faiss brute force")
     memory = [timed["threshold (new)"][1], *([old[1]] if old else []), timed["faiss brute force"][1]]
     row = [
-        f"{args.families} families, {args.redraw:.0%} redrawn",
+        f"{families} families, {redraw:.0%} redrawn",
         f"{len(manipulations):,} ({len(manipulations) / args.queries:.1f})",
         str(torch.get_num_threads()),
         f"{new_s:.2f} s",
@@ -207,23 +254,11 @@ def main() -> None:
         f"{floor_s:.2f} s",
         f"{slow_s / new_s:.2f}×",
         f"{new_s / floor_s:.1f}×",
+        path,
+        f"{slow_s / chosen_s:.2f}×",
         " / ".join(f"+{m.mib:,.0f}" for m in memory) + " MiB",
     ]
-    columns = ["labels", "manipulations (per query)", "threads", "threshold (new)", "old factorized"]
-    columns += ["faiss brute force", "floor (one product)", "new vs faiss", "new / floor"]
-    columns.append("peak memory new / old / faiss" if old else "peak memory new / faiss")
-    write_result(
-        args,
-        "eval_bench",
-        "The threshold evaluator (what fsnet evaluate runs) against the old factorized one, faiss brute force and "
-        "the floor",
-        [Table("main", columns, [row])],
-        notes=[
-            f"{args.queries:,} queries × {args.gallery:,} gallery images, {a} attributes, D = {d}, r = {r or a * d}"
-            f"{'' if r else ' (no w_r)'}, K = {args.k}; identical Top-{args.k} lists to faiss for every "
-            f"manipulation: {'yes' if all(same.values()) else 'NO'}."
-        ],
-    )
+    return row, all(same.values())
 
 
 FLOOR_ROWS = 2048  # rows of one block of the floor's product (its output reuses one buffer: memory stays bounded)

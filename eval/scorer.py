@@ -18,7 +18,7 @@ from eval.fused_logp import FusedLogp
 from eval.probe import ProbeAttributes, ProbeLogp
 from eval.protocol import Manipulations
 from eval.results import Role
-from eval.threshold_topk import threshold_topk
+from eval.threshold_topk import exact_topk
 from eval.topk import TopK
 
 
@@ -33,7 +33,8 @@ class Scorer(Protocol):
 
 class ModelScorer:
     """The trained model: F' of each manipulated query by the manipulation algebra, exact Top-K by the threshold
-    evaluator (eval/threshold_topk.py: the factorized products, no selection over the gallery per manipulation).
+    evaluator (eval/threshold_topk.py: the factorized products, no selection over the gallery per manipulation),
+    or by faiss brute force where the protocol is too sparse for the factorized form to save work (exact_topk).
     ``last`` keeps the latest TopK (its exact_rows go into results.json; --check compares its positions with the
     brute-force reference)."""
 
@@ -45,7 +46,7 @@ class ModelScorer:
 
     def topk(self, manipulations: Manipulations, k: int) -> np.ndarray:
         d = self.data
-        self.last = threshold_topk(
+        self.last = exact_topk(
             self.algebra, d.query_reps, d.gallery_global, manipulations, k, self.query_chunk, values=d.query_labels
         )
         return self.last.positions

@@ -43,13 +43,52 @@ import torch
 
 from eval.algebra import ManipulationAlgebra
 from eval.protocol import Manipulations
-from eval.topk import FINISH_ROWS, MARGIN, SCORE_BYTES, TIE, TopK, _device, _finish
+from eval.topk import FINISH_ROWS, MARGIN, SCORE_BYTES, TIE, TopK, _device, _finish, brute_force_topk
 
 PRUNE = 1024  # most candidates a (query, changed attributes) keeps: a value rare near the query needs many
 TIERS = (2, 4, 8)  # candidate widths (x k + MARGIN) a manipulation tries before all of them
 SAMPLE_HITS = 32  # sampled bounds under a cut: the count it keeps varies by about 1 / sqrt(32) = 18%
 OVERFULL = 4  # a cut keeping over 4 x prune (the sample misjudged) is set exactly, by a selection over N
 SAFE = 1.01  # the allowance here comes from ||F'||^2 computed otherwise than _finish's: flag a little more
+
+
+BOUND_PASSES = 2  # passes over (users, N) per changed attribute a group makes: its products, then its bound
+
+
+def factorized_rows(manipulations: Manipulations) -> int:
+    """Rows of gallery-wide work the threshold path does: one product per query, and per group of manipulations
+    changing the same attributes, BOUND_PASSES per (query, changed attribute)."""
+    rows = len(np.unique(manipulations.query))
+    for g in np.unique(manipulations.group):
+        of_group = manipulations.group == g
+        changed = int((manipulations.change[np.flatnonzero(of_group)[0]] >= 0).sum())
+        rows += BOUND_PASSES * changed * len(np.unique(manipulations.query[of_group]))
+    return rows
+
+
+def exact_topk(
+    model: ManipulationAlgebra,
+    reps: np.ndarray,
+    gallery: np.ndarray,
+    manipulations: Manipulations,
+    k: int,
+    query_chunk: int = 256,
+    values: np.ndarray | None = None,
+) -> TopK:
+    """The same exact lists by the cheaper path for the protocol's shape. faiss brute force builds and searches
+    every manipulated query: a gallery-wide product and selection per manipulation. The threshold path shares the
+    work of a query's manipulations: its gallery-wide rows are ``factorized_rows``, and per row both cost about the
+    same (bench/eval_bench.py). So a sparse protocol (a few manipulations per query and attribute) goes to brute
+    force, a dense one to the threshold path."""
+    if cheaper_path(manipulations) == "brute force":
+        return brute_force_topk(model, reps, gallery, manipulations, k, values=values)
+    return threshold_topk(model, reps, gallery, manipulations, k, query_chunk, values=values)
+
+
+def cheaper_path(manipulations: Manipulations) -> str:
+    """ "brute force" when the manipulations are fewer than the threshold path's gallery-wide rows, else
+    "threshold" (exact_topk)."""
+    return "brute force" if len(manipulations) < factorized_rows(manipulations) else "threshold"
 
 
 def threshold_topk(
@@ -158,7 +197,7 @@ class _Evaluation:
                 torch.index_select(side.floors, 0, floor, out=bound).add_(shared)  # (U, N) the bound
             else:
                 bound += side.floors[floor]
-        found = _candidates(bound, shared, self.prune, self.keep[: len(users)], self.tiers)  # (U, P) x 3, (U,)
+        found = self.candidates(bound, shared, self.keep[: len(users)])  # (U, P) x 3, (U,)
         # F' - sum_a project_a(m_av) = F - sum_a project_a(slot_a): (U, r) per user, for the rows' F'
         rest = self.global_[mine] - sum(moved[a][users] for a in attributes)
 
@@ -170,6 +209,30 @@ class _Evaluation:
         size = min(self.part_rows, -(-len(rows) // self.threads))
         for full, exact in self.pool.map(rank, range(0, len(rows), size)):
             self.out.full_rows, self.out.exact_rows = self.out.full_rows + full, self.out.exact_rows + exact
+
+    def candidates(
+        self, bound: torch.Tensor, shared: torch.Tensor, keep: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """_candidates of a group's users, one part of the rows per thread (the compares, gathers and partitions
+        release the GIL), side by side again: widths padded as _candidates pads a row past its count."""
+        u = bound.shape[0]
+        size = -(-u // self.threads)
+        parts = list(
+            self.pool.map(
+                lambda u0: _candidates(
+                    bound[u0 : u0 + size], shared[u0 : u0 + size], self.prune, keep[u0 : u0 + size], self.tiers
+                ),
+                range(0, u, size),
+            )
+        )
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p[0].shape[1] for p in parts)
+        idx, cand_shared, cand_bound = (
+            np.concatenate([np.pad(p[i], ((0, 0), (0, width - p[i].shape[1])), constant_values=fill) for p in parts])
+            for i, fill in ((0, 0), (1, np.inf), (2, np.inf))
+        )
+        return idx, cand_shared, cand_bound, np.concatenate([p[3] for p in parts])
 
 
 @dataclass

@@ -126,3 +126,29 @@ def test_a_stored_list_that_keeps_a_value_or_has_unknown_ones(algebra):
     s = Manipulations(m.query, change, np.where(change >= 0, change, values[m.query]), m.group, m.groups)
     new = threshold_topk(model, reps, gallery, s, 10, query_chunk=8, prune=40, values=values)
     np.testing.assert_array_equal(new.positions, brute_force_topk(model, reps, gallery, s, 10, values=values).positions)
+
+
+def test_the_evaluator_takes_the_cheaper_exact_path_for_the_protocols_shape():
+    """exact_topk: a protocol with few manipulations per (query, changed attribute) goes to faiss brute force, a
+    dense one to the threshold path; the lists are the same either way."""
+    from eval.threshold_topk import cheaper_path, exact_topk, factorized_rows
+
+    def protocol(query: list[int], change: list[list[int]]) -> Manipulations:
+        change_ = np.array(change, dtype=np.int16)
+        group = np.array([int(np.flatnonzero(row >= 0)[0]) for row in change_])  # one attribute changed at a time
+        return Manipulations(
+            query=np.array(query), change=change_, target=np.zeros_like(change_), group=group, groups=NAMES
+        )
+
+    # 2 queries, one manipulation of attribute a each: 2 rows of manipulations against 2 + 2 x 2 x 1 gallery-wide
+    sparse = protocol([0, 1], [[1, -1, -1], [2, -1, -1]])
+    assert factorized_rows(sparse) == 2 + 2 * 2 and cheaper_path(sparse) == "brute force"
+    # 1 query, every other value of a and of c: 3 + 4 manipulations against 1 + 2 x (1 + 1) rows
+    dense = protocol(
+        [0] * 7, [[1, -1, -1], [2, -1, -1], [3, -1, -1], [-1, -1, 1], [-1, -1, 2], [-1, -1, 3], [-1, -1, 4]]
+    )
+    assert factorized_rows(dense) == 1 + 2 * 2 and cheaper_path(dense) == "threshold"
+
+    model, reps, gallery, labels, m, values = tied_case(3, "replace")
+    reference = brute_force_topk(model, reps, gallery, m, 10, batch=50, values=values)
+    np.testing.assert_array_equal(exact_topk(model, reps, gallery, m, 10, values=values).positions, reference.positions)
