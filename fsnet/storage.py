@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
 import uuid
 from functools import cached_property
 from typing import Any
@@ -154,9 +153,9 @@ class Storage:
 
     # ----- small helpers our own code uses --------------------------------------------------------------
     def check_output_folder(self, url: str, option: str = "--out") -> None:
-        """A job's output folder, checked before any work: not a file (nor under one), and on a local disk
-        writable (created, a file written and removed). One StorageError naming the option and the path; without
-        it the failure came from inside a Ray actor after the work, wrapped past recognition."""
+        """A job's output folder, checked before any work and without writing anything: not a file (nor under
+        one), and on a local disk in a folder this process may write to. One StorageError naming the option and
+        the path; without it the failure came from inside a Ray actor after the work, wrapped past recognition."""
         fs, path = self.fs(url)
         proto = protocol_of(url)
         if proto == "s3":
@@ -171,12 +170,8 @@ class Storage:
         if probe and not os.path.isdir(probe):
             where = "is a file" if probe == path else f"is under the file {probe}"
             raise StorageError(f"{option} {url}: {where}, not a folder; give a folder")
-        try:
-            os.makedirs(path, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".fsnet-write-check-"):
-                pass
-        except OSError as err:
-            raise StorageError(f"{option} {url}: cannot be written ({err.strerror or err})") from None
+        if probe and not os.access(probe, os.W_OK | os.X_OK):
+            raise StorageError(f"{option} {url}: cannot be written ({probe} is not writable by this user)")
 
     def exists(self, url: str) -> bool:
         fs, path = self.fs(url)

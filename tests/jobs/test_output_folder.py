@@ -20,7 +20,8 @@ def test_a_file_or_a_path_under_one_is_refused_and_a_new_folder_is_made(location
     if location.kind == "local":
         with pytest.raises(StorageError, match=r"afile/run: is under the file .*afile, not a folder"):
             storage.check_output_folder(location.url("afile/run"))
-    storage.check_output_folder(location.url("new/run"))  # a folder that does not exist yet is fine
+    storage.check_output_folder(location.url("new/run"))  # a folder that does not exist yet is fine: and it is
+    assert not storage.exists(location.url("new"))  # not made by the check (a job that fails later writes nothing)
 
 
 @pytest.mark.parametrize(
