@@ -15,7 +15,9 @@ Schedule (cron, every night at 02:00; three crontab lines):
 The chain: read_parquet of the catalog shards to extract (projected columns, the split's ids filtered in the scan)
 -> tag each row with its catalog shard -> EmbedImages actors (decode, embed, global representation) ->
 write_parquet partitioned by catalog shard -> faiss index over every indexed row -> manifest -> CURRENT.
-Unchanged catalog shards (same fingerprint, same model) are copied from the live version instead of re-extracted.
+Unchanged catalog shards (same fingerprint, same model) are copied from the live version instead of re-extracted;
+a delta of at most index.in_process_max images is embedded in this process by the same EmbedImages, without
+starting Ray. One run writes an index at a time: it holds <out>/WRITER throughout (fsnet/index/writer_lock.py).
 """
 
 from __future__ import annotations
