@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eval.bootstrap import QueryBootstrap, query_rows
 from eval.protocol import Manipulations
 
 TARGET_CHUNK = 512  # targets compared with the whole gallery at once (rows x gallery x attributes int8)
@@ -104,9 +105,11 @@ def summarize(
     gallery_labels: np.ndarray,
     k_max: int,
     ideals: IdealLists | None = None,
+    bootstrap: QueryBootstrap | None = None,
 ) -> dict:
     """Curves per group and averaged over groups: top_k, ndcg_full, ndcg_attribute (lists over K = 1..k_max).
-    ``ideals``: IdealLists.of(manipulations, gallery_labels, k_max), shared by several rankings; else computed."""
+    ``ideals``: IdealLists.of(manipulations, gallery_labels, k_max), shared by several rankings; else computed.
+    ``bootstrap``: drawn over the manipulations' queries (query_rows); each curve then has its ``interval``."""
     positions = positions[:, :k_max]
     if ideals is not None and ideals.full.shape != positions.shape:
         raise ValueError(f"ideal lists of shape {ideals.full.shape} for ranked lists of shape {positions.shape}")
@@ -130,8 +133,34 @@ def summarize(
         key: np.mean([groups[g][key] for g in groups], axis=0).tolist() if groups else []
         for key in ("top_k", "ndcg_full", "ndcg_attribute")
     }
+    if bootstrap is not None and groups:
+        bands = curve_bands(bootstrap, manipulations, {"top_k": hits, "ndcg_full": full, "ndcg_attribute": attribute})
+        for g, name in enumerate(manipulations.groups):
+            if name in groups:
+                groups[name]["interval"] = {key: band[g] for key, band in bands["groups"].items()}
+        average["interval"] = bands["average"]
     return {
         "k": list(range(1, positions.shape[1] + 1)),
         "groups": groups,
         "average": {"count": len(manipulations), **average},
     }
+
+
+def curve_bands(boot: QueryBootstrap, manipulations: Manipulations, curves: dict[str, np.ndarray]) -> dict:
+    """curves: name -> (M, k) per-manipulation values -> {"groups": name -> [per group {low, high}],
+    "average": name -> {low, high}}: each curve's interval at every K (eval/bootstrap.py)."""
+    q, rows = query_rows(manipulations.query)
+    if boot.weights.shape[1] != q:
+        raise ValueError(f"a bootstrap over {boot.weights.shape[1]} queries for manipulations of {q}")
+    g = len(manipulations.groups)
+    present = np.bincount(manipulations.group, minlength=g) > 0
+    out: dict = {"groups": {}, "average": {}}
+    for name, values in curves.items():
+        means = boot.group_means(values, rows, manipulations.group, g)  # (B, G, k)
+        low, high = boot.interval(means)  # (G, k) each
+        out["groups"][name] = [{"low": low[i].tolist(), "high": high[i].tolist()} for i in range(g)]
+        with np.errstate(invalid="ignore"):
+            average = np.nanmean(means[:, present], axis=1)  # (B, k)
+        a_low, a_high = boot.interval(average)
+        out["average"][name] = {"low": a_low.tolist(), "high": a_high.tolist()}
+    return out

@@ -11,6 +11,7 @@ value matches only a gallery image unknown there as well, as ADDE compares one-h
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass
 
@@ -112,3 +113,23 @@ def stored_manipulations(
         group=rank[inverse.reshape(-1)],
         groups=["+".join(names[a] for a in combos[g]) for g in order],
     )
+
+
+def protocol_fingerprint(query_ids: np.ndarray, gallery_ids: np.ndarray, manipulations: Manipulations) -> dict:
+    """results.json's ``dataset.fingerprint``: sha256 prefixes of the query ids, the gallery ids (both in order) and
+    the manipulations (each one's query id and new values, in order). Two evaluations with equal fingerprints rank
+    the same manipulations over the same gallery: they can be compared manipulation by manipulation."""
+
+    def digest(*parts: np.ndarray) -> str:
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(np.ascontiguousarray(part).tobytes())
+            h.update(b"|")
+        return h.hexdigest()[:16]
+
+    queries = np.asarray(query_ids).astype(str)
+    return {
+        "queries": digest(np.char.encode(queries)),
+        "gallery": digest(np.char.encode(np.asarray(gallery_ids).astype(str))),
+        "manipulations": digest(np.char.encode(queries[manipulations.query]), manipulations.change.astype(np.int16)),
+    }

@@ -8,6 +8,10 @@ hardware, speeds), the Top-K curves' data (paper Fig. 5) and the retrieval examp
 (self-contained, the curves inlined) and ``render_markdown`` (images beside it) only lay it out; ``curves_png``
 draws the curves. jobs/report.py reads the
 files and writes the outputs.
+
+A results.json that recorded intervals (eval/bootstrap.py: a bootstrap over queries) has them shown: a table cell
+``0.723 ± 0.012`` (half the interval's width; the exact ends in the HTML cell's title), a band around each curve,
+and the headline's paired interval of the difference to the probe. A file without them renders as it always did.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import html
 import io
 from dataclasses import dataclass
 
-from eval.results import Example, Results, Run
+from eval.bootstrap import CONFIDENCE
+from eval.results import Band, Curves, Difference, Example, Results, Run
 from fsnet.errors import FsnetError
 
 TABLE_K = 20  # the paper's Table 1 reports Top-20
@@ -41,6 +46,7 @@ class Curve:
     label: str  # the run's
     k: list[int]
     top_k: list[float]
+    band: Band | None = None  # its interval at every K; None when the run recorded none
 
 
 @dataclass
@@ -51,6 +57,10 @@ class Headline:
     top: float  # its average Top-k
     probe: float | None  # the probe's; None when the file has no probe run
     probe_model: str | None  # what the probe is: "frozen <backbone> at <size> px + logistic regression"
+    paired: Difference | None = None  # results.json's headline at the same K: the difference's paired interval
+    queries: int | None = None  # the queries that paired bootstrap resampled
+    resamples: int | None = None  # how many times; None when the file does not say
+    confidence: float = CONFIDENCE  # the interval's coverage
 
     @property
     def difference(self) -> float | None:
@@ -63,17 +73,21 @@ class Report:
     k: int  # the K of the Top-K table: TABLE_K, or less when a run's curves are shorter
     groups: list[str]  # the table's columns: groups (attributes) in first-run order, then "average"
     top: list[list[float | None]]  # per run, per column: Top-k accuracy (None: the run has no such group)
+    top_interval: list[list[tuple[float, float] | None]]  # per run, per column: (low, high) at k; None: not recorded
     best: list[float | None]  # per column: the best value, marked in the table; None with one run or none present
     vs_probe: list[float | None] | None  # per run: average Top-k minus the probe's; None: no probe run in the report
+    vs_probe_interval: list[tuple[float, float] | None] | None  # per run: the paired (low, high) of its file's headline
     accuracy_columns: list[str]  # the held-out accuracy table's: attributes, then "mean"
     accuracy: list[tuple[str, list[float | None]]]  # (row: a model run's label or "probe", a cell per column)
     probe_notes: list[str]  # how the probe was built; why one could not be
     ndcg_k: int
     ndcg: list[tuple[float, float]]  # per run: average NDCG@ndcg_k (full target, manipulated attribute)
+    ndcg_interval: list[tuple[tuple[float, float] | None, tuple[float, float] | None]]  # per run: (low, high) of each
     facts: list[tuple[str, list[str]]]  # (row name, one cell per run)
     curves: dict[str, list[Curve]]  # per column: a Top-K curve per run that has it
     examples: list[tuple[ReportRun, Example]]  # the model runs' retrieval examples, in run order
     headlines: list[Headline]  # one per results.json, in order
+    interval_note: str | None  # what ± means; None when no run has an interval
 
 
 def collect_runs(loaded: list[tuple[str, Results]]) -> list[ReportRun]:
@@ -105,28 +119,79 @@ def build_report(loaded: list[tuple[str, Results]]) -> Report:
     k = min(TABLE_K, min(len(r.run.k) for r in runs))
     groups = [*dict.fromkeys(g for r in runs for g in r.run.groups), AVERAGE]
     top = [[at(c.top_k, k) if c else None for c in (_curves(r.run, g) for g in groups)] for r in runs]
+    top_interval = [[band_at(_curves(r.run, g), "top_k", k) for g in groups] for r in runs]
     best = [_best([row[c] for row in top]) if len(runs) > 1 else None for c in range(len(groups))]
     nk = min(NDCG_K, k)
     ndcg = [(at(r.run.average.ndcg_full, nk), at(r.run.average.ndcg_attribute, nk)) for r in runs]
-    curves = {g: [Curve(r.label, r.run.k, c.top_k) for r in runs if (c := _curves(r.run, g))] for g in groups}
+    ndcg_interval = [tuple(band_at(r.run.average, key, nk) for key in ("ndcg_full", "ndcg_attribute")) for r in runs]
+    curves = {
+        g: [Curve(r.label, r.run.k, c.top_k, band(c, "top_k")) for r in runs if (c := _curves(r.run, g))]
+        for g in groups
+    }
     examples = [(r, x) for r in runs if r.run.role == "model" for x in r.results.examples if x.method == r.run.method]
     columns, accuracy = accuracy_table(runs)
+    shown = vs_probe(runs, k)
     return Report(
         runs,
         k,
         groups,
         top,
+        top_interval,
         best,
-        vs_probe(runs, k),
+        shown,
+        None if shown is None else vs_probe_intervals(runs, k),
         columns,
         accuracy,
         probe_notes(runs),
         nk,
         ndcg,
+        ndcg_interval,
         facts(runs),
         curves,
         examples,
         headlines([results for _, results in loaded], k),
+        interval_note([r.results for r, row, nd in zip(runs, top_interval, ndcg_interval) if any(row) or any(nd)]),
+    )
+
+
+def band(curves: Curves | None, key: str) -> Band | None:
+    """The curve ``key``'s (``top_k``, ``ndcg_full``, ``ndcg_attribute``) interval at every K; None when the
+    results.json recorded none (written before intervals were, or with eval.resamples 0)."""
+    return None if curves is None or curves.interval is None else curves.interval.get(key)
+
+
+def band_at(curves: Curves | None, key: str, k: int) -> tuple[float, float] | None:
+    """(low, high) of the curve ``key``'s interval at K = k (as ``at``); None without one."""
+    b = band(curves, key)
+    return None if b is None else (at(b.low, k), at(b.high, k))
+
+
+def confidence(results: Results) -> float:
+    """The coverage of the file's intervals: its bootstrap's (a hand-made file may leave it out: the default)."""
+    return CONFIDENCE if results.bootstrap is None else results.bootstrap.confidence
+
+
+def paired(results: Results, method: str, k: int) -> Difference | None:
+    """The file's headline when it puts ``method`` against its own probe at Top-k; None otherwise (another run, a
+    report whose K is shorter than the headline's, a file without one)."""
+    h = results.headline
+    if h is None or h.method != method or h.against != PROBE or h.k != k:
+        return None
+    return h if any(r.method == PROBE for r in results.runs) else None
+
+
+def interval_note(files: list[Results]) -> str | None:
+    """One line on what ± means, for the results.json files whose runs have intervals (None when there are none):
+    their coverage and resamples."""
+    files = list({id(x): x for x in files}.values())
+    if not files:
+        return None
+    level = " or ".join(f"{c:.0%}" for c in sorted({confidence(x) for x in files}))
+    counts = sorted({x.bootstrap.resamples for x in files if x.bootstrap is not None})
+    resamples = f", {' or '.join(f'{n:,}' for n in counts)} resamples" if counts else ""
+    return (
+        f"±: half the {level} interval from a bootstrap over queries (every manipulation of a drawn query "
+        f"together{resamples})."
     )
 
 
@@ -141,16 +206,36 @@ def headlines(loaded: list[Results], k: int) -> list[Headline]:
         p = results.probe
         described = f"frozen {p.backbone} at {p.image_size} px + logistic regression" if p is not None else None
         top = at(ranking.average.top_k, k)
-        out.append(Headline(ranking.method, top, None if probe is None else at(probe.average.top_k, k), described))
+        b = results.bootstrap
+        out.append(
+            Headline(
+                ranking.method,
+                top,
+                None if probe is None else at(probe.average.top_k, k),
+                described,
+                paired(results, ranking.method, k),
+                results.dataset.queries,
+                None if b is None else b.resamples,
+                confidence(results),
+            )
+        )
     return out
 
 
 def headline_text(h: Headline, k: int) -> str:
-    """One sentence: the model's Top-k, the probe's, and the difference."""
+    """One sentence: the model's Top-k, the probe's, and the difference, with the difference's paired interval
+    when the results.json recorded one (both rankings resampled with the same draws of the queries)."""
     first = f"{h.method}: Top-{k} {h.top:.3f}"
     if h.probe is None:
         return f"{first} (no probe in this evaluation)"
-    return f"{first} against the probe's {h.probe:.3f} ({h.probe_model}): {h.difference:+.3f}"
+    text = f"{first} against the probe's {h.probe:.3f} ({h.probe_model}): {h.difference:+.3f}"
+    if h.paired is None:
+        return text
+    resamples = "" if h.resamples is None else f", {h.resamples:,} resamples"
+    return (
+        f"{text}, {h.confidence:.0%} interval {h.paired.low:+.3f} to {h.paired.high:+.3f} (paired bootstrap over "
+        f"{h.queries:,} queries{resamples})"
+    )
 
 
 def vs_probe(runs: list[ReportRun], k: int) -> list[float | None] | None:
@@ -165,6 +250,13 @@ def vs_probe(runs: list[ReportRun], k: int) -> list[float | None] | None:
         mine = r.run.method == PROBE and r.run is probe
         out.append(None if probe is None or mine else at(r.run.average.top_k, k) - at(probe.average.top_k, k))
     return out
+
+
+def vs_probe_intervals(runs: list[ReportRun], k: int) -> list[tuple[float, float] | None]:
+    """Per run, the paired interval of its difference to its file's probe: the file's headline's, for the run the
+    headline measures; None for every other run (an interval of the difference needs both rankings resampled
+    together, which only the headline recorded)."""
+    return [None if (h := paired(r.results, r.run.method, k)) is None else (h.low, h.high) for r in runs]
 
 
 def accuracy_table(runs: list[ReportRun]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
@@ -268,17 +360,56 @@ def _signed(x: float | None) -> str:
     return "–" if x is None else f"{x:+.3f}"
 
 
+def banded(x: float | None, interval: tuple[float, float] | None) -> str:
+    """A table cell: ``0.723 ± 0.012``, the value and half its interval's width (the bootstrap's percentile interval
+    need not be symmetric: the HTML cell's title has its ends); the value alone without an interval."""
+    if x is None or interval is None:
+        return _fmt(x)
+    low, high = interval
+    return f"{x:.3f} ± {(high - low) / 2:.3f}"
+
+
+def _signed_paired(x: float | None, interval: tuple[float, float] | None) -> str:
+    """The vs-probe cell: ``+0.355 [+0.330, +0.380]`` with the paired interval, ``+0.355`` without."""
+    if x is None or interval is None:
+        return _signed(x)
+    return f"{x:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+
+
+def _interval_attributes(interval: tuple[float, float] | None, coverage: float, signed: bool = False) -> str:
+    """An HTML cell's interval: its exact ends in a title (shown on hover) and in data-low and data-high; '' without
+    one."""
+    if interval is None:
+        return ""
+    low, high = interval
+    shown = f"{low:+.3f} to {high:+.3f}" if signed else f"{low:.3f}–{high:.3f}"  # a dash before + reads badly
+    return f' title="{coverage:.0%} interval {shown}" data-low="{low!r}" data-high="{high!r}"'
+
+
 VS_PROBE_NOTE = "vs probe: the run's average minus the probe's (the frozen pretrained trunk's linear probe)."
+PAIRED_NOTE = (
+    "[low, high] in vs probe: the difference's interval from a paired bootstrap (the run and the probe resampled "
+    "with the same draws of the queries)."
+)
 ACCURACY_NOTE = (
     "On the query and gallery images (each once; unknown labels do not count): the models' own attribute "
     "classifiers and the probe's."
 )
 
 
+def interval_lines(report: Report) -> list[str]:
+    """The notes under the Top-k table on its intervals: what ± means, what the vs-probe brackets are; none when
+    no run has an interval."""
+    lines = [] if report.interval_note is None else [report.interval_note]
+    if report.vs_probe_interval is not None and any(report.vs_probe_interval):
+        lines.append(PAIRED_NOTE)
+    return lines
+
+
 def render_html(report: Report, curves: bytes) -> str:
     """report.html: self-contained (the curves and examples inlined as base64 PNG); table cells carry their
-    values (data-method and data-group, data-vs-probe, data-accuracy and data-column; data-value) for tests and
-    scripts."""
+    values (data-method and data-group, data-vs-probe, data-accuracy and data-column; data-value, and data-low and
+    data-high where there is an interval) for tests and scripts."""
     e = html.escape
     out = [
         "<!DOCTYPE html>",
@@ -294,8 +425,9 @@ def render_html(report: Report, curves: bytes) -> str:
         "<body>",
         "<h1>fsnet benchmark report</h1>",
         *(
-            f'<p class="headline" data-method="{e(h.method)}" data-value="{h.difference!r}">'
-            f"<strong>{e(headline_text(h, report.k))}</strong></p>"
+            f'<p class="headline" data-method="{e(h.method)}" data-value="{h.difference!r}"'
+            + ("" if h.paired is None else f' data-low="{h.paired.low!r}" data-high="{h.paired.high!r}"')
+            + f"><strong>{e(headline_text(h, report.k))}</strong></p>"
             for h in report.headlines
         ),
         f"<p>{len(report.runs)} run(s). Top-K: a hit when one of the K nearest gallery images has exactly the target "
@@ -308,21 +440,28 @@ def render_html(report: Report, curves: bytes) -> str:
         + ("<th>vs probe</th>" if report.vs_probe is not None else "")
         + "</tr>",
     ]
-    for n, (r, row) in enumerate(zip(report.runs, report.top)):
+    for n, (r, row, intervals) in enumerate(zip(report.runs, report.top, report.top_interval)):
+        coverage = confidence(r.results)
         cells = []
-        for g, x, best in zip(report.groups, row, report.best):
-            text = _fmt(x)
+        for g, x, interval, best in zip(report.groups, row, intervals, report.best):
+            text = banded(x, interval)
             if x is not None and x == best:
                 text = f"<b>{text}</b>"
             value = "" if x is None else repr(x)
-            cells.append(f'<td data-method="{e(r.label)}" data-group="{e(g)}" data-value="{value}">{text}</td>')
-        if report.vs_probe is not None:
-            x = report.vs_probe[n]
             cells.append(
-                f'<td data-vs-probe="{e(r.label)}" data-value="{"" if x is None else repr(x)}">{_signed(x)}</td>'
+                f'<td data-method="{e(r.label)}" data-group="{e(g)}" data-value="{value}"'
+                f"{_interval_attributes(None if x is None else interval, coverage)}>{text}</td>"
+            )
+        if report.vs_probe is not None:
+            x, interval = report.vs_probe[n], report.vs_probe_interval[n]
+            cells.append(
+                f'<td data-vs-probe="{e(r.label)}" data-value="{"" if x is None else repr(x)}"'
+                f"{_interval_attributes(None if x is None else interval, coverage, signed=True)}>"
+                f"{_signed_paired(x, interval)}</td>"
             )
         out.append(f"<tr><td>{e(r.label)}</td>{''.join(cells)}</tr>")
     out.append("</table>")
+    out += [f'<p class="interval">{e(line)}</p>' for line in interval_lines(report)]
     if report.accuracy:
         out += [
             "<h2>Held-out classifier accuracy</h2>",
@@ -346,11 +485,12 @@ def render_html(report: Report, curves: bytes) -> str:
         '<table id="ndcg-table">',
         "<tr><th>method</th><th>full target</th><th>manipulated attribute</th></tr>",
     ]
-    for r, (full, attr) in zip(report.runs, report.ndcg):
-        out.append(
-            f'<tr><td>{e(r.label)}</td><td data-value="{full!r}">{full:.3f}</td>'
-            f'<td data-value="{attr!r}">{attr:.3f}</td></tr>'
+    for r, values, intervals in zip(report.runs, report.ndcg, report.ndcg_interval):
+        cells = "".join(
+            f'<td data-value="{x!r}"{_interval_attributes(interval, confidence(r.results))}>{banded(x, interval)}</td>'
+            for x, interval in zip(values, intervals)
         )
+        out.append(f"<tr><td>{e(r.label)}</td>{cells}</tr>")
     out += [
         "</table>",
         "<h2>Runs</h2>",
@@ -385,13 +525,17 @@ def render_markdown(report: Report) -> str:
         "| method | " + " | ".join([*groups, *(["vs probe"] if report.vs_probe is not None else [])]) + " |",
         "| --- |" + " --- |" * (len(groups) + (report.vs_probe is not None)),
     ]
-    for n, (r, row) in enumerate(zip(report.runs, report.top)):
-        cells = [f"**{_fmt(x)}**" if x is not None and x == best else _fmt(x) for x, best in zip(row, report.best)]
+    for n, (r, row, intervals) in enumerate(zip(report.runs, report.top, report.top_interval)):
+        cells = [
+            f"**{banded(x, interval)}**" if x is not None and x == best else banded(x, interval)
+            for x, interval, best in zip(row, intervals, report.best)
+        ]
         if report.vs_probe is not None:
-            cells.append(_signed(report.vs_probe[n]))
+            cells.append(_signed_paired(report.vs_probe[n], report.vs_probe_interval[n]))
         lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
     if report.vs_probe is not None:
         lines += ["", VS_PROBE_NOTE]
+    lines += [line for note in interval_lines(report) for line in ("", note)]
     if report.accuracy:
         columns = report.accuracy_columns
         lines += [
@@ -417,8 +561,8 @@ def render_markdown(report: Report) -> str:
         "| method | full target | manipulated attribute |",
         "| --- | --- | --- |",
     ]
-    for r, (full, attr) in zip(report.runs, report.ndcg):
-        lines.append(f"| {r.label} | {full:.3f} | {attr:.3f} |")
+    for r, values, intervals in zip(report.runs, report.ndcg, report.ndcg_interval):
+        lines.append(f"| {r.label} | " + " | ".join(banded(x, i) for x, i in zip(values, intervals)) + " |")
     labels = [r.label for r in report.runs]
     lines += ["", "## Runs", "", "| | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
     for name, values in report.facts:
@@ -456,7 +600,8 @@ def curve_styles(labels: list[str]) -> dict[str, tuple[int, str]]:
 
 
 def curves_png(report: Report) -> bytes:
-    """One panel per attribute and one for the average: Top-K accuracy over K, a line per run."""
+    """One panel per attribute and one for the average: Top-K accuracy over K, a line per run (with its interval
+    as a band around it when the run recorded one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -471,6 +616,10 @@ def curves_png(report: Report) -> bytes:
     for ax, group in zip(axes.flat, groups):
         for curve in report.curves[group]:
             colour, style = styles[curve.label]
+            if curve.band is not None:  # the interval at every K, in the line's colour, faint
+                ax.fill_between(
+                    curve.k, curve.band.low, curve.band.high, color=palette[colour], alpha=0.15, linewidth=0
+                )
             ax.plot(
                 curve.k,
                 curve.top_k,

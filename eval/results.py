@@ -5,7 +5,11 @@ every model (an ADDE-style run included) and ``"baseline"``. ``read_results`` re
 ``role``. Format-1 files grew keys over time without a new number, and a hand-made file may hold only what the
 report reads: the fields the report reads are required, every other one may be absent (None) in a format-1 file.
 A file fsnet evaluate writes today holds every field; fields added to format 2 later (``probe``,
-``probe_unavailable``, ``model.accuracy``) are optional, absent in the files written before them.
+``probe_unavailable``, ``model.accuracy``, the curves' ``interval``, ``bootstrap``, ``headline``,
+``dataset.fingerprint``) are optional, absent in the files written before them.
+
+Beside it, ``outcomes.parquet`` (eval/outcomes.py) holds each manipulation's query, group and every run's
+first-hit rank: what ``fsnet compare`` and the re-index gate resample.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fsnet.errors import FsnetError
+from fsnet.storage import Storage
 
 RESULTS_FILE = "results.json"
 FORMAT_VERSION = 2
@@ -33,6 +38,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
+class Band(_Model):
+    """A curve's 95% interval at each K (eval/bootstrap.py: a bootstrap over queries)."""
+
+    low: list[float]
+    """The lower end at K = 1..k_max."""
+    high: list[float]
+    """The upper end at K = 1..k_max."""
+
+
 class Curves(_Model):
     """One group's curves over K = 1..k_max (eval/metrics.py defines them)."""
 
@@ -44,6 +58,9 @@ class Curves(_Model):
     """NDCG@K with graded relevance (the fraction of target attributes an image has)."""
     ndcg_attribute: list[float] | None = None
     """NDCG@K with relevance 1 when an image has the changed attribute(s)' new value(s)."""
+    interval: dict[str, Band] | None = None
+    """Per curve (``top_k``, ``ndcg_full``, ``ndcg_attribute``) its interval at every K; None in files written
+    before intervals were recorded."""
 
 
 class Average(Curves):
@@ -108,12 +125,62 @@ class Dataset(_Model):
     """The stored query list's manipulations (before those left out); None for the generated protocol."""
     counts: dict[str, int] | None = None
     """Manipulations per group."""
+    fingerprint: Fingerprint | None = None
+    """Queries, gallery and manipulations hashed: ``fsnet compare`` pairs two evaluations only when they agree;
+    None in files written before it was recorded."""
     gallery_missing: Listed
     """Gallery images the index does not hold (rejected by it, or never indexed): left out."""
     queries_rejected: Listed | None = None
     """Query images the model could not embed (or, stored list: not in the index): left out."""
     queries_unpredictable: Listed | None = None
     """Queries with a label value new since the model was trained: left out."""
+
+
+class Fingerprint(_Model):
+    """What makes two evaluations comparable manipulation by manipulation (sha256 prefixes)."""
+
+    queries: str
+    """The query images' ids, in order."""
+    gallery: str
+    """The gallery images' ids, in order."""
+    manipulations: str
+    """Every manipulation: its query and its new values, in order."""
+
+
+class Bootstrap(_Model):
+    """How the intervals were drawn (eval/bootstrap.py)."""
+
+    resamples: int
+    """Resamples of the queries."""
+    confidence: float
+    """The intervals' coverage (0.95: the 2.5th and 97.5th percentiles)."""
+    seed: int
+    """The resamples' seed."""
+    unit: Literal["query"] = "query"
+    """What is resampled: queries, every manipulation of a drawn query with it."""
+
+
+class Difference(_Model):
+    """One run's Top-K against another's on the same manipulations, with a paired bootstrap interval."""
+
+    method: str
+    """The run measured."""
+    against: str
+    """The run it is compared with."""
+    k: int
+    """K of the Top-K."""
+    value: float
+    """Its Top-K averaged over groups."""
+    reference: float
+    """The other run's."""
+    difference: float
+    """value - reference."""
+    low: float
+    """The interval's lower end."""
+    high: float
+    """The interval's upper end."""
+    share_not_above: float
+    """The share of resamples where the difference is <= 0."""
 
 
 class ModelFacts(_Model):
@@ -278,6 +345,10 @@ class Results(_Model):
     """The probe baselines' linear probe; None when neither was asked for or it could not be built."""
     probe_unavailable: str | None = None
     """Why the probe baselines asked for could not be built (one line); None otherwise."""
+    bootstrap: Bootstrap | None = None
+    """How the curves' intervals were drawn; None in files written before intervals were recorded."""
+    headline: Difference | None = None
+    """The model's best ranking against the probe at Top-20, paired; None without a probe run."""
     examples: list[Example] = []
     """Retrieval examples of the model's run (report.examples of them)."""
     config: dict[str, Any] | None = None
@@ -291,6 +362,13 @@ class Results(_Model):
     def dumps(self) -> str:
         """The file's text, as evaluate writes it."""
         return json.dumps(self.model_dump(mode="json"), indent=1)
+
+
+def load_results(storage: Storage, url: str) -> Results:
+    """One results.json at ``url``; a missing file or one that is not a results.json is one line naming it."""
+    if not storage.exists(url):
+        raise ResultsError(f"{url}: no such results file (make one with fsnet evaluate)")
+    return read_results(storage.read_bytes(url), url)
 
 
 def read_results(text: str | bytes, name: str) -> Results:

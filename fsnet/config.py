@@ -187,6 +187,16 @@ class EvalConfig(Section):
     at_once: PositiveInt
     baselines: list[Literal["attribute_only", "attr_logp", "probe", "probe_attributes"]]
     protocol: Literal["auto", "generated", "catalog"]
+    resamples: NonNegativeInt
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+    bootstrap_seed: int
+
+
+class GateConfig(Section):
+    k: PositiveInt
+    tolerance: Annotated[float, Field(ge=0, le=1)]
+    method: str | None
+    baselines: bool
 
 
 class ProbeConfig(Section):
@@ -221,6 +231,7 @@ class Config(Section):
     train: TrainConfig
     index: IndexConfig
     eval: EvalConfig
+    gate: GateConfig
     probe: ProbeConfig
     cache: CacheConfig
     report: ReportConfig

@@ -25,6 +25,7 @@ LOCAL_ONLY = (
     "search",  # a query at a terminal, against a published index
     "verify",  # re-hash or decode the files here, before trusting them
     "demo",  # a local Ray on a small catalog, for a first look
+    "compare",  # two results files read and resampled: seconds, no Ray
 )
 JOB_COMMANDS = (*submit.JOBS, *LOCAL_ONLY)  # each jobs/<name>.py's cli
 OTHER_COMMANDS = ("submit", "config", "jobs")

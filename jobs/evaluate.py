@@ -38,13 +38,16 @@ from rich.table import Table
 
 import fsnet
 from eval.algebra import algebra_of
+from eval.bootstrap import QueryBootstrap, paired_difference, query_rows
+from eval.comparison import best_of
 from eval.data import EvalData, ProbeInputs
 from eval.linear_probe import ProbeUnavailable, mean_accuracy
-from eval.metrics import IdealLists, summarize
+from eval.metrics import IdealLists, hit_ranks, summarize
+from eval.outcomes import OUTCOMES_FILE, outcomes_bytes
 from eval.probe import PROBE_BASELINES, build_probe, held_out_accuracy
-from eval.protocol import Manipulations, build_manipulations, stored_manipulations
-from eval.report import PROBE, headline_text, headlines
-from eval.results import RESULTS_FILE, Check, Example, Hit, Results, Run
+from eval.protocol import Manipulations, build_manipulations, protocol_fingerprint, stored_manipulations
+from eval.report import PROBE, TABLE_K, band_at, banded, headline_text, headlines, interval_note
+from eval.results import RESULTS_FILE, Bootstrap, Check, Difference, Example, Hit, Results, Run
 from eval.scorer import BASELINES, FusedScorer, ModelScorer, Scorer
 from eval.topk import brute_force_topk
 from fsnet.catalog.reader import Catalog
@@ -94,15 +97,21 @@ class QueryRows:
 
 
 def evaluate(
-    cfg: Config, index_url: str, catalog_url: str, out: str, check: bool = False, allow_catalog_mismatch: bool = False
+    cfg: Config,
+    index_url: str,
+    catalog_url: str,
+    out: str,
+    check: bool = False,
+    allow_catalog_mismatch: bool = False,
+    version: int | None = None,
 ) -> dict[str, Any]:
     """``allow_catalog_mismatch``: evaluate even when ``catalog_url`` is not the catalog the index was built from
-    (another split, other shards); the gallery images the index lacks are then counted and named. Returns
-    results.json's content, as written."""
+    (another split, other shards); the gallery images the index lacks are then counted and named. ``version``: that
+    version of the index rather than the one CURRENT names. Returns results.json's content, as written."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     Storage(cfg.storage).check_output_folder(out)  # before the evaluation, not after it
-    opened = open_index(cfg, index_url, catalog_url, allow_catalog_mismatch)
+    opened = open_index(cfg, index_url, catalog_url, allow_catalog_mismatch, version)
     algebra = algebra_of(opened.model)  # FashionSearchNet replaces slots; the ADDE-style model adds memory differences
 
     # the catalog's stored query list (ADDE's files), or every manipulation of its query split
@@ -147,14 +156,18 @@ def evaluate(
 
     with timed(timings, "metrics"):
         ideals = IdealLists.of(manipulations, data.gallery_labels, cfg.eval.k_max)  # the same for every ranking
+        # intervals: every run resampled with the same draws of the queries (eval/bootstrap.py)
+        boot = bootstrap_of(cfg, manipulations)
         runs = [
             Run(
                 method=s.name,
                 role=s.role,
-                **summarize(manipulations, top, data.gallery_labels, cfg.eval.k_max, ideals),
+                **summarize(manipulations, top, data.gallery_labels, cfg.eval.k_max, ideals, boot),
             )
             for s, top in zip(scorers, ranked)
         ]
+        ranks = {s.name: hit_ranks(top, data.gallery_labels, manipulations.target) for s, top in zip(scorers, ranked)}
+        headline = paired_headline(boot, manipulations, ranks, model.name, cfg.eval.k_max)
     with timed(timings, "examples"):
         examples = retrieval_examples(cfg, opened, data, manipulations, ranked[0], model.name)  # the model's run
     timings["total"] = time.perf_counter() - start
@@ -162,14 +175,65 @@ def evaluate(
     results = results_of(
         cfg, opened, index_url, catalog_url, data, manipulations, timings, model, checked, runs, examples, probe
     )
+    if boot is not None:
+        results.bootstrap = Bootstrap(resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed)
+    results.headline = headline
+    # the per-manipulation outcomes first: a results.json is never beside another evaluation's outcomes
+    opened.storage.write_bytes(
+        join(out, OUTCOMES_FILE), outcomes_bytes(manipulations, data.query_ids, ranks, cfg.eval.k_max)
+    )
     opened.storage.write_text(join(out, RESULTS_FILE), results.dumps())
     return results.model_dump(mode="json")
 
 
-def open_index(cfg: Config, index_url: str, catalog_url: str, allow_catalog_mismatch: bool = False) -> Opened:
-    """The index, the catalog and the index's model; a catalog other than the index's is refused unless allowed."""
+def bootstrap_of(cfg: Config, manipulations: Manipulations) -> QueryBootstrap | None:
+    """The draws of the queries every run's intervals share; None with eval.resamples 0."""
+    if not cfg.eval.resamples:
+        return None
+    queries, _ = query_rows(manipulations.query)
+    return QueryBootstrap.draw(queries, cfg.eval.resamples, cfg.eval.bootstrap_seed, cfg.eval.confidence)
+
+
+def paired_headline(
+    boot: QueryBootstrap | None,
+    manipulations: Manipulations,
+    ranks: dict[str, np.ndarray],
+    model: str,
+    k_max: int,
+) -> Difference | None:
+    """results.json's ``headline``: the model's best-informed ranking (its ``+logp`` run when it has one) against
+    the probe at Top-20 (Top-k_max when shorter), paired over the same manipulations; None without a probe run or
+    intervals."""
+    if boot is None or PROBE not in ranks:
+        return None
+    method = best_of(model, list(ranks))
+    k = min(TABLE_K, k_max)
+    new, old = (ranks[m] < k for m in (method, PROBE))
+    _, rows = query_rows(manipulations.query)
+    groups = len(manipulations.groups)
+    total, _ = paired_difference(boot, new, old, rows, manipulations.group, groups)
+    present = [g for g in range(groups) if (manipulations.group == g).any()]
+    mean = [float(np.mean([x[manipulations.group == g].mean() for g in present])) for x in (new, old)]
+    return Difference(
+        method=method,
+        against=PROBE,
+        k=k,
+        value=mean[0],
+        reference=mean[1],
+        difference=total.value,
+        low=total.low,
+        high=total.high,
+        share_not_above=total.share_not_above,
+    )
+
+
+def open_index(
+    cfg: Config, index_url: str, catalog_url: str, allow_catalog_mismatch: bool = False, version: int | None = None
+) -> Opened:
+    """The index (CURRENT's version, or ``version``), the catalog and the index's model; a catalog other than the
+    index's is refused unless allowed."""
     storage = Storage(cfg.storage)
-    reader = IndexReader.open(index_url, storage)
+    reader = IndexReader.open(index_url, storage, version)
     catalog = Catalog.open(catalog_url, storage)
     mismatch = reader.check_catalog(catalog_url, catalog.manifest, allow=allow_catalog_mismatch)
     if mismatch:
@@ -291,6 +355,7 @@ def results_of(
                 # the stored list's rows, before those left out
                 "protocol_rows": opened.catalog.manifest.protocol.rows if data.protocol == "catalog" else None,
                 "counts": manipulations.counts(),
+                "fingerprint": protocol_fingerprint(data.query_ids, data.gallery_ids, manipulations),
                 "gallery_missing": listed(data.gallery_missing),
                 "queries_rejected": listed(data.queries_rejected),
                 "queries_unpredictable": listed(data.queries_unpredictable),
@@ -574,7 +639,8 @@ def _training_summary(storage: Storage, model_url: str) -> dict[str, Any] | None
 
 
 def print_results(results: Results) -> None:
-    """The Top-20 (or Top-k_max) table of every run, and how fast the model's Top-K was."""
+    """The Top-20 (or Top-k_max) table of every run (each average with half its interval, when recorded), how fast
+    the model's Top-K was, and the headline: the model against the probe."""
     first = results.runs[0]
     at = min(20, first.k[-1])
     names = list(first.groups)
@@ -592,10 +658,11 @@ def print_results(results: Results) -> None:
         table.add_column(name, justify="right")
     for run in results.runs:
         vs = [] if probe is None else [f"{run.average.top_k[at - 1] - probe.average.top_k[at - 1]:+.3f}"]
-        table.add_row(
-            run.method, f"{run.average.top_k[at - 1]:.3f}", *vs, *[f"{run.groups[n].top_k[at - 1]:.3f}" for n in names]
-        )
+        average = banded(run.average.top_k[at - 1], band_at(run.average, "top_k", at))  # 0.980 ± 0.012 with intervals
+        table.add_row(run.method, average, *vs, *[f"{run.groups[n].top_k[at - 1]:.3f}" for n in names])
     show(console, table, where=RESULTS_FILE)
+    if any(band_at(r.average, "top_k", at) for r in results.runs):
+        console.print(interval_note([results]), highlight=False)
     t = results.timings or {}
     line = (
         f"Top-K of every manipulation: {t['topk']:.2f} s ({results.throughput.manipulations_per_s:,.0f} "

@@ -17,17 +17,9 @@ from typing import Annotated
 import typer
 
 from eval.report import build_report, curves_png, example_name, render_html, render_markdown
-from eval.results import Results, read_results
-from fsnet.errors import FsnetError
+from eval.results import load_results
 from fsnet.storage import Storage, join
 from jobs.command import ConfigOption, absolute_option, console, resolve_config, run_app, single_command
-
-
-def load_results(storage: Storage, url: str) -> Results:
-    """One results.json; a missing file or one that is not a results.json is one line naming it."""
-    if not storage.exists(url):
-        raise FsnetError(f"{url}: no such results file (make one with fsnet evaluate)")
-    return read_results(storage.read_bytes(url), url)
 
 
 def report(storage: Storage, results_urls: list[str], out: str) -> str:

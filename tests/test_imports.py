@@ -36,7 +36,8 @@ COMPOSITES = {  # modules of jobs/ that exist to call jobs
     "jobs.pipeline": "pack -> train -> index -> evaluate -> report in one job",
     "jobs.demo": "the pipeline on a small catalog with a local Ray",
     "jobs.ablation": "the pipeline once per variant, then one report",
-    "jobs.reindex": "index (only new or changed shards) after verify",
+    "jobs.reindex": "index (only new or changed shards) after verify, through the gate",
+    "jobs.gate": "evaluate a new index version and compare it with the live one's before it is published",
     "jobs.cli": "the fsnet command: every job's cli (a command imports its own job's alone)",
 }
 

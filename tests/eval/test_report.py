@@ -1,9 +1,16 @@
 """The report's tables from small hand-made Results: the numbers in the Markdown are the results' numbers, the best
-of each column is marked, a baseline two files hold appears once, examples only of model runs."""
+of each column is marked, a baseline two files hold appears once, examples only of model runs; a file with
+bootstrap intervals shows them (± cells, their ends in the HTML titles, the headline's paired interval), one without
+renders as before."""
 
+import io
+from html.parser import HTMLParser
+
+import numpy as np
 import pytest
+from PIL import Image
 
-from eval.report import build_report, curve_styles, render_markdown
+from eval.report import build_report, curve_styles, curves_png, headline_text, render_html, render_markdown
 from eval.results import Results
 from fsnet.errors import FsnetError
 
@@ -179,3 +186,134 @@ def test_the_headline_puts_each_models_best_ranking_against_its_probe():
         in head
     )
     assert "**rank_lg: Top-3 0.500 (no probe in this evaluation)**" in head
+
+
+def with_intervals(base: Results, resamples: int = 1000) -> Results:
+    """``base`` as evaluate writes it with eval.resamples > 0: every curve's interval from 0.03 below it to 0.01
+    above (± 0.020), the bootstrap's facts, and, when it has a probe run, the model's paired headline at K = 3."""
+    data = base.model_dump()
+    for run in data["runs"]:
+        for curves in [*run["groups"].values(), run["average"]]:
+            curves["interval"] = {
+                key: {"low": [x - 0.03 for x in curves[key]], "high": [x + 0.01 for x in curves[key]]}
+                for key in ("top_k", "ndcg_full", "ndcg_attribute")
+            }
+    data["bootstrap"] = {"resamples": resamples, "confidence": 0.95, "seed": 0, "unit": "query"}
+    runs = {run["method"]: run for run in data["runs"]}
+    if "probe" in runs:
+        model, probe = data["runs"][0], runs["probe"]
+        value, reference = model["average"]["top_k"][2], probe["average"]["top_k"][2]
+        data["headline"] = {
+            "method": model["method"],
+            "against": "probe",
+            "k": 3,
+            "value": value,
+            "reference": reference,
+            "difference": value - reference,
+            "low": 0.3,
+            "high": 0.45,
+            "share_not_above": 0.0,
+        }
+    return Results.model_validate(data)
+
+
+class Cells(HTMLParser):
+    """The attributes and text of every <td> of an HTML page, and the text of each <p class=...> by class."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.paragraphs, self._open = [], {}, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "td":
+            self.cells.append(dict(attrs) | {"text": ""})
+            self._open = self.cells[-1]
+        elif tag == "p":
+            self._open = {"text": ""}
+            self.paragraphs.setdefault(dict(attrs).get("class"), []).append(self._open)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "p"):
+            self._open = None
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open["text"] += data
+
+
+def test_intervals_show_as_plus_minus_half_their_width_and_the_headline_as_its_paired_interval():
+    full = with_intervals(with_probe(results("full", [0.25, 0.5, 0.75], [0.5, 0.5, 1.0]), [0.5] * 3, [0.5] * 3))
+    rank = results("rank_lg", [0.5, 0.625, 0.875], [0.25, 0.25, 0.5])  # written before intervals were
+    report = build_report([("a.json", full), ("b.json", rank)])
+    md = render_markdown(report)
+
+    top = table_rows(md, "Top-3 accuracy per attribute")
+    # K = 3: full (0.75, 1.0, avg 0.875), probe (0.5, 0.5, 0.5); each from 0.03 below to 0.01 above: ± 0.020
+    assert top["full"] == ["0.750 ± 0.020", "**1.000 ± 0.020**", "**0.875 ± 0.020**", "+0.375 [+0.300, +0.450]"]
+    assert top["probe"] == ["0.500 ± 0.020", "0.500 ± 0.020", "0.500 ± 0.020", "–"]
+    assert top["attr_logp"][-1] == "-0.350"  # no paired interval: the headline is the model's alone
+    assert top["rank_lg"] == ["**0.875**", "0.500", "0.688", "+0.188"]  # its file has none: as before
+    ndcg = table_rows(md, "NDCG@3 (average)")
+    assert ndcg["full"] == ["0.350 ± 0.020", "0.800 ± 0.020"] and ndcg["rank_lg"] == ["0.350", "0.800"]
+    note = (
+        "±: half the 95% interval from a bootstrap over queries (every manipulation of a drawn query together, "
+        "1,000 resamples)."
+    )
+    assert note in md and "[low, high] in vs probe: the difference's interval from a paired bootstrap" in md
+    first, second = report.headlines
+    sentence = (
+        "full: Top-3 0.875 against the probe's 0.500 (frozen tiny at 64 px + logistic regression): +0.375, "
+        "95% interval +0.300 to +0.450 (paired bootstrap over 3 queries, 1,000 resamples)"
+    )
+    assert f"**{sentence}**" in md.split("## Top-3", 1)[0] and headline_text(first, report.k) == sentence
+    assert (
+        second.paired is None
+        and headline_text(second, report.k) == "rank_lg: Top-3 0.688 (no probe in this evaluation)"
+    )
+
+    page = Cells()
+    page.feed(render_html(report, b""))
+    cell = next(c for c in page.cells if c.get("data-method") == "full" and c.get("data-group") == "color")
+    assert cell["text"] == "0.750 ± 0.020" and cell["title"] == "95% interval 0.720–0.760"
+    assert float(cell["data-value"]) == 0.75 and float(cell["data-low"]) == pytest.approx(0.72)
+    best = next(c for c in page.cells if c.get("data-method") == "full" and c.get("data-group") == "average")
+    assert best["text"] == "0.875 ± 0.020"  # in <b>: the column's best
+    vs = next(c for c in page.cells if c.get("data-vs-probe") == "full")
+    assert vs["text"] == "+0.375 [+0.300, +0.450]" and vs["title"] == "95% interval +0.300 to +0.450"
+    plain = next(c for c in page.cells if c.get("data-method") == "rank_lg" and c.get("data-group") == "color")
+    assert plain["text"] == "0.875" and "title" not in plain
+    assert [p["text"] for p in page.paragraphs["interval"]][0] == note
+    assert page.paragraphs["headline"][0]["text"] == sentence
+    assert any(c["text"] == "0.800 ± 0.020" and c["title"] == "95% interval 0.770–0.810" for c in page.cells)
+
+
+def test_a_headline_at_another_k_or_of_another_run_adds_no_interval():
+    base = with_intervals(with_probe(results("full", [0.25, 0.5, 0.75], [0.5, 0.5, 1.0]), [0.5] * 3, [0.5] * 3))
+    for update in ({"k": 20}, {"method": "full+logp"}):
+        other = base.model_copy(update={"headline": base.headline.model_copy(update=update)})
+        report = build_report([("a.json", other)])
+        assert report.headlines[0].paired is None and report.vs_probe_interval == [None] * 3
+        assert table_rows(render_markdown(report), "Top-3 accuracy per attribute")["full"][-1] == "+0.375"
+    unknown = with_intervals(results("full", [0.1] * 3, [0.1] * 3)).model_copy(update={"bootstrap": None})
+    md = render_markdown(build_report([("a.json", unknown)]))  # a hand-made file: intervals, no bootstrap facts
+    assert "0.100 ± 0.020" in md and "(every manipulation of a drawn query together)." in md
+
+
+def test_without_intervals_nothing_changes():
+    full = with_probe(results("full", [0.25, 0.5, 0.75], [0.5, 0.5, 1.0]), [0.5] * 3, [0.5] * 3)
+    report = build_report([("a.json", full)])
+    md, page = render_markdown(report), render_html(report, b"")
+    assert "±" not in md and "±" not in page and "title=" not in page and "[low, high]" not in md
+    assert report.interval_note is None and report.vs_probe_interval == [None] * 3
+    assert table_rows(md, "Top-3 accuracy per attribute")["full"] == ["**0.750**", "**1.000**", "**0.875**", "+0.375"]
+
+
+def test_the_curves_draw_each_interval_as_a_band():
+    plain = with_probe(results("full", [0.25, 0.5, 0.75], [0.5, 0.5, 1.0]), [0.5] * 3, [0.5] * 3)
+    banded = with_intervals(plain)
+    report = build_report([("a.json", banded)])
+    assert report.curves["average"][0].band.low == banded.runs[0].average.interval["top_k"].low
+    without, with_bands = (
+        np.asarray(Image.open(io.BytesIO(curves_png(build_report([("a.json", x)]))))) for x in (plain, banded)
+    )
+    assert without.shape == with_bands.shape and (without != with_bands).any()

@@ -9,7 +9,14 @@ from eval.results import FORMAT_VERSION, Results, ResultsError, read_results
 
 def results_dict() -> dict:
     """A complete format-2 results.json (small numbers)."""
-    curves = {"count": 2, "top_k": [0.5, 1.0], "ndcg_full": [0.4, 0.6], "ndcg_attribute": [0.5, 0.7]}
+    band = {"low": [0.0, 1.0], "high": [1.0, 1.0]}
+    curves = {
+        "count": 2,
+        "top_k": [0.5, 1.0],
+        "ndcg_full": [0.4, 0.6],
+        "ndcg_attribute": [0.5, 0.7],
+        "interval": {"top_k": band, "ndcg_full": band, "ndcg_attribute": band},
+    }
     listed = {"count": 0, "ids": []}
     return {
         "format": FORMAT_VERSION,
@@ -31,6 +38,7 @@ def results_dict() -> dict:
             "gallery_missing": listed,
             "queries_rejected": listed,
             "queries_unpredictable": listed,
+            "fingerprint": {"queries": "01", "gallery": "02", "manipulations": "03"},
         },
         "model": {
             "url": "/m.pt",
@@ -70,6 +78,18 @@ def results_dict() -> dict:
             "queries_rejected": listed,
         },
         "probe_unavailable": None,
+        "bootstrap": {"resamples": 1000, "confidence": 0.95, "seed": 0, "unit": "query"},
+        "headline": {
+            "method": "full",
+            "against": "probe",
+            "k": 2,
+            "value": 1.0,
+            "reference": 0.5,
+            "difference": 0.5,
+            "low": 0.0,
+            "high": 1.0,
+            "share_not_above": 0.25,
+        },
         "examples": [
             {"method": "full", "query": "q", "change": "color: red -> blue", "results": [], "png": ""},
         ],
