@@ -2,7 +2,8 @@
 person sees when something goes wrong.
 
 - An error the user can fix (``FsnetError``; also one raised inside a Ray task, actor or Ray Train worker, which
-  arrives wrapped) prints one line naming the file, key or value, and exits 2.
+  arrives wrapped) prints one line naming the file, key or value, and exits 2 (or its ``exit_code``: 3 when the
+  re-index gate refuses a version).
 - Any other exception prints one line saying where its full traceback was written, and exits 1; ``--debug``
   (anywhere on the command line) or ``FSNET_DEBUG=1`` prints the traceback instead.
 - Ctrl-C prints one line saying what was kept and exits 130 at once (jobs/interrupt.py); what a job had published
@@ -89,7 +90,7 @@ def run_app(app: typer.Typer) -> None:
         user_error = user_error_of(err) or unreachable_store(err)
         if user_error is not None and not debug:
             err_console.print(f"[bold red]error:[/] {_one_line(user_error)}", soft_wrap=True, highlight=False)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(getattr(user_error, "exit_code", EXIT_USER_ERROR))  # a verdict (the re-index gate's 3) has its own
         if debug:
             traceback.print_exception(err)
             sys.exit(EXIT_USER_ERROR if user_error is not None else EXIT_UNEXPECTED)

@@ -27,7 +27,7 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -53,6 +53,7 @@ from fsnet.index.manifest import (
     IndexManifest,
     ModelRef,
     RejectedImage,
+    is_refused,
     read_current,
     read_manifest,
     version_name,
@@ -102,8 +103,15 @@ class IndexPlan:
 
 
 def index(
-    cfg: Config, model_url: str, catalog_url: str, out: str, split: Literal["gallery", "all"] = "gallery"
+    cfg: Config,
+    model_url: str,
+    catalog_url: str,
+    out: str,
+    split: Literal["gallery", "all"] = "gallery",
+    before_publish: Callable[[int, int | None], str] | None = None,
 ) -> IndexResult:
+    """``before_publish(version, live)``: called once the new version is complete, before CURRENT names it (the
+    re-index gate, jobs/gate.py); it returns a line to print, or raises to leave CURRENT where it is."""
     start = time.perf_counter()
     storage = Storage(cfg.storage)
     catalog = Catalog.open(catalog_url, storage)
@@ -176,16 +184,17 @@ def index(
         )
         storage.write_text(join(vdir, "config.yaml"), saved_config_text(cfg))
         storage.write_text(join(vdir, MANIFEST_FILE), manifest.model_dump_json(indent=1))
+        checked = before_publish(version, plan.current) if before_publish else None
         write_current(storage, out, version)  # last: from here on readers see v<version>
         interrupt.keep(f"{out}: {version_name(version)} published (CURRENT names it)")
         _remove_old(storage, out, version)
         what = f"{len(plan.extract)} shard(s) extracted" + (
             f", {len(plan.reuse)} reused, {len(plan.dropped)} dropped" if plan.reusable else ""
         )
-        return IndexResult(
-            manifest,
-            f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})",
+        published = (
+            f"{out}: published v{version} ({manifest.indexed:,} rows, {len(manifest.rejected)} rejected; {what})"
         )
+        return IndexResult(manifest, f"{checked}\n{published}" if checked else published)
 
 
 def plan_reuse(
@@ -381,15 +390,17 @@ def _copy_tree(storage: Storage, source: str, target: str) -> None:
 
 def _clean_stale(storage: Storage, out: str, current: int | None) -> int:
     """Remove versions newer than CURRENT and a CURRENT.tmp-* of a write that did not finish (an interrupted run's
-    leftovers); the new version's number."""
+    leftovers), but for the newest version the re-index gate refused (kept to be looked at until the next refusal);
+    the new version's number: after every version there is."""
+    refused = [v for v in versions(storage, out) if (current is None or v > current) and is_refused(storage, out, v)]
     for v in versions(storage, out):
-        if current is None or v > current:
+        if (current is None or v > current) and v != max(refused, default=None):
             fs, path = storage.fs(join(out, version_name(v)))
             fs.rm(path, recursive=True)
     for name in storage.listdir(out):
         if name.startswith(f"{CURRENT_FILE}.tmp-"):  # Storage.write_bytes' temporary file on a local disk
             storage.remove(join(out, name))
-    return (current or 0) + 1
+    return max([current or 0, *refused]) + 1
 
 
 def _named(version: int | None) -> str:
@@ -397,8 +408,12 @@ def _named(version: int | None) -> str:
 
 
 def _remove_old(storage: Storage, out: str, live: int) -> None:
-    for v in versions(storage, out):
-        if v <= live - KEEP_VERSIONS:
+    """Keep the live version and the KEEP_VERSIONS - 1 published before it (a version the gate refused is not one
+    a reader may have opened)."""
+    older = [v for v in versions(storage, out) if v < live]
+    published = [v for v in older if not is_refused(storage, out, v)]
+    for v in older:
+        if v not in published[len(published) - (KEEP_VERSIONS - 1) :]:
             fs, path = storage.fs(join(out, version_name(v)))
             fs.rm(path, recursive=True)
 

@@ -4,13 +4,14 @@ extracted, deleted ones dropped, unchanged ones reused; nothing changed exits 0 
 Local:
     fsnet reindex --catalog fsnet-demo/catalog --index fsnet-demo/index
     fsnet reindex --verify ...     # re-hash the catalog's shards first: a shard whose bytes changed stops it (re-pack)
+    fsnet reindex --gate ...       # the new version evaluated first, published only if its quality holds (jobs/gate.py)
 Cluster:
     fsnet submit reindex --wait -- --catalog s3://b/catalogs/shop --index s3://b/index/shop
 Schedule (cron, every night at 02:00, three crontab lines; cluster/kuberay/cronjob-reindex.yaml is the Kubernetes
 form):
     CATALOG=s3://b/catalogs/shop
     INDEX=s3://b/index/shop
-    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --catalog $CATALOG --index $INDEX >> reindex.log 2>&1
+    0 2 * * *  cd /opt/fsnet && .venv/bin/fsnet reindex --gate --catalog $CATALOG --index $INDEX >> reindex.log 2>&1
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fsnet.errors import FsnetError
 from fsnet.index.manifest import read_current, read_manifest
 from fsnet.storage import Storage
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
+from jobs.gate import quality_gate
 from jobs.index import index, print_manifest
 from jobs.verify import require_intact_catalog
 
@@ -39,6 +41,14 @@ def cli(
     verify: Annotated[
         bool, typer.Option("--verify", help="Re-hash the catalog's shards first; a changed one is an error.")
     ] = False,
+    gate: Annotated[
+        bool,
+        typer.Option(
+            "--gate",
+            help="Evaluate the new version and publish it only when its Top-K is not worse than the live one's "
+            "(gate.*); refused: exit 3, CURRENT unchanged.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -51,7 +61,8 @@ def cli(
     if current is None:
         raise FsnetError(f"{index_url}: no CURRENT index; build one with fsnet index")
     live = read_manifest(storage, index_url, current)
-    result = index(cfg, model or live.model.url, catalog, index_url, live.split)  # type: ignore[arg-type]
+    checked = quality_gate(cfg, index_url, catalog) if gate else None  # jobs/gate.py
+    result = index(cfg, model or live.model.url, catalog, index_url, live.split, before_publish=checked)  # type: ignore[arg-type]
     if result.manifest is not None:
         print_manifest(result.manifest)
     console.print(result.message)

@@ -14,6 +14,7 @@ nothing read); they open as they are, and fsnet verify still checks that file wh
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -131,6 +132,15 @@ def write_current(storage: Storage, index_url: str, version: int) -> None:
 def versions(storage: Storage, index_url: str) -> list[int]:
     """Every v<N> folder under the index, complete or not."""
     return sorted(int(m.group(1)) for name in storage.listdir(index_url) if (m := VERSION_DIR.match(name)))
+
+
+GATE_FILE = "GATE.json"  # in a version the re-index gate judged (jobs/gate.py): its verdict
+
+
+def is_refused(storage: Storage, index_url: str, version: int) -> bool:
+    """The re-index gate refused this version: it stays unpublished beside the others."""
+    url = join(index_url, version_name(version), GATE_FILE)
+    return storage.exists(url) and not json.loads(storage.read_text(url)).get("published", False)
 
 
 def read_manifest(storage: Storage, index_url: str, version: int) -> IndexManifest:

@@ -36,8 +36,9 @@ class IndexReader:
         self.version_url = join(url, version_name(manifest.version))
 
     @classmethod
-    def open(cls, url: str, storage: Storage) -> "IndexReader":
-        version = read_current(storage, url)
+    def open(cls, url: str, storage: Storage, version: int | None = None) -> "IndexReader":
+        """The version CURRENT names, or ``version`` (one not published yet: the re-index gate evaluates it)."""
+        version = read_current(storage, url) if version is None else version
         if version is None:
             raise CatalogError(f"{url}: no CURRENT index (build one with fsnet index)")
         return cls(url, storage, read_manifest(storage, url, version))
