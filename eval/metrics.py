@@ -147,8 +147,9 @@ def summarize(
 
 
 def curve_bands(boot: QueryBootstrap, manipulations: Manipulations, curves: dict[str, np.ndarray]) -> dict:
-    """curves: name -> (M, k) per-manipulation values -> {"groups": name -> [per group {low, high}],
-    "average": name -> {low, high}}: each curve's interval at every K (eval/bootstrap.py)."""
+    """curves: name -> (M, k) per-manipulation values -> {"groups": name -> [per group {low, high}, None for a
+    group without manipulations], "average": name -> {low, high}}: each curve's interval at every K
+    (eval/bootstrap.py)."""
     q, rows = query_rows(manipulations.query)
     if boot.weights.shape[1] != q:
         raise ValueError(f"a bootstrap over {boot.weights.shape[1]} queries for manipulations of {q}")
@@ -157,8 +158,9 @@ def curve_bands(boot: QueryBootstrap, manipulations: Manipulations, curves: dict
     out: dict = {"groups": {}, "average": {}}
     for name, values in curves.items():
         means = boot.group_means(values, rows, manipulations.group, g)  # (B, G, k)
-        low, high = boot.interval(means)  # (G, k) each
-        out["groups"][name] = [{"low": low[i].tolist(), "high": high[i].tolist()} for i in range(g)]
+        low, high = boot.interval(means[:, present])  # (G', k) each: the groups with a manipulation
+        bands = iter([{"low": lo.tolist(), "high": hi.tolist()} for lo, hi in zip(low, high)])
+        out["groups"][name] = [next(bands) if present[i] else None for i in range(g)]
         with np.errstate(invalid="ignore"):
             average = np.nanmean(means[:, present], axis=1)  # (B, k)
         a_low, a_high = boot.interval(average)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from eval.bootstrap import QueryBootstrap, paired_difference, query_rows, unpaired_difference
-from eval.metrics import summarize
-from eval.protocol import build_manipulations
+from eval.metrics import curve_bands, summarize
+from eval.protocol import Manipulations, build_manipulations
 
 
 def _protocol(rng, queries, groups=3, per_query=(1, 6)):
@@ -108,3 +108,11 @@ def test_summarize_puts_an_interval_around_every_curve():
             assert len(band["low"]) == len(band["high"]) == 10
             assert all(lo - 1e-9 <= x <= hi + 1e-9 for lo, x, hi in zip(band["low"], curves[name], band["high"]))
     assert out["average"]["interval"]["top_k"]["high"][9] > out["average"]["interval"]["top_k"]["low"][9]
+
+
+def test_a_group_without_manipulations_has_no_interval_and_no_warning(recwarn):
+    query, group = np.repeat(np.arange(10), 3), np.tile([0, 2, 0], 10)
+    manipulations = Manipulations(query, np.zeros((30, 2), np.int16), np.zeros((30, 2), np.int16), group, list("abc"))
+    bands = curve_bands(QueryBootstrap.draw(10, 50), manipulations, {"top_k": np.random.default_rng(0).random((30, 4))})
+    assert [b is None for b in bands["groups"]["top_k"]] == [False, True, False]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
