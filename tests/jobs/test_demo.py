@@ -60,6 +60,12 @@ def test_readme_main_command_as_written(tmp_path):
     assert top20(figures, "full+logp") >= top20(figures, "probe") + 0.05
     assert top20(figures, "full") >= top20(figures, "probe")
     assert "against the probe's" in " ".join(first.stdout.split())  # the headline the report opens with
+    # intervals: every curve, the headline's paired difference, the report's cells
+    band = next(r for r in figures["runs"] if r["method"] == "full+logp")["average"]["interval"]["top_k"]
+    assert band["low"][19] <= top20(figures, "full+logp") <= band["high"][19]
+    headline = figures["headline"]
+    assert headline["method"] == "full+logp" and headline["low"] <= headline["difference"] <= headline["high"]
+    assert " ± " in report.read_text() and (results.parent / "outcomes.parquet").is_file()
     # a second run finds every step done: the model and the results stay as they were
     model = tmp_path / "fsnet-demo" / "run" / "model.pt"
     stamps = (model.stat().st_mtime_ns, results.stat().st_mtime_ns)
