@@ -1,8 +1,7 @@
 """A results.json (fsnet evaluate) as a quality table under bench/results/, with its intervals, so that the docs
 render it (bench/render_docs.py) rather than copy figures by hand.
 
-    python bench/quality_table.py runs/fps/eval/results.json --name fps_intervals \\
-        --note "fsnet pipeline --config fashion_product_small --config cpu_mobilenet96 ..."
+    python bench/quality_table.py runs/fps/eval/results.json --name fps_intervals
 
 One row per run: Top-1/10/20/50 averaged over attributes as ``0.723 ± 0.012`` (half the 95% interval of a bootstrap
 over queries, recorded by fsnet evaluate), the difference to the probe at Top-20 with its *paired* interval
@@ -86,7 +85,20 @@ def main() -> None:
     )
     for line in [*(f"  {' | '.join(str(c) for c in r)}" for r in rows)]:
         print(line)
-    write_result(args, args.name, args.title, [Table("main", columns, rows)], notes=[*args.note, about])
+    write_result(
+        args, args.name, args.title, [Table("main", columns, rows)], notes=[*args.note, provenance(results), about]
+    )
+
+
+def provenance(results: Results) -> str:
+    """Where the figures come from, as results.json records it: the model, its training, the evaluation."""
+    m, t = results.model, results.training or {}
+    seconds = ", ".join(f"{stage} {s:,.0f} s" for stage, s in (t.get("seconds") or {}).items())
+    trained = f"; trained by fsnet train ({seconds})" if seconds else ""
+    return (
+        f"The model: {m.variant}, {m.backbone} at {m.image_size} px{trained}; evaluated by fsnet "
+        f"{results.fsnet_version} on {results.dataset.catalog}, {results.created}."
+    )
 
 
 if __name__ == "__main__":
