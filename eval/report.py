@@ -418,7 +418,8 @@ def render_html(report: Report, curves: bytes) -> str:
         '<meta charset="utf-8">',
         "<title>fsnet report</title>",
         "<style>body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}"
-        " td,th{border:1px solid #ccc;padding:4px 8px;text-align:right} th:first-child,td:first-child{text-align:left}"
+        " td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
+        " th:first-child,td:first-child{text-align:left}"
         " img{max-width:100%} .match{color:green}"
         " .headline{font-size:1.15em;background:#f1f7f1;border-left:4px solid #3a7d3a;padding:.6em 1em}</style>",
         "</head>",
