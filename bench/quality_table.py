@@ -42,23 +42,25 @@ def signed(x: float) -> str:
 def rows_of(url: str, results: Results, resamples: int) -> tuple[list[str], list[list]]:
     outcomes = read_outcomes(Path(url).with_name(OUTCOMES_FILE).read_bytes(), OUTCOMES_FILE)
     groups = list(results.runs[0].groups)
-    columns = ["method", *(f"Top-{k}" for k in KS), f"vs probe (Top-{K}, paired)", *groups, "held-out accuracy"]
+    k_max = len(results.runs[0].k)
+    ks, head = [k for k in KS if k <= k_max] or [k_max], min(K, k_max)  # curves shorter than Top-50: what they hold
+    columns = ["method", *(f"Top-{k}" for k in ks), f"vs probe (Top-{head}, paired)", *groups, "held-out accuracy"]
     has_probe = PROBE in outcomes.ranks
     probe_side = side(url, results, outcomes, PROBE) if has_probe else None
     probe_accuracy = None if results.probe is None else results.probe.mean_accuracy
     rows = []
     for run in results.runs:
         if has_probe and run.method != PROBE:
-            c = compare(probe_side, side(url, results, outcomes, run.method), resamples, ks=(K,))
-            f = c.figure(K)
+            c = compare(probe_side, side(url, results, outcomes, run.method), resamples, ks=(head,))
+            f = c.figure(head)
             vs = f"{signed(f.difference)} [{signed(f.low)}, {signed(f.high)}]"
         else:
             vs = None
-        per_group = [cell(run.groups[g], K) if g in run.groups else None for g in groups]
+        per_group = [cell(run.groups[g], head) if g in run.groups else None for g in groups]
         # the probe's rankings rank by its classifiers; every other run by the model's (its own, or fused with them)
         mean = probe_accuracy if run.method.startswith(PROBE) else results.model.mean_accuracy
         held_out = None if mean is None else f"{mean:.3f}"
-        rows.append([run.method, *(cell(run.average, k) for k in KS), vs, *per_group, held_out])
+        rows.append([run.method, *(cell(run.average, k) for k in ks), vs, *per_group, held_out])
     return columns, rows
 
 
