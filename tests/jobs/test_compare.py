@@ -3,12 +3,15 @@ intervals; two runs of one file give the paired difference; evaluations of other
 outcomes are refused in one line (exit 2) with nothing written."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from eval.outcomes import OUTCOMES_FILE, outcomes_bytes
 from eval.protocol import Manipulations
+from fsnet.config import load_config
+from fsnet.storage import Storage, join
 from tests.eval.test_results import results_dict
 from tests.jobs.test_bad_input import one_error_line, run_fsnet
 
@@ -43,17 +46,24 @@ def evaluation(folder, seed: int = 0, **dataset) -> str:
     return str(folder)
 
 
-def test_a_file_against_itself_differs_by_exactly_zero(tmp_path):
-    a = evaluation(tmp_path / "a")
-    done = run_fsnet("compare", a, f"{a}/results.json", "--json", "cmp.json", "--report", "page", cwd=tmp_path)
+def test_a_file_against_itself_differs_by_exactly_zero(tmp_path, location):
+    """On a local path and on S3: the files read from there, the JSON and the page written there."""
+    storage = Storage(load_config(["tiny"], location.sets).storage)
+    local = Path(evaluation(tmp_path / "a"))
+    a = location.url("a")
+    for name in ("results.json", OUTCOMES_FILE):
+        storage.write_bytes(join(a, name), (local / name).read_bytes())
+    sets = [x for item in location.sets for x in ("--set", item)]
+    args = ["compare", a, f"{a}/results.json", "--json", location.url("cmp.json"), "--report", location.url("page")]
+    done = run_fsnet(*args, *sets, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    out = json.loads((tmp_path / "cmp.json").read_text())
+    out = json.loads(storage.read_text(location.url("cmp.json")))
     assert out["pairing"] == "paired" and out["new"]["method"] == out["base"]["method"] == "full+logp"
     figures = [f for per_k in out["top_k"].values() for f in per_k.values()]
     assert {"average", "color", "sleeve"} <= set(out["top_k"]["top_20"]) and len(out["ks"]) == 4
     assert all(f["difference"] == f["low"] == f["high"] == 0.0 and f["share_not_above"] == 1.0 for f in figures)
     assert "+0.000, 95% interval +0.000 to +0.000" in done.stdout.replace("\n", " ")
-    assert "<table>" in (tmp_path / "page" / "compare.html").read_text()
+    assert "<table>" in storage.read_text(location.url("page/compare.html"))
 
 
 def test_two_runs_of_one_file_give_the_paired_difference(tmp_path):
