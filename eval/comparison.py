@@ -78,7 +78,13 @@ def load_side(storage: Storage, url: str, method: str | None) -> Side:
             f"{outcomes_url}: no per-manipulation outcomes beside {url} (written by an fsnet before compare "
             "existed? evaluate again)"
         )
-    return side(url, results, read_outcomes(storage.read_bytes(outcomes_url), outcomes_url), method)
+    outcomes = read_outcomes(storage.read_bytes(outcomes_url), outcomes_url)
+    if outcomes.evaluation != results.created or len(outcomes.query) != results.dataset.manipulations:
+        raise ComparisonError(
+            f"{outcomes_url} belongs to another evaluation than {url} (written {outcomes.evaluation}, results "
+            f"{results.created}: an evaluation stopped between the two files?); evaluate again"
+        )
+    return side(url, results, outcomes, method)
 
 
 def protocol_difference(a: Results, b: Results) -> str | None:

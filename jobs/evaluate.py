@@ -178,10 +178,10 @@ def evaluate(
     if boot is not None:
         results.bootstrap = Bootstrap(resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed)
     results.headline = headline
-    # the per-manipulation outcomes first: a results.json is never beside another evaluation's outcomes
-    opened.storage.write_bytes(
-        join(out, OUTCOMES_FILE), outcomes_bytes(manipulations, data.query_ids, ranks, cfg.eval.k_max)
-    )
+    # the outcomes first, results.json last (what says the evaluation finished); the outcomes carry its creation
+    # time, which fsnet compare checks: a run stopped between the two leaves no pair that seems to belong together
+    outcomes = outcomes_bytes(manipulations, data.query_ids, ranks, cfg.eval.k_max, results.created)
+    opened.storage.write_bytes(join(out, OUTCOMES_FILE), outcomes)
     opened.storage.write_text(join(out, RESULTS_FILE), results.dumps())
     return results.model_dump(mode="json")
 

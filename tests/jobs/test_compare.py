@@ -42,7 +42,7 @@ def evaluation(folder, seed: int = 0, **dataset) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(data))
     ids = np.array([f"q{i:03d}" for i in range(QUERIES)])
-    (folder / OUTCOMES_FILE).write_bytes(outcomes_bytes(manipulations, ids, ranks, 50))
+    (folder / OUTCOMES_FILE).write_bytes(outcomes_bytes(manipulations, ids, ranks, 50, data["created"]))
     return str(folder)
 
 
@@ -95,6 +95,15 @@ def test_evaluations_of_other_protocols_are_refused_in_one_line(tmp_path, datase
     line = one_error_line(run_fsnet("compare", a, b, "--json", "out/cmp.json", cwd=tmp_path))
     assert says in line and "not comparable" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_outcomes_of_another_evaluation_are_refused_in_one_line(tmp_path):
+    a, b = evaluation(tmp_path / "a"), evaluation(tmp_path / "b")
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    results["created"] = "2026-01-02T00:00:00+00:00"  # evaluated again, stopped before its outcomes were written
+    (tmp_path / "b" / "results.json").write_text(json.dumps(results))
+    line = one_error_line(run_fsnet("compare", a, b, cwd=tmp_path))
+    assert "belongs to another evaluation" in line and "evaluate again" in line
 
 
 def test_results_without_outcomes_are_refused_in_one_line(tmp_path):
