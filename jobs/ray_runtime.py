@@ -36,12 +36,16 @@ _stderr_filtered = False  # filter_driver_stderr() ran in this process
 # after its file, so it reaches the workers' root logger, not "ray.train"), and Ray Data's line at the end of every
 # execution in a worker ("✔️  Dataset train_<id>_3 execution finished in 0.27 seconds": Ray Train's data pipeline,
 # once per epoch), and the stack dump Ray's C++ failure handler writes when a process of it is killed mid-call at
-# shutdown ("*** SIGSEGV received at time=...", "PC: @ 0x...", "    @ 0x7f... (unknown)"). They stay in Ray's
-# session logs; fsnet's bars and lines say where a job is.
+# shutdown ("*** SIGSEGV received at time=...", "PC: @ 0x...", "    @ 0x7f... (unknown)"), and Python's
+# faulthandler dump of a Ray Data task killed the same way ("(_fetch_parquet_file_info pid=N) Fatal Python error:
+# Segmentation fault", its "File ..., line N in f" frames, which a traceback writes "line N, in f", and "Extension
+# modules: ..."; seen on a loaded machine). They stay in Ray's session logs; fsnet's bars and lines say where a job is.
 RAY_INTERNAL_LINE = re.compile(
     r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] \S+\.cc:\d+:|WARNING: \d+ PYTHON worker processes have been started"
     r"|Reporting training result \d+: TrainingReport\(|Dataset \S+ execution finished in [\d.]+ seconds"
     r"|^\*\*\* SIG[A-Z]+ received at time=|^PC: @ +0x[0-9a-f]+|^ +@ +0x[0-9a-f]+ "
+    r"|^Fatal Python error: Segmentation fault|^(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):"
+    r'|^  File ".+", line \d+ in |^Extension modules: '
 )
 STDERR_DRAIN_S = 1.0  # at exit, what the stderr copier still holds is written within this (Ray's children may
 # keep the pipe open, so it is not waited for beyond it)
@@ -226,7 +230,8 @@ def _without_ray_lines(show: Any) -> Any:
     """``show(data, ...)`` of forwarded output ({"lines": [...], ...}) without the lines RAY_INTERNAL_LINE matches."""
 
     def filtered(data: dict, *args: Any, **kwargs: Any) -> None:
-        lines = [line for line in data.get("lines", []) if not RAY_INTERNAL_LINE.search(line)]
+        # (blank ones too: fsnet's workers print nothing, Ray's dumps are spaced with them)
+        lines = [line for line in data.get("lines", []) if line.strip() and not RAY_INTERNAL_LINE.search(line)]
         if lines:
             show({**data, "lines": lines}, *args, **kwargs)
 

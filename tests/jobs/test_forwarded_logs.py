@@ -17,6 +17,13 @@ SIGSEGV = [
     "PC: @     0x7f3a2b1c4d5e  (unknown)  ray::core::CoreWorker::Disconnect()",
     "    @     0x7f3a2b1c4d5e        208  absl::lts_20230802::WriteFailureInfo()",
 ]
+FAULTHANDLER = [  # a Ray Data task killed at shutdown on a loaded machine, forwarded by Ray
+    "Fatal Python error: Segmentation fault",
+    "",
+    "Current thread 0x00007f5e2a7fc640 (most recent call first):",
+    '  File "/venv/lib/python3.11/site-packages/pyarrow/parquet/core.py", line 1400 in _fetch',
+    "Extension modules: msgpack._cmsgpack, google._upb._message, psutil._psutil_linux (total: 98)",
+]
 OURS = "a line a worker of ours prints: loss 7.1410, 151 images/s"
 
 
@@ -29,6 +36,9 @@ def test_ray_train_report_lines_ray_data_lines_and_cpp_logs_are_dropped_fsnet_li
     shown = []
     _without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [REPORT, OURS, DATA, CPP]})
     assert shown == [OURS]
+    shown.clear()
+    _without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [*FAULTHANDLER, OURS]})
+    assert shown == [OURS]  # the faulthandler dump and its blank lines dropped; a traceback's frames are kept (above)
 
 
 def test_ray_lines_this_process_writes_below_python_are_dropped_and_the_rest_kept():
