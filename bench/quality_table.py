@@ -16,7 +16,7 @@ from pathlib import Path
 
 from eval.comparison import compare, side
 from eval.outcomes import OUTCOMES_FILE, read_outcomes
-from eval.report import PROBE
+from eval.report import PROBE, band_at, banded
 from eval.results import Results, read_results
 
 try:  # run as a script: bench/ is on sys.path
@@ -29,10 +29,8 @@ K = 20
 
 
 def cell(curves, k: int) -> str:
-    """``0.723 ± 0.012`` at K = k (the value alone when no interval was recorded)."""
-    value = curves.top_k[k - 1]
-    band = None if curves.interval is None else curves.interval.get("top_k")
-    return f"{value:.3f}" if band is None else f"{value:.3f} ± {(band.high[k - 1] - band.low[k - 1]) / 2:.3f}"
+    """``0.723 ± 0.012`` at K = k (the value alone when no interval was recorded): the report's cell."""
+    return banded(curves.top_k[k - 1], band_at(curves, "top_k", k))
 
 
 def signed(x: float) -> str:
