@@ -17,6 +17,8 @@ Tuned blocks (``train.tuned_blocks``, a frozen trunk): the trunk's last blocks (
 MobileNetV2's inverted residual blocks, ResNet's layers) train with the new layers; the maps cached for such a run
 stop before them, and ``forward(from_trunk=True)`` runs them on those maps.
 
+A backbone is one entry of ``BACKBONES`` (its network, ImageNet weights, where its trunk ends, the trunk's width).
+
 ``weights``: ``none``; ``imagenet`` (torchvision's weights enum: the file is looked up in
 ``$TORCH_HOME/hub/checkpoints/`` and downloaded there when absent and the network allows); or a path / URL of a
 state dict for the torchvision architecture (a fine-tuned torchvision model).
@@ -25,6 +27,7 @@ state dict for the torchvision architecture (a fine-tuned torchvision model).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,14 +39,48 @@ from fsnet.errors import ModelError
 
 STRIDE = 16
 
-# name -> (torchvision constructor, ImageNet weights)
-TORCHVISION: dict[str, tuple[Callable[..., nn.Module], torchvision.models.WeightsEnum]] = {
-    "alexnet": (torchvision.models.alexnet, AlexNet_Weights.IMAGENET1K_V1),
-    "mobilenet_v2": (torchvision.models.mobilenet_v2, MobileNet_V2_Weights.IMAGENET1K_V1),
-    "resnet18": (torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1),
-    "resnet50": (torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1),
+
+@dataclass(frozen=True)
+class BackboneKind:
+    """One backbone: its network, its ImageNet weights, where its trunk ends, and the trunk's width."""
+
+    network: Callable[..., nn.Module]  # torchvision's constructor (called with weights=None), or fsnet's own
+    imagenet: torchvision.models.WeightsEnum | None  # torchvision's weights enum; None: it has no pretrained weights
+    trunk: Callable[[nn.Module], nn.Sequential]  # the network -> its trunk, a Sequential of blocks at stride 16
+    channels: int  # maps the trunk gives
+
+
+def _alexnet_trunk(net: nn.Module) -> nn.Sequential:
+    return nn.Sequential(*list(net.features.children())[:10])  # conv1 .. conv4 + ReLU, stride 16
+
+
+def _mobilenet_v2_trunk(net: nn.Module) -> nn.Sequential:
+    features = list(net.features.children())[:18]  # up to the 320-map block; drop the 1x1 to 1280
+    for block in features[14:18]:  # the last stride-32 stage, dilated instead
+        depthwise = block.conv[1][0]
+        depthwise.stride, depthwise.dilation, depthwise.padding = (1, 1), (2, 2), (2, 2)
+    return nn.Sequential(*features)
+
+
+def _resnet_trunk(net: nn.Module) -> nn.Sequential:
+    _dilate_layer4(net)
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+
+
+def _tiny(weights=None) -> nn.Sequential:
+    """Four stride-2 convolutions with batch norm: the trunk itself."""
+    return nn.Sequential(*(conv_relu(i, o, 2, batch_norm=True) for i, o in [(3, 16), (16, 32), (32, 48), (48, 64)]))
+
+
+BACKBONES: dict[str, BackboneKind] = {
+    "alexnet": BackboneKind(torchvision.models.alexnet, AlexNet_Weights.IMAGENET1K_V1, _alexnet_trunk, 256),
+    "mobilenet_v2": BackboneKind(
+        torchvision.models.mobilenet_v2, MobileNet_V2_Weights.IMAGENET1K_V1, _mobilenet_v2_trunk, 320
+    ),
+    "resnet18": BackboneKind(torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1, _resnet_trunk, 512),
+    "resnet50": BackboneKind(torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1, _resnet_trunk, 2048),
+    "tiny": BackboneKind(_tiny, None, lambda net: net, 64),
 }
-BACKBONES = (*TORCHVISION, "tiny")
 
 
 def conv_relu(cin: int, cout: int, stride: int = 1, batch_norm: bool = False) -> nn.Sequential:
@@ -124,21 +161,16 @@ def split_trunk(trunk: nn.Sequential, tuned_blocks: int) -> tuple[nn.Sequential,
 
 
 def build_backbone(name: str, weights: str, conv5_channels: int, conv67_channels: int) -> Backbone:
-    if name == "tiny":
-        if weights != "none":
-            raise ModelError(
-                f"model.weights={weights}: the tiny backbone has no pretrained weights; use model.weights=none"
-            )
-        trunk = nn.Sequential(
-            *(conv_relu(i, o, 2, batch_norm=True) for i, o in [(3, 16), (16, 32), (32, 48), (48, 64)])
-        )
-        return Backbone(name, trunk, 64, conv5_channels, conv67_channels)
-    if name not in TORCHVISION:
+    if name not in BACKBONES:
         raise ModelError(f"model.backbone={name}: unknown (backbones: {', '.join(BACKBONES)})")
-    constructor, imagenet = TORCHVISION[name]
-    net = constructor(weights=None)
+    kind = BACKBONES[name]
+    if kind.imagenet is None and weights != "none":
+        raise ModelError(
+            f"model.weights={weights}: the {name} backbone has no pretrained weights; use model.weights=none"
+        )
+    net = kind.network(weights=None)
     if weights == "imagenet":
-        net.load_state_dict(imagenet_state_dict(name, imagenet))
+        net.load_state_dict(imagenet_state_dict(name, kind.imagenet))
     elif weights != "none":
         try:
             net.load_state_dict(_state_dict_from(weights, name))
@@ -146,21 +178,7 @@ def build_backbone(name: str, weights: str, conv5_channels: int, conv67_channels
             raise ModelError(
                 f"model.weights={weights}: not a torchvision {name} state dict: {str(err).splitlines()[0]}"
             ) from None
-
-    if name == "alexnet":
-        trunk = nn.Sequential(*list(net.features.children())[:10])  # conv1 .. conv4 + ReLU, stride 16
-        channels = 256
-    elif name == "mobilenet_v2":
-        features = list(net.features.children())[:18]  # up to the 320-map block; drop the 1x1 to 1280
-        for block in features[14:18]:  # the last stride-32 stage, dilated instead
-            depthwise = block.conv[1][0]
-            depthwise.stride, depthwise.dilation, depthwise.padding = (1, 1), (2, 2), (2, 2)
-        trunk, channels = nn.Sequential(*features), 320
-    else:
-        _dilate_layer4(net)
-        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-        channels = 512 if name == "resnet18" else 2048
-    return Backbone(name, trunk, channels, conv5_channels, conv67_channels)
+    return Backbone(name, kind.trunk(net), kind.channels, conv5_channels, conv67_channels)
 
 
 def _dilate_layer4(net: nn.Module) -> None:
