@@ -36,15 +36,6 @@ from jobs.command import ConfigOption, SetOption, absolute_option, console, reso
 from jobs.pipeline import ensure_catalog, train_index_evaluate
 from jobs.report import report
 
-ORDER = [
-    "full",
-    "rank_lg",
-    "rank_l",
-    "rank",
-    "wo_rank",
-    "full_ff",
-    "adde",
-]  # donors first: full's stages serve the most others
 ADDE = "adde"
 
 
@@ -85,6 +76,15 @@ def share_stages(cfg: Config, catalog: Catalog, storage: Storage, donor_run: str
         console.print(f"{run}: {part} shared from {donor_run}")
 
 
+def run_order(methods: list[str]) -> list[str]:
+    """The order the ablation trains ``methods`` in, from the variants' registry: donors first, the one whose stages
+    the others can take the most of (``shares``) first; among equals the later rung of the ladder, which trains more
+    (full before rank_lg before rank_l); the ADDE-style model, which shares nothing, last."""
+    ladder = [*VARIANTS, ADDE]
+    served = {m: sum(len(shares(m, other)) for other in methods if other != m) for m in methods}
+    return sorted(methods, key=lambda m: (m == ADDE, -served[m], -ladder.index(m)))
+
+
 def method_config(cfg: Config, method: str) -> Config:
     """The config that trains ``method``: a FashionSearchNet variant, or the ADDE-style model."""
     model = cfg.model.model_copy(update={"kind": "adde"} if method == ADDE else {"kind": "fsn", "variant": method})
@@ -114,7 +114,7 @@ def ablation(cfg: Config, variants: list[str], out: str, catalog: str | None) ->
         console.print(chosen, highlight=False)
     done: list[str] = []
     results = {}
-    for variant in sorted(variants, key=ORDER.index):
+    for variant in run_order(variants):
         start = time.perf_counter()
         vcfg = method_config(cfg, variant)
         run = join(out, variant, "run")
