@@ -80,7 +80,9 @@ from jobs.index import index
 from jobs.pack import pack
 from jobs.ray_runtime import filter_forwarded_logs, local_runtime_env
 from jobs.synth import synth
-from jobs.train import METRICS_FILE, run_stage, training_ids, training_plan
+from jobs.train import run_stage, training_plan
+from jobs.train_loop import METRICS_FILE
+from jobs.training_split import training_ids
 from jobs.worker_setup import quiet_logs
 
 try:  # run as a script: bench/ is on sys.path (the GPU machine runs it so)

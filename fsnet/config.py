@@ -139,11 +139,6 @@ class AugmentConfig(Section):
     flip: bool
 
 
-class FaultConfig(Section):
-    stage: Annotated[int, Field(ge=1, le=3)] | None
-    step: NonNegativeInt | None
-
-
 class TrainConfig(Section):
     auto_image_sizes: Annotated[list[Annotated[int, Field(ge=32)]], Field(min_length=1)]
     trunk: Literal["frozen", "finetune"]
@@ -165,7 +160,6 @@ class TrainConfig(Section):
     global_batch: Annotated[int, Field(ge=2)]
     seed: int
     augment: AugmentConfig
-    fault: FaultConfig
     stage1: StageConfig
     stage2: StageConfig
     stage3: StageConfig
@@ -178,7 +172,6 @@ class IndexConfig(Section):
     actors: PositiveInt | None
     in_process_max: NonNegativeInt
     gpu_decode: bool
-    fault: Literal["before_publish"] | None
 
 
 class EvalConfig(Section):

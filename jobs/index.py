@@ -77,10 +77,6 @@ ID_READERS = 8  # catalog shards whose id column is read at once when planning a
 KEEP_VERSIONS = 2  # the live version and the one before it: a reader that opened it a moment ago can finish
 
 
-class IndexFault(FsnetError):
-    """The test-only interruption (index.fault)."""
-
-
 @dataclass
 class IndexResult:
     manifest: IndexManifest | None  # None when nothing changed
@@ -145,8 +141,6 @@ def index(
             elif plan.extract:
                 init_ray(cfg.ray)
                 _extract(cfg, storage, model_url, catalog, split, plan, vdir, model.cfg.image_size)
-        if cfg.index.fault == "before_publish":
-            raise IndexFault(f"index.fault=before_publish: stopped after writing {vdir} (test only)")
         with timed(timings, "faiss"):
             table = _indexed_rows(storage, vdir, wanted)  # every row of the split, failed ones included
             ok = table.filter(pc.is_null(table["error"]))

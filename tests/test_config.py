@@ -16,6 +16,8 @@ from fsnet.config import (
 )
 from fsnet.errors import ConfigError
 from jobs.cli import app
+from jobs.injected_fault import ENV as FAULT_ENV
+from jobs.injected_fault import InjectedFault
 
 
 def test_default_holds_every_key_with_a_comment():
@@ -208,3 +210,27 @@ def test_a_bad_base_is_one_error_naming_the_file(tmp_path):
     (tmp_path / "typo_base.yaml").write_text("model:\n  backbon: tiny\n")
     with pytest.raises(ConfigError, match=r"typo_base\.yaml: unknown key 'model\.backbon'"):
         load_config([str(typo)])
+
+
+def test_the_shown_config_holds_no_test_only_keys():
+    """Test-only fault injection lives outside the product's config (jobs/injected_fault.py)."""
+
+    def keys(tree: dict, prefix: str = "") -> list[str]:
+        found = []
+        for name, value in tree.items():
+            found.append(prefix + name)
+            if isinstance(value, dict):
+                found += keys(value, f"{prefix}{name}.")
+        return found
+
+    assert [k for k in keys(load_config().model_dump(mode="json")) if "fault" in k] == []
+
+
+def test_an_injected_fault_is_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    assert InjectedFault.requested() is None
+    monkeypatch.setenv(FAULT_ENV, "2:3")
+    assert InjectedFault.requested() == InjectedFault(stage=2, step=3)
+    monkeypatch.setenv(FAULT_ENV, "two")
+    with pytest.raises(ConfigError, match=r"FSNET_INJECT_FAULT='two': expected <stage>:<step>"):
+        InjectedFault.requested()

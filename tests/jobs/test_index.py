@@ -20,7 +20,7 @@ from fsnet.index.manifest import MANIFEST_FILE, read_current, versions
 from fsnet.index.reader import IndexReader
 from fsnet.model import load_model
 from fsnet.storage import Storage, join
-from jobs.index import IndexFault, index
+from jobs.index import index
 from jobs.pack import pack
 from jobs.verify import verify_index
 from tests.images import GARBAGE
@@ -121,6 +121,14 @@ def test_corrupt_bytes_inside_a_shard_are_listed(tiny, tmp_path):
     assert victim not in IndexReader.open(str(tmp_path / "index"), storage).ids.tolist()
 
 
+class Stopped(Exception):
+    """A run stopped before it published (the test's before_publish hook)."""
+
+
+def stop(version: int, live: int | None) -> str:
+    raise Stopped(f"stopped before publishing v{version}")
+
+
 def test_reindex_extracts_only_the_new_shard_and_equals_a_full_index(tiny, tmp_path):
     storage = Storage(load_config().storage)
     full = pd.read_csv(tiny["root"] / "synth" / "labels.csv", dtype=str)
@@ -137,8 +145,8 @@ def test_reindex_extracts_only_the_new_shard_and_equals_a_full_index(tiny, tmp_p
 
     full.to_csv(source / "labels.csv", index=False)  # one more shard of 64
     pack(pack_cfg, catalog_url, show_progress=False)
-    with pytest.raises(IndexFault):  # interrupted after extracting, before publishing
-        index(load_config(["tiny"], ["index.fault=before_publish"]), tiny["model"], catalog_url, out, split="all")
+    with pytest.raises(Stopped):  # interrupted once v2 is written, before CURRENT names it
+        index(cfg, tiny["model"], catalog_url, out, split="all", before_publish=stop)
     assert read_current(storage, out) == 1 and versions(storage, out) == [1, 2]
     second = index(cfg, tiny["model"], catalog_url, out, split="all").manifest  # the next run completes
     assert second.version == 2 and read_current(storage, out) == 2 and versions(storage, out) == [1, 2]

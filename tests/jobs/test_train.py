@@ -18,6 +18,7 @@ from fsnet.lr_schedule import lr_factor
 from fsnet.model import load_model
 from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms
 from fsnet.storage import Storage, join
+from jobs.injected_fault import ENV as FAULT_ENV
 from jobs.pack import pack
 from jobs.synth import synth
 from jobs.train import plain_batches, train
@@ -181,7 +182,7 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
     assert [k for k, v in model.state_dict().items() if not torch.equal(again[k], v)] == []
 
 
-def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
+def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path, monkeypatch):
     out = str(tmp_path / "run")
     # stage 3 (its loop on fixed features, its start and end) is test_train_end_to_end's: a stage fewer here (~20 s)
     # the rate annealed over each stage's steps (train.schedule: cosine), so the resumed epoch shows its place on it
@@ -189,7 +190,8 @@ def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
     storage = Storage(load_config().storage)
 
     # 1. A worker dies at the first step of stage 2's second epoch; no retries: the command fails.
-    failing = load_config(["tiny"], [*base, "train.max_failures=0", "train.fault.stage=2", "train.fault.step=3"])
+    failing = load_config(["tiny"], [*base, "train.max_failures=0"])
+    monkeypatch.setenv(FAULT_ENV, "2:3")  # test only (jobs/injected_fault.py)
     with pytest.raises(Exception):
         train(failing, catalog_url, out)
     assert storage.exists(join(out, "stage1.pt")) and not storage.exists(join(out, "stage2.pt"))
@@ -200,7 +202,8 @@ def test_worker_death_and_interrupted_run_resume(catalog_url, tmp_path):
     # 2. The same command again: stage 1 is not redone, stage 2 continues after its epoch 0 checkpoint, and a worker
     #    dies once more at the epoch's next step, which Ray Train recovers from (max_failures=1) by itself: the new
     #    worker group resumes from the same checkpoint and the epoch is counted once.
-    resumed = load_config(["tiny"], [*base, "train.max_failures=1", "train.fault.stage=2", "train.fault.step=4"])
+    resumed = load_config(["tiny"], [*base, "train.max_failures=1"])
+    monkeypatch.setenv(FAULT_ENV, "2:4")
     result = train(resumed, catalog_url, out)
     after = metrics_of(storage, out)
     assert after[: len(before)] == before

@@ -1,0 +1,52 @@
+"""The memory stage of FashionSearchNet's plan: the fixed local features of the training split, embedded by the
+actors the index job uses and written under the run's ``features/`` (stage 3 trains on them), then the memory block
+M as the mean feature per attribute value, summed exactly (fsnet/model/memory.py) whatever order the rows arrive in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import torch
+
+from fsnet.catalog.reader import Catalog
+from fsnet.columns import column_array
+from fsnet.config import Config
+from fsnet.embedding import EmbedImages
+from fsnet.model import load_model, save_model
+from fsnet.model.memory import ExactValueSums
+from fsnet.storage import Storage, join
+from jobs.command import console
+from jobs.embed_rows import embed_rows
+from jobs.progress import pipeline_bar
+from jobs.training_split import training_ids, training_rows
+
+
+def memory_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url: str, memory_url: str) -> None:
+    """Fixed local features of the training split (the embedding actors the index job uses), then M as the mean
+    feature per value."""
+    features = join(out, "features")
+    fs, path = storage.arrow_fs(features)
+    for name in storage.listdir(features):  # a partial earlier attempt
+        storage.remove(join(features, name))
+    images = len(training_ids(cfg, catalog)[0])
+    with catalog.reading(), pipeline_bar("memory", images, EmbedImages.__name__):  # a bad shard: one line naming it
+        rows = training_rows(cfg, catalog, ["id", "image", *catalog.schema.names], with_shard=True)
+        embed_rows(cfg, storage, start_url, catalog, rows).write_parquet(path, filesystem=fs)
+
+    model = load_model(start_url, storage)
+    sums = ExactValueSums(catalog.schema.num_values, cfg.model.embed_dim)  # rows arrive in the pool's order
+    for batch in pads.dataset(path, filesystem=fs, format="parquet").to_batches(
+        columns=["reps", "error", *catalog.schema.names], filter=pads.field("error").is_null()
+    ):
+        table = pa.Table.from_batches([batch])
+        reps = torch.from_numpy(column_array(table, "reps", (len(catalog.schema.names), cfg.model.embed_dim)))
+        labels = torch.from_numpy(
+            np.stack([table[a].to_numpy() for a in catalog.schema.names], axis=1).astype(np.int64)
+        )
+        sums.add(reps, labels)
+    totals, counts = sums.totals()
+    model.memory.set_means(totals, counts)
+    save_model(model, memory_url, storage)
+    images = int(counts.sum() // len(catalog.schema.names))
+    console.print(f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {images:,} training images")
