@@ -1,9 +1,19 @@
-"""Exact Top-K of every manipulated query in about the time of the factorized products: the same lists as
-eval/topk.py's ``factorized_topk`` and ``brute_force_topk``, ties included, without a selection over the gallery
-per manipulation or per (query, attribute).
+"""Exact Top-K of every manipulated query in about the time of the factorized products: the lists of the faiss
+brute-force reference (eval/brute_force.py), ties included, without a selection over the gallery per manipulation
+or per (query, attribute). The evaluator ``fsnet evaluate`` runs (``exact_topk``).
 
-For the manipulations of one query that change the same attribute(s) S, eval/topk.py's factorized score of
-gallery image n is score_v[n] = shared[n] + sum_{a in S} term[a, v_a][n] with term[a, v] = -2 m_av . g_n, and
+The factorization: F is linear in each attribute slot (eval/algebra.py). For a manipulation (q; a -> v) the squared
+distance to gallery image n is ||F'||^2 + score, with
+
+    score[n] = ||g_n||^2 - 2 F(q).g_n + 2 sum_{a changed} (u_qa . g_n - m_av . g_n),
+    u_qa = lambda_a s_qa W_a (the query's own slot),  m_av = lambda_a M[a, v] W_a (the memory row's),
+
+so F(q).G^T is computed once per query, u_qa.G^T once per (query, attribute) and m_av.G^T once per value, and the
+manipulations of one query only add rows. For the ADDE-style model (eval/additive_memory.py) u_qa = m_au, the
+memory column of the query's current value u, and m_av the new value's, both r wide.
+
+For the manipulations of one query that change the same attribute(s) S, the score of gallery image n is
+score_v[n] = shared[n] + sum_{a in S} term[a, v_a][n] with term[a, v] = -2 m_av . g_n, and
 
     bound[n] = shared[n] + sum_{a in S} min_{v != q_a} term[a, v][n]  <=  score_v[n]  for every new value v
 
@@ -18,8 +28,8 @@ value q_a, which no manipulation takes, keeps the bound tight near the query, wh
   sort of a few hundred scores. A manipulation no tier settles (rare) is scored over the whole gallery.
 - Exactness: where two of the first k + 1 float32 distances are too close for float32 to order (eval/topk.py's
   TIE), the candidates in such runs are ordered by float64 distance rounded to float32, then gallery position, as
-  eval/topk.py's ``_finish`` orders them; where the last candidate is that close to the k-th, ``_finish`` itself
-  orders the whole gallery. So the lists are those of both other paths, ties included.
+  eval/topk.py's ``finish`` orders them; where the last candidate is that close to the k-th, ``finish`` itself
+  orders the whole gallery. So the lists are the reference's, ties included.
 
 Why whole Top-k lists and not only each manipulation's first exact match: the Top-K curves need only that rank, but
 the NDCG curves (eval/metrics.py, K = 1..k_max, kept in results.json) give each of the first k_max results a
@@ -42,14 +52,15 @@ import numpy as np
 import torch
 
 from eval.algebra import ManipulationAlgebra
+from eval.brute_force import brute_force_topk
 from eval.protocol import Manipulations
-from eval.topk import FINISH_ROWS, MARGIN, SCORE_BYTES, TIE, TopK, _device, _finish, brute_force_topk
+from eval.topk import FINISH_ROWS, MARGIN, SCORE_BYTES, TIE, TopK, compute_device, finish
 
 PRUNE = 1024  # most candidates a (query, changed attributes) keeps: a value rare near the query needs many
 TIERS = (2, 4, 8)  # candidate widths (x k + MARGIN) a manipulation tries before all of them
 SAMPLE_HITS = 32  # sampled bounds under a cut: the count it keeps varies by about 1 / sqrt(32) = 18%
-OVERFULL = 4  # a cut keeping over 4 x prune (the sample misjudged) is set exactly, by a selection over N
-SAFE = 1.01  # the allowance here comes from ||F'||^2 computed otherwise than _finish's: flag a little more
+CUT_OVERSHOOT = 4  # a cut keeping over 4 x prune (the sample misjudged) is set exactly, by a selection over N
+TIE_SLACK = 1.01  # the allowance here comes from ||F'||^2 computed otherwise than finish's: flag a little more
 
 
 BOUND_PASSES = 2  # passes over (users, N) per changed attribute a group makes: its products, then its bound
@@ -74,6 +85,7 @@ def exact_topk(
     k: int,
     query_chunk: int = 256,
     values: np.ndarray | None = None,
+    device: torch.device | str | None = None,
 ) -> TopK:
     """The same exact lists by the cheaper path for the protocol's shape. faiss brute force builds and searches
     every manipulated query: a gallery-wide product and selection per manipulation. The threshold path shares the
@@ -82,7 +94,7 @@ def exact_topk(
     force, a dense one to the threshold path."""
     if cheaper_path(manipulations) == "brute force":
         return brute_force_topk(model, reps, gallery, manipulations, k, values=values)
-    return threshold_topk(model, reps, gallery, manipulations, k, query_chunk, values=values)
+    return threshold_topk(model, reps, gallery, manipulations, k, query_chunk, values=values, device=device)
 
 
 def cheaper_path(manipulations: Manipulations) -> str:
@@ -100,12 +112,14 @@ def threshold_topk(
     query_chunk: int = 256,
     prune: int = PRUNE,
     values: np.ndarray | None = None,
+    device: torch.device | str | None = None,
 ) -> TopK:
     """reps (Q, A, D) of the queries, gallery (N, r) global representations: the k nearest gallery positions of
     every manipulated query, in manipulation order (any order of queries: a stored list need not be sorted).
     ``values`` (Q, A): the queries' current values, which an additive memory (the ADDE-style model) subtracts; the
-    bound leaves them out where no manipulation of the query takes them (without ``values``, it keeps them)."""
-    device = _device()
+    bound leaves them out where no manipulation of the query takes them (without ``values``, it keeps them).
+    ``device``: where the products and bounds run (None: CUDA where torch sees it, else the CPU)."""
+    device = compute_device(device)
     m, n = len(manipulations), len(gallery)
     k = min(k, n)
     c = min(k + MARGIN, n)
@@ -336,7 +350,7 @@ def _rank(
         a: side.offsets[a] + manipulations.change[block.rows, a].astype(np.int64) for a in attributes
     }
     norm = _norms(rest, block.users, side.projected, value)  # (R,) ||F'||^2
-    tie = SAFE * TIE * (norm + side.g_scale)  # (R,) float32 error allowance
+    tie = TIE_SLACK * TIE * (norm + side.g_scale)  # (R,) float32 error allowance
     approx = np.empty((len(block.rows), c), dtype=np.float32)
     cand = np.empty((len(block.rows), c), dtype=np.int64)
     pending = np.arange(len(block.rows))  # rows not settled yet
@@ -412,7 +426,7 @@ def _candidates(
 
     The cut is the value a strided sample of the row puts about ``prune`` images under: a compare over N (into
     ``keep``, (U, N) bool) and a sort of the few kept, no selection over N. A row where the sample misjudged (over
-    OVERFULL * prune kept) gets the exact prune-th bound as its cut."""
+    CUT_OVERSHOOT * prune kept) gets the exact prune-th bound as its cut."""
     u, n = bound.shape
     device = bound.device
     if prune >= n:  # every image is a candidate
@@ -425,7 +439,7 @@ def _candidates(
         cut_t = torch.topk(sample, rank, dim=1, largest=False, sorted=False).values.max(dim=1).values  # (U,)
         torch.lt(bound, cut_t[:, None], out=keep)
         row, col = _nonzero(keep)  # row-major: each row's columns ascending
-        over = np.flatnonzero(np.bincount(row, minlength=u) > OVERFULL * prune)
+        over = np.flatnonzero(np.bincount(row, minlength=u) > CUT_OVERSHOOT * prune)
         if len(over):
             over_t = torch.from_numpy(over).to(device)
             cut_t[over_t] = torch.topk(bound[over_t], prune, dim=1, largest=False).values.max(dim=1).values
@@ -485,11 +499,11 @@ def _norms(rest: np.ndarray, users: np.ndarray, projected: np.ndarray, value: di
 
 
 def _refine(block: _Block, rest: np.ndarray, side: _GallerySide, k: int, out: TopK) -> int:
-    """The exact order where float32 may be wrong, as eval/topk.py's ``_finish`` makes it. Consecutive candidates
+    """The exact order where float32 may be wrong, as eval/topk.py's ``finish`` makes it. Consecutive candidates
     closer than the allowance form runs; a run reaching into the first k is ordered by float64 distance (F' in
     float64, _f_prime) rounded to float32, then gallery position; runs keep their order (a gap of at least the
-    allowance separates them). Rows whose last candidate is that close to the k-th go to ``_finish`` itself (the
-    whole gallery); returns how many of those ``_finish`` re-ranked over the whole gallery."""
+    allowance separates them). Rows whose last candidate is that close to the k-th go to ``finish`` itself (the
+    whole gallery); returns how many of those ``finish`` re-ranked over the whole gallery."""
     cand, approx, tie = block.cand, block.approx, block.tie  # (R, c), (R, c), (R,)
     c = cand.shape[1]
     close = np.diff(approx, axis=1) < tie[:, None]  # (R, c - 1): j and j + 1 may be misordered
@@ -522,7 +536,7 @@ def _refine(block: _Block, rest: np.ndarray, side: _GallerySide, k: int, out: To
     for f0 in range(0, len(redo), FINISH_ROWS):  # the whole gallery
         part = redo[f0 : f0 + FINISH_ROWS]
         rows = block.rows[part]
-        p, dist, full = _finish(f_prime(part), side.gallery64, side.g_scale, cand[part], approx[part], k)
+        p, dist, full = finish(f_prime(part), side.gallery64, side.g_scale, cand[part], approx[part], k)
         out.positions[rows], out.distances[rows] = p, dist
         redone += full
     return redone

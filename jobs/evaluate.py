@@ -39,6 +39,7 @@ from rich.table import Table
 import fsnet
 from eval.algebra import algebra_of
 from eval.bootstrap import QueryBootstrap, paired_difference, query_rows
+from eval.brute_force import brute_force_topk
 from eval.comparison import best_of
 from eval.data import EvalData, ProbeInputs
 from eval.linear_probe import ProbeUnavailable, mean_accuracy
@@ -49,7 +50,6 @@ from eval.protocol import Manipulations, build_manipulations, protocol_fingerpri
 from eval.report import PROBE, TABLE_K, band_at, banded, headline_text, headlines, interval_note
 from eval.results import RESULTS_FILE, Bootstrap, Check, Difference, Example, Hit, Results, Run
 from eval.scorer import BASELINES, FusedScorer, ModelScorer, Scorer
-from eval.topk import brute_force_topk
 from fsnet.catalog.reader import Catalog
 from fsnet.columns import column_array
 from fsnet.config import Config, config_dict

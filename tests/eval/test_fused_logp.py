@@ -7,10 +7,10 @@ import io
 import numpy as np
 import torch
 
+from eval.brute_force import brute_force_topk
 from eval.fused_logp import GRID, FusedLogp, choose_weight, one_standard_error, standard_error
 from eval.linear_global import LinearGlobal
 from eval.protocol import build_manipulations
-from eval.topk import brute_force_topk
 from fsnet.model import build_model
 from fsnet.model.checkpoint import model_bytes, model_from_bytes
 from tests.model.helpers import SCHEMA_3, model_config

@@ -1,5 +1,5 @@
 """The threshold path (eval/threshold_topk.py) gives the same Top-k lists, hence the same first-match ranks and
-curves, as the old factorized path and the faiss brute-force reference, for both algebras, on random data with
+curves, as the faiss brute-force reference (eval/brute_force.py), for every algebra, on random data with
 planted ties: exact duplicates in the gallery under other labels (the rank of the first exact match then depends on
 the tie rule: gallery position) and a block of copies that straddles any k + MARGIN."""
 
@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from eval.additive_memory import AdditiveMemory
+from eval.brute_force import brute_force_topk
 from eval.linear_global import LinearGlobal
 from eval.metrics import hit_ranks, summarize
 from eval.protocol import Manipulations, build_manipulations
 from eval.threshold_topk import threshold_topk
-from eval.topk import MARGIN, brute_force_topk, factorized_topk
+from eval.topk import MARGIN
 
 NUM_VALUES = [4, 3, 5]
 NAMES = ["a", "b", "c"]
@@ -50,15 +51,13 @@ def tied_case(seed: int, algebra: str, n: int = 300, q: int = 30, d: int = 6, r:
 @pytest.mark.parametrize("algebra", ["replace", "concat", "additive"])
 @pytest.mark.parametrize("k", [1, 10, 50])
 @pytest.mark.parametrize("prune", [20, 150, 10_000])
-def test_same_lists_ranks_and_curves_as_the_old_path_and_brute_force(algebra, k, prune):
+def test_same_lists_ranks_and_curves_as_brute_force(algebra, k, prune):
     model, reps, gallery, labels, m, values = tied_case(k + prune, algebra)
     new = threshold_topk(model, reps, gallery, m, k, query_chunk=7, prune=prune, values=values)
-    old = factorized_topk(model, reps, gallery, m, k, query_chunk=7, prune=prune, values=values)
     reference = brute_force_topk(model, reps, gallery, m, k, batch=50, values=values)
     np.testing.assert_array_equal(
-        hit_ranks(new.positions, labels, m.target), hit_ranks(old.positions, labels, m.target)
+        hit_ranks(new.positions, labels, m.target), hit_ranks(reference.positions, labels, m.target)
     )
-    np.testing.assert_array_equal(new.positions, old.positions)
     np.testing.assert_array_equal(new.positions, reference.positions)
     np.testing.assert_allclose(new.distances, reference.distances, rtol=1e-5, atol=1e-5)
     assert summarize(m, new.positions, labels, k) == summarize(m, reference.positions, labels, k)
@@ -72,7 +71,7 @@ def test_same_lists_ranks_and_curves_as_the_old_path_and_brute_force(algebra, k,
 
 def test_duplicates_decide_the_first_match_by_position():
     """Two copies of the nearest image: the first (by position) without the target labels, the second with them,
-    so the first exact match is at rank 1, not 0, in all three paths."""
+    so the first exact match is at rank 1, not 0, in both paths."""
     model, reps, gallery, labels, m, values = tied_case(5, "replace")
     row = 3
     f_prime = model.manipulated(
@@ -84,7 +83,6 @@ def test_duplicates_decide_the_first_match_by_position():
     labels[11] = m.target[row]
     for top in (
         threshold_topk(model, reps, gallery, m, 5, query_chunk=4, prune=40),
-        factorized_topk(model, reps, gallery, m, 5, query_chunk=4, prune=40),
         brute_force_topk(model, reps, gallery, m, 5),
     ):
         assert top.positions[row, :2].tolist() == [10, 11]
@@ -97,9 +95,8 @@ def test_several_attributes_at_once_and_a_stored_list_out_of_query_order():
     s = Manipulations(m.query[shuffled], m.change[shuffled], m.target[shuffled], m.group[shuffled], m.groups)
     new = threshold_topk(model, reps, gallery, s, 10, query_chunk=4, prune=40)
     np.testing.assert_array_equal(new.positions, brute_force_topk(model, reps, gallery, s, 10).positions)
-    np.testing.assert_array_equal(
-        new.positions, factorized_topk(model, reps, gallery, m, 10, query_chunk=4, prune=40).positions[shuffled]
-    )
+    in_order = threshold_topk(model, reps, gallery, m, 10, query_chunk=4, prune=40)  # the same list, unshuffled
+    np.testing.assert_array_equal(new.positions, in_order.positions[shuffled])
 
 
 def test_a_gallery_of_one_vector_is_all_ties():

@@ -1,9 +1,16 @@
+"""The Top-K core (eval/topk.py) and the reference (eval/brute_force.py): known answers, ties in gallery order
+across the candidates' edge, the ADDE-style algebra, the device choice; the evaluator fsnet evaluate runs
+(eval/threshold_topk.py) gives the same lists (its own cases: tests/eval/test_threshold_topk.py)."""
+
 import numpy as np
 import pytest
+import torch
 
+from eval.brute_force import brute_force_topk
 from eval.linear_global import LinearGlobal
 from eval.protocol import Manipulations, build_manipulations
-from eval.topk import MARGIN, brute_force_topk, factorized_topk
+from eval.threshold_topk import threshold_topk
+from eval.topk import MARGIN, compute_device, smallest_k
 
 NUM_VALUES = [4, 3, 2]
 NAMES = ["a", "b", "c"]
@@ -32,14 +39,14 @@ def random_case(seed: int, learned: bool, ties: int, d: int = 6, r: int = 10):
 @pytest.mark.parametrize("learned", [True, False])
 @pytest.mark.parametrize("k", [1, 5, 20, 200])
 @pytest.mark.parametrize("prune", [40, 512])
-def test_factorized_equals_brute_force(learned, k, prune):
+def test_the_evaluator_equals_the_reference_across_a_tied_block(learned, k, prune):
     model, reps, gallery, m = random_case(k, learned, ties=MARGIN + 20)
-    fast = factorized_topk(model, reps, gallery, m, k, query_chunk=4, prune=prune)
+    fast = threshold_topk(model, reps, gallery, m, k, query_chunk=4, prune=prune)
     slow = brute_force_topk(model, reps, gallery, m, k, batch=33)
     np.testing.assert_array_equal(fast.positions, slow.positions)
     np.testing.assert_allclose(fast.distances, slow.distances, rtol=1e-5, atol=1e-5)
     if 1 < k < 200:  # the tied block straddles the k + MARGIN candidates: those rows were redone over the gallery
-        assert fast.exact_rows > 0 and slow.exact_rows > 0
+        assert slow.exact_rows > 0
     tied_rows = fast.positions[0][np.isin(fast.positions[0], np.arange(50, 50 + MARGIN + 20))]
     assert (np.diff(tied_rows) > 0).all()  # ties come in gallery order
 
@@ -52,8 +59,7 @@ def test_several_attributes_at_once():
     m = build_manipulations(queries, labels, NAMES, NUM_VALUES, at_once=2)
     reps = rng.normal(size=(20, 3, 4))
     gallery = rng.normal(size=(150, 7)).astype(np.float32)
-    fast = factorized_topk(model, reps, gallery, m, 10, query_chunk=3, prune=30)
-    assert 0 < fast.full_rows < len(m)  # the bound settles some rows and not others: both paths run
+    fast = threshold_topk(model, reps, gallery, m, 10, query_chunk=3, prune=30)
     slow = brute_force_topk(model, reps, gallery, m, 10)
     np.testing.assert_array_equal(fast.positions, slow.positions)
 
@@ -72,7 +78,7 @@ def test_known_answers():
         group=np.array([0, 1]),
         groups=["x", "x+y"],
     )
-    for top in (factorized_topk(model, reps, gallery, m, 4), brute_force_topk(model, reps, gallery, m, 4)):
+    for top in (threshold_topk(model, reps, gallery, m, 4), brute_force_topk(model, reps, gallery, m, 4)):
         # a -> 1: F' = (10, 0): distances 0, 1, 100, 1, 0, 25 -> 0 and 4 tie (position order), then 1 and 3 tie
         assert top.positions[0].tolist() == [0, 4, 1, 3]
         np.testing.assert_allclose(top.distances[0], [0, 0, 1, 1])
@@ -82,11 +88,9 @@ def test_known_answers():
 
 
 @pytest.mark.parametrize("k", [1, 10, 120])
-def test_additive_memory_factorized_equals_brute_force_and_the_model(k):
-    """The ADDE-style algebra: F' = F + M i; the factorized evaluator, faiss on the explicit F' and the torch
+def test_additive_memory_evaluator_equals_brute_force_and_the_model(k):
+    """The ADDE-style algebra: F' = F + M i; the evaluator, faiss on the explicit F' and the torch
     memory agree, with several attributes at once and queries whose old value is their label."""
-    import torch
-
     from eval.additive_memory import AdditiveMemory
     from fsnet.model.disentangled_memory import DisentangledMemory
 
@@ -101,7 +105,7 @@ def test_additive_memory_factorized_equals_brute_force_and_the_model(k):
     m = build_manipulations(queries, gallery_labels, NAMES, NUM_VALUES, at_once=1 if k < 10 else 2)
     reps = rng.normal(size=(30, a, d))
     gallery = rng.normal(size=(120, a * d)).astype(np.float32)
-    fast = factorized_topk(model, reps, gallery, m, k, query_chunk=7, prune=40, values=queries)
+    fast = threshold_topk(model, reps, gallery, m, k, query_chunk=7, prune=40, values=queries)
     slow = brute_force_topk(model, reps, gallery, m, k, values=queries)
     np.testing.assert_array_equal(fast.positions, slow.positions)
     with torch.no_grad():
@@ -120,4 +124,17 @@ def test_additive_memory_factorized_equals_brute_force_and_the_model(k):
         atol=1e-10,
     )
     with pytest.raises(ValueError, match="current values"):
-        factorized_topk(model, reps, gallery, m, k)
+        threshold_topk(model, reps, gallery, m, k)
+
+
+def test_smallest_k_orders_ties_by_position_past_the_candidates():
+    score = torch.zeros(2, 60)
+    score[1, :5] = 1.0  # row 1: 55 zeros from position 5 on, more than k + MARGIN
+    assert smallest_k(score, 3).tolist() == [[0, 1, 2], [5, 6, 7]]
+    score[0, 40] = -1.0
+    assert smallest_k(score, 2).tolist()[0] == [40, 0]
+
+
+def test_the_device_is_the_one_asked_for_else_cuda_where_there_is_one():
+    assert compute_device("cpu") == torch.device("cpu")
+    assert compute_device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from eval.algebra import algebra_of
+from eval.brute_force import brute_force_topk
 from eval.metrics import summarize
 from eval.protocol import build_manipulations
-from eval.topk import brute_force_topk
 from eval.validation_ranking import validation_top_k
 from fsnet.model import build_model
 from tests.model.helpers import SCHEMA_3, labels_with_manipulations, model_config
