@@ -220,13 +220,13 @@ def filter_forwarded_logs() -> None:
     show = handlers.get(FORWARDED_LOGS_HANDLER)
     if show is not None and not getattr(show, "fsnet_filtered", False):
         dispatcher.remove_handler(FORWARDED_LOGS_HANDLER)
-        dispatcher.add_handler(FORWARDED_LOGS_HANDLER, _without_ray_lines(show))
+        dispatcher.add_handler(FORWARDED_LOGS_HANDLER, without_ray_lines(show))
     direct = getattr(ray_worker, "print_to_stdstream", None)
     if direct is not None and not getattr(direct, "fsnet_filtered", False):
-        ray_worker.print_to_stdstream = _without_ray_lines(direct)
+        ray_worker.print_to_stdstream = without_ray_lines(direct)
 
 
-def _without_ray_lines(show: Any) -> Any:
+def without_ray_lines(show: Any) -> Any:
     """``show(data, ...)`` of forwarded output ({"lines": [...], ...}) without the lines RAY_INTERNAL_LINE matches."""
 
     def filtered(data: dict, *args: Any, **kwargs: Any) -> None:

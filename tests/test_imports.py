@@ -7,6 +7,7 @@ name each other's types are still two modules that cannot be read, or moved, one
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,21 @@ def test_a_job_imports_no_other_job():
         if target.startswith("jobs.") and target not in SHARED and PARTS.get(target) != PARTS.get(name, name)
     ]
     assert wrong == []
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A name with a leading underscore is its module's own: what another module needs is public (bench/ and the
+    tests included)."""
+    wrong = []
+    for path in sorted(p for folder in (*PACKAGES, "bench", "tests") for p in (ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in (*PACKAGES, "bench"):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                wrong += [f"{path.relative_to(ROOT)}: from {node.module} import {name}" for name in private]
+    assert wrong == []
+
+
+def test_bench_patches_nothing():
+    """Benchmarks time what the product runs, as it runs it: no mock."""
+    users = [p.name for p in sorted((ROOT / "bench").glob("*.py")) if re.search(r"\bmock\b", p.read_text())]
+    assert users == []

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from jobs.ray_runtime import RAY_INTERNAL_LINE, _without_ray_lines
+from jobs.ray_runtime import RAY_INTERNAL_LINE, without_ray_lines
 
 REPORT = (
     "Reporting training result 3: TrainingReport(checkpoint=None, metrics={'loss': 7.14, 'stage': 1, 'epoch': 2}, "
@@ -34,10 +34,10 @@ def test_ray_train_report_lines_ray_data_lines_and_cpp_logs_are_dropped_fsnet_li
     assert all(RAY_INTERNAL_LINE.search(line) for line in SIGSEGV)  # Ray's C++ stack dump at shutdown
     assert not RAY_INTERNAL_LINE.search('  File "/work/jobs/train.py", line 610, in stage_loop')
     shown = []
-    _without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [REPORT, OURS, DATA, CPP]})
+    without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [REPORT, OURS, DATA, CPP]})
     assert shown == [OURS]
     shown.clear()
-    _without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [*FAULTHANDLER, OURS]})
+    without_ray_lines(lambda data, *a, **k: shown.extend(data["lines"]))({"lines": [*FAULTHANDLER, OURS]})
     assert shown == [OURS]  # the faulthandler dump and its blank lines dropped; a traceback's frames are kept (above)
 
 
