@@ -41,14 +41,13 @@ import ray.train
 import ray.train.torch
 import torch
 import typer
-import yaml
 from rich.table import Table
 
 from eval.algebra import algebra_of
 from eval.fused_logp import choose_weight
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config, saved_config_text
-from fsnet.errors import CatalogError, ConfigError
+from fsnet.errors import CatalogError
 from fsnet.input_size import resolve_input_size, shorter_sides
 from fsnet.model import RetrievalModel, Stage, build_model, load_model, model_class, save_model
 from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms
@@ -66,16 +65,16 @@ from jobs.epoch_progress import POLL_S, EpochLines, images_per_s
 from jobs.injected_fault import InjectedFault
 from jobs.memory_stage import memory_stage
 from jobs.progress import bar
-from jobs.ray_runtime import cluster_cpus, init_ray
+from jobs.ray_runtime import init_ray
 from jobs.tables import show
+from jobs.train_checks import check_resources, check_run_dir, check_tuned_blocks
 from jobs.train_loop import METRICS_FILE, LoopConfig, global_loop, stage_loop
+from jobs.training_estimate import estimate, estimate_lines
 from jobs.training_split import labels_of, training_ids, training_rows
 from jobs.trunk_cache import trunk_cache
 
 DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed
 DECODE_CPUS = 0.5  # per read and decode task: decoding is a small part of a step, so half a CPU keeps up and two run
-FREE_CPUS = 1.0  # what the workers must leave: Ray Data's file-listing task takes a whole CPU, else the run hangs
-RUN_DEFINING_TRAIN_KEYS = ("trunk", "tuned_blocks", "batch_norm")  # with the model's keys: what a resumed --out keeps
 VALIDATION_FILE = "validation_ids.txt"  # the training images held out for model selection, one id per line
 
 
@@ -99,15 +98,15 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
             "trained on another catalog as it is"
         )
     storage.check_output_folder(out)
-    _check_run_dir(cfg, storage, out)
+    check_run_dir(cfg, storage, out)
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
-    _check_tuned_blocks(cfg)
+    check_tuned_blocks(cfg)
     model_url = join(out, "model.pt")
     if storage.exists(model_url):  # before Ray starts: a re-run of a finished pipeline (fsnet demo) starts none
         console.print(f"{model_url} exists: training is complete; nothing to do")
         return TrainResult(model_url, json.loads(storage.read_text(join(out, "train_summary.json"))))
     init_ray(cfg.ray)
-    _check_resources(cfg)
+    check_resources(cfg)
     interrupt.keep(
         f"{out}: finished stages and the running stage's last epoch checkpoint; the same command resumes there"
     )
@@ -116,13 +115,22 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     storage.write_text(join(out, VALIDATION_FILE), "".join(f"{i}\n" for i in validation_ids))
     console.print(f"training: {len(fit_ids):,} images, {len(validation_ids):,} held out for validation")
     previous = _initial_model(cfg, catalog, storage, out)
-    for stage in training_plan(cfg):
-        previous, took = run_stage(cfg, catalog, storage, out, stage, previous)
+    plan = training_plan(cfg)
+    to_run = [s for s in plan if s.data == "images" and not storage.exists(join(out, f"{s.name}.pt"))]
+    validation = validation_set(cfg, storage, catalog) if to_run else None  # every image stage selects epochs on it
+    if to_run and cfg.train.use_gpu:
+        console.print("estimate: none (GPU workers; the driver has no GPU to measure their steps on)")
+    elif to_run:  # how long the stages on images will take, measured on a few steps of each here
+        found = estimate(cfg, to_run, load_model(previous, storage), validation, len(fit_ids))
+        for line in estimate_lines(found, cfg.train.workers):
+            console.print(line, highlight=False)
+    for stage in plan:
+        previous, took = run_stage(cfg, catalog, storage, out, stage, previous, validation)
         if took is not None:
             seconds[stage.name] = took
     model = model_from_bytes(storage.read_bytes(previous), origin=previous)
     with timed(seconds, "logp_weight"):
-        fusion = logp_weight(cfg, storage, catalog, model)
+        fusion = logp_weight(cfg, storage, catalog, model, validation)
     model.logp_weight = fusion["weight"] if fusion else None  # evaluate's <method>+logp row ranks with it
     save_model(model, model_url, storage)
 
@@ -181,10 +189,17 @@ def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) ->
 
 
 def run_stage(
-    cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage, start_url: str
+    cfg: Config,
+    catalog: Catalog,
+    storage: Storage,
+    out: str,
+    stage: Stage,
+    start_url: str,
+    validation: ValidationSet | None = None,
 ) -> tuple[str, float | None]:
     """Run one stage of the plan from the model at ``start_url`` unless its model (<name>.pt) exists: (the stage
-    model's URL, the seconds it took, None when it did not run)."""
+    model's URL, the seconds it took, None when it did not run). ``validation``: the images its epochs are selected
+    on (validation_set; made here when not given)."""
     result_url = join(out, f"{stage.name}.pt")
     if storage.exists(result_url):
         console.print(f"{_title(stage)}: done earlier ({result_url}), skipped")
@@ -203,12 +218,12 @@ def run_stage(
         # resumed run never keeps the averages either
         fitted_url = join(out, f"{stage.name}.fitted.pt")
         if not storage.exists(fitted_url):
-            _fit(cfg, catalog, storage, out, stage, start_url, fitted_url)
+            _fit(cfg, catalog, storage, out, stage, start_url, fitted_url, validation)
         model = load_model(fitted_url, storage)
         save_model(reestimate_statistics(model, plain_batches(cfg, catalog)[0], cfg.train), result_url, storage)
         storage.remove(fitted_url)
     else:
-        _fit(cfg, catalog, storage, out, stage, start_url, result_url)
+        _fit(cfg, catalog, storage, out, stage, start_url, result_url, validation)
     took = time.perf_counter() - start
     epochs = getattr(cfg.train, stage.section).epochs
     console.print(stage_summary(storage, out, stage, epochs, took), highlight=False)
@@ -249,13 +264,21 @@ def _title(stage: Stage) -> str:
     return "memory" if stage.data == "memory" else f"stage {stage.number}"
 
 
-def _fit(cfg: Config, catalog: Catalog, storage: Storage, out: str, stage: Stage, start_url: str, result_url: str):
+def _fit(
+    cfg: Config,
+    catalog: Catalog,
+    storage: Storage,
+    out: str,
+    stage: Stage,
+    start_url: str,
+    result_url: str,
+    validation: ValidationSet | None,
+):
     """One stage as a Ray Train TorchTrainer (resuming its run's last checkpoint); its model saved at result_url."""
     fs, path = storage.arrow_fs(out)
     datasets = {}
-    loop = LoopConfig(
-        cfg, stage, start_url, out, validation_set(cfg, storage, catalog), fault=InjectedFault.requested()
-    )
+    validation = validation if validation is not None else validation_set(cfg, storage, catalog)
+    loop = LoopConfig(cfg, stage, start_url, out, validation, fault=InjectedFault.requested())  # fault: tests only
     if stage.data == "images" and cfg.train.trunk == "frozen":  # the workers read the cached maps themselves
         fit_ids, fit_labels = labels_of(catalog, training_ids(cfg, catalog)[0])
         loop = replace(
@@ -333,11 +356,13 @@ def _trunk_cache(cfg: Config, storage: Storage, catalog: Catalog) -> TrunkCache:
     return trunk_cache(cfg, storage, catalog, cfg.model.image_size, tuned_blocks=cfg.train.tuned_blocks)
 
 
-def logp_weight(cfg: Config, storage: Storage, catalog: Catalog, model: RetrievalModel) -> dict[str, Any] | None:
+def logp_weight(
+    cfg: Config, storage: Storage, catalog: Catalog, model: RetrievalModel, validation: ValidationSet | None = None
+) -> dict[str, Any] | None:
     """The weight of the classifiers' -log P(target) beside the model's distance (eval/fused_logp.py), chosen on the
     validation images with the final model, and each grid point's validation Top-20; None when the validation
     images hold no manipulation."""
-    validation = validation_set(cfg, storage, catalog)
+    validation = validation if validation is not None else validation_set(cfg, storage, catalog)
     reps, _, probabilities = validation.outputs(model, validation.inputs, torch.device("cpu"))
     schema = model.schema
     return choose_weight(
@@ -345,48 +370,7 @@ def logp_weight(cfg: Config, storage: Storage, catalog: Catalog, model: Retrieva
     )
 
 
-# ----- checks and display --------------------------------------------------------------------------------------
-def _check_run_dir(cfg: Config, storage: Storage, out: str) -> None:
-    """A re-run must train the same model: refuse an --out that holds another model config."""
-    url = join(out, "config.yaml")
-    if not storage.exists(url):
-        return
-    saved_cfg = yaml.safe_load(storage.read_text(url))
-    # the model's own keys, and the training keys that decide which weights a finished stage holds (a frozen
-    # trunk's stage 1 is not a fine-tuned one's, and the other way round)
-    saved = {f"model.{k}": v for k, v in saved_cfg.get("model", {}).items()}
-    train_keys = [k for k in RUN_DEFINING_TRAIN_KEYS if k in saved_cfg.get("train", {})]  # a run older than the key
-    saved.update({f"train.{k}": saved_cfg["train"][k] for k in train_keys})
-    current = {f"model.{k}": v for k, v in cfg.model.model_dump(mode="json").items()}
-    current.update({f"train.{k}": getattr(cfg.train, k) for k in train_keys})
-    changed = [k for k in current if saved.get(k) != current[k]]
-    if changed:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {current[k]!r} now" for k in changed)
-        raise ConfigError(
-            f"{out} holds a run of another model ({shown}); resume it with its config or use another --out"
-        )
-
-
-def _check_resources(cfg: Config) -> None:
-    """Ray Train reserves the workers' CPUs; the decode tasks that feed them need some left, or the run hangs."""
-    cpus = cluster_cpus()
-    if cfg.train.workers * cfg.train.cpus_per_worker + FREE_CPUS > cpus:
-        raise ConfigError(
-            f"train.workers x train.cpus_per_worker = {cfg.train.workers} x {cfg.train.cpus_per_worker} leaves less "
-            f"than {FREE_CPUS:g} of the cluster's {cpus} CPUs for the read and decode tasks that feed them; lower one "
-            "of them"
-        )
-
-
-def _check_tuned_blocks(cfg: Config) -> None:
-    if cfg.train.tuned_blocks and cfg.train.trunk != "frozen":
-        raise ConfigError(
-            f"train.tuned_blocks={cfg.train.tuned_blocks} with train.trunk={cfg.train.trunk}: tuned blocks are the "
-            "part of a frozen trunk that trains (the rest read from the cache); a fine-tuned trunk trains all of them. "
-            "Set train.trunk=frozen or train.tuned_blocks=0"
-        )
-
-
+# ----- display -------------------------------------------------------------------------------------------------------
 def stage_summary(storage: Storage, out: str, stage: Stage, epochs: int, seconds: float) -> str:
     """``stage 2: 12 epochs in 43 s (890 images/s); kept epoch 11 (val Top-20 1.000)``: what the stage did and which
     epoch it kept."""

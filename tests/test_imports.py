@@ -38,6 +38,8 @@ PARTS = {  # modules of jobs/ that are parts of one job, split out to keep it re
     "jobs.memory_stage": "jobs.train",  # the memory stage: fixed features and M
     "jobs.training_split": "jobs.train",  # the training images and their validation set
     "jobs.injected_fault": "jobs.train",  # test only: a worker that dies at a chosen step
+    "jobs.train_checks": "jobs.train",  # what train refuses before it starts
+    "jobs.training_estimate": "jobs.train",  # how long the stages will take, printed before they start
 }
 COMPOSITES = {  # modules of jobs/ that exist to call jobs
     "jobs.pipeline": "pack -> train -> index -> evaluate -> report in one job",

@@ -100,7 +100,7 @@ def test_dry_run_measures_every_part_without_the_bundles_missing_packages(tmp_pa
     )
 
     ev = r["evaluation"]
-    positive(ev, "factorized_s", "faiss_s", "speedup_vs_faiss", "manipulations")
+    positive(ev, "evaluator_s", "faiss_s", "speedup_vs_faiss", "manipulations")
     assert ev["device"] == "cpu" and ev["identical_top_k"] is True
 
     assert set(r["goals"]) == {"extraction_images_per_s", "extraction_ratio_to_model_only", "ray_train_overhead"}

@@ -1,0 +1,109 @@
+"""Before a training starts: how long its stages on images will take, images x epochs at a rate measured here, on a
+few steps of each stage from the starting weights on the training sample (the validation set's, already in memory),
+one torch thread per worker as a CPU worker runs it. Printed as one line per stage and a total; the memory stage
+(embedding the training images as the index does) and stage 3 (on fixed features) are quick beside them and left out.
+
+An estimate, and said to be one: the workers also wait on their data and share the machine's cores with the decode
+tasks, so a run takes at least this long. With GPU workers the driver has no GPU to measure on (and prints why)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from fsnet.config import Config
+from fsnet.losses import StageLoss
+from fsnet.model import RetrievalModel, Stage
+from fsnet.model.batch_norm import training_mode
+from fsnet.training import local_step, make_optimizer, manipulation_step, trainable
+from fsnet.validation_set import ValidationSet
+
+STEPS = 3  # timed steps per stage, after one to warm up
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    stage: Stage
+    images: int  # per epoch
+    epochs: int
+    images_per_s: float  # all workers together
+
+    @property
+    def seconds(self) -> float:
+        return self.images * self.epochs / self.images_per_s
+
+
+def estimate(
+    cfg: Config, plan: list[Stage], start: RetrievalModel, sample: ValidationSet, images: int
+) -> list[StageEstimate]:
+    """One estimate per stage on images with epochs to run; ``start``: the model every stage-1 worker starts from,
+    ``sample``: its memory_inputs (cached maps or decoded images) and labels feed the timed steps."""
+    batch = min(cfg.train.batch_size, len(sample.memory_inputs))
+    if batch < 2:
+        return []
+    x = torch.tensor(sample.memory_inputs[:batch])  # a copy: the cache is read-only
+    y = torch.tensor(sample.memory_labels[:batch]).long()
+    out = []
+    for stage in plan:
+        if stage.data != "images" or getattr(cfg.train, stage.section).epochs == 0:
+            continue
+        epochs = getattr(cfg.train, stage.section).epochs
+        seconds = timed_steps(cfg, stage, start, x, y)
+        out.append(StageEstimate(stage, images, epochs, batch * STEPS / seconds * cfg.train.workers))
+    return out
+
+
+def timed_steps(cfg: Config, stage: Stage, start: RetrievalModel, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds of STEPS steps of ``stage`` (forward, backward, SGD) on one thread, after one step to warm up."""
+    model = copy.deepcopy(start)
+    settings = getattr(cfg.train, stage.section)
+    frozen = cfg.train.trunk == "frozen"
+    optimizer = make_optimizer(
+        trainable(model, stage.number, frozen_trunk=frozen), settings, cfg.train, model.backbone.tuned().parameters()
+    )
+    loss_fn = StageLoss(settings, model.variant)
+    generator = torch.Generator().manual_seed(0)
+    training_mode(model, cfg.train)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in range(STEPS + 1):
+            if step == 1:
+                begin = time.perf_counter()
+            if stage.step == "manipulation":
+                loss, _ = manipulation_step(model, model, x, y, loss_fn, generator, from_trunk=frozen)
+            else:
+                loss, _ = local_step(model, x, y, loss_fn, generator, from_trunk=frozen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - begin
+    finally:
+        torch.set_num_threads(threads)
+
+
+def estimate_lines(estimates: list[StageEstimate], workers: int) -> list[str]:
+    """``estimate: stage 1, 15,936 images x 4 epochs at ~52 images/s: ~20 min`` per stage, then the total."""
+    lines = [
+        f"estimate: stage {e.stage.number}, {e.images:,} images x {e.epochs} epochs at ~{e.images_per_s:,.0f} "
+        f"images/s: ~{duration(e.seconds)}"
+        for e in estimates
+    ]
+    if estimates:
+        total = sum(e.seconds for e in estimates)
+        lines.append(
+            f"estimate: ~{duration(total)} for the stages on images (rates measured here on {STEPS} steps each, "
+            f"one thread per worker, {workers} worker(s); waiting for data comes on top)"
+        )
+    return lines
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``1 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
