@@ -103,7 +103,7 @@ def run_app(app: typer.Typer) -> None:
         )
         sys.exit(EXIT_UNEXPECTED)
     if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt into Exit(130), which returns here
-        err_console.print(f"[bold yellow]interrupted[/]: {interrupt.kept()}", soft_wrap=True, highlight=False)
+        err_console.print(f"[bold yellow]interrupted[/]: {interrupt.what_stays()}", soft_wrap=True, highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -131,7 +131,9 @@ def index(
 
         vdir = join(out, version_name(version))
         partial = version_name(version)
-        interrupt.keep(f"{out}: CURRENT still {_named(plan.current)}; the partial {partial} is removed by the next run")
+        interrupt.if_stopped_now(
+            f"{out}: CURRENT still {_named(plan.current)}; the partial {partial} is removed by the next run"
+        )
         timings: dict[str, float] = {}
         with timed(timings, "copy_reused"):
             _copy_reused(storage, out, vdir, plan)
@@ -180,7 +182,7 @@ def index(
         storage.write_text(join(vdir, MANIFEST_FILE), manifest.model_dump_json(indent=1))
         checked = before_publish(version, plan.current) if before_publish else None
         write_current(storage, out, version)  # last: from here on readers see v<version>
-        interrupt.keep(f"{out}: {version_name(version)} published (CURRENT names it)")
+        interrupt.if_stopped_now(f"{out}: {version_name(version)} published (CURRENT names it)")
         _remove_old(storage, out, version)
         what = f"{len(plan.extract)} shard(s) extracted" + (
             f", {len(plan.reuse)} reused, {len(plan.dropped)} dropped" if plan.reusable else ""

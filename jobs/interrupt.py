@@ -34,18 +34,19 @@ T = TypeVar("T")
 
 EXIT_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 STOP_GRACE_S = 4.0  # ray.shutdown() sends SIGTERM and waits up to 1 s per Ray process: a few seconds on a small machine
-_kept = "nothing was written yet"  # what stays if the job stops now: set by the running job through keep()
+_stays = "nothing was written yet"  # what stays if the job stops now: set by the running job (if_stopped_now)
 
 
-def keep(message: str) -> None:
+def if_stopped_now(stays: str) -> None:
     """Say what stays as it is if the job is interrupted from now on, e.g. ``idx: CURRENT still v1; the partial
     v2 is removed by the next run``. Jobs call it where the answer changes; it costs nothing outside the CLI."""
-    global _kept
-    _kept = message
+    global _stays
+    _stays = stays
 
 
-def kept() -> str:
-    return _kept
+def what_stays() -> str:
+    """What the running job said stays if it is interrupted now (the ``interrupted:`` line)."""
+    return _stays
 
 
 def exit_interrupted(status: int = EXIT_STATUS) -> NoReturn:
@@ -56,7 +57,7 @@ def exit_interrupted(status: int = EXIT_STATUS) -> NoReturn:
         tree = descendants()  # before Ray stops: a raylet that dies first leaves its agents to init, out of reach
         _stop_ray(STOP_GRACE_S)
         stop_children(grace_s=0.5, pids=tree)
-        sys.stderr.write(f"\ninterrupted: {_kept}\n")  # last, below anything Ray's shutdown printed
+        sys.stderr.write(f"\ninterrupted: {_stays}\n")  # last, below anything Ray's shutdown printed
         sys.stderr.flush()
     finally:
         os._exit(status)

@@ -78,7 +78,7 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
     init_ray(cfg.ray)
     ray_seconds = time.perf_counter() - ray_start
     kept = "catalog.json unchanged" if previous is not None else "no catalog.json yet"
-    interrupt.keep(f"{out}: {kept}; shard files written so far are removed by the next pack to it")
+    interrupt.if_stopped_now(f"{out}: {kept}; shard files written so far are removed by the next pack to it")
     actors = min(len(groups), cfg.catalog.pack_actors or cluster_cpus())
     stats = one_block_each(groups).map_batches(
         ShardWriter,
@@ -100,7 +100,7 @@ def pack(cfg: Config, out: str, show_progress: bool = True) -> PackResult:
 
     shards, rejected = _check_complete(collected, groups, out)
     manifest = publish_catalog(storage, out, source, shards, rejected, cfg.split)
-    interrupt.keep(f"{out}: the new catalog.json published")
+    interrupt.if_stopped_now(f"{out}: the new catalog.json published")
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
     return PackResult(
         manifest=manifest,

@@ -107,7 +107,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         return TrainResult(model_url, json.loads(storage.read_text(join(out, "train_summary.json"))))
     init_ray(cfg.ray)
     check_resources(cfg)
-    interrupt.keep(
+    interrupt.if_stopped_now(
         f"{out}: finished stages and the running stage's last epoch checkpoint; the same command resumes there"
     )
 

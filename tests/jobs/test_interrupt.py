@@ -31,7 +31,7 @@ def test_sigint_says_what_was_kept_stops_children_and_exits_130(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parents[2])!r})
         from jobs import interrupt
         interrupt.install()
-        interrupt.keep("idx: CURRENT still v1; the partial v2 is removed by the next run")
+        interrupt.if_stopped_now("idx: CURRENT still v1; the partial v2 is removed by the next run")
         child = subprocess.Popen(["sleep", "300"])
         print(child.pid, flush=True)
         threading.Event().wait()  # blocked, as the driver is in ray.get or a thread join
