@@ -1,6 +1,6 @@
 """Exact Top-K of every manipulation, on the Shopping100k-size protocol with random embeddings, in one run on the
-same threads: the threshold evaluator (eval/threshold_topk.py), the old factorized one (eval/topk.py), the faiss
-brute-force reference, and the floor: one plain matrix product of the size the factorized
+same threads: the threshold evaluator (eval/threshold_topk.py), the faiss brute-force reference
+(eval/brute_force.py), and the floor: one plain matrix product of the size the factorized
 form cannot avoid, (Q + P + C) x N x w (P: the (query, changed attribute) products the protocol needs, at most
 Q * A; C: the memory rows; w = min(D, r)). Time, ratios, peak memory, identical lists.
 
@@ -14,14 +14,9 @@ Threads: every timing runs on the same torch / faiss threads. On cores that othe
 regions wait for a descheduled thread at every barrier, which costs each small operation milliseconds; one thread
 each then gives the figures the arithmetic explains.
 
-Labels: 12 attributes with Shopping100k's 16,17,19,14,10,15,2,11,16,7,9,15 values. Random labels would leave no
-manipulation a target in the gallery, so images come in product families, as catalogs do: random prototypes, each
-image a prototype with every attribute redrawn with some probability. Sparse: 300 families, 15% redrawn (~4
-manipulations per query); dense: 30 families, 5% (~62).
-Representations: s_a = mu_{a, value} + noise (unit Gaussians, so features cluster by value as a trained model's
-do); the memory block is the mean of 30,000 training representations per value; lambda_a in [0.5, 2]; w_r a
-random projection (A*D -> r), or none (F = [s_1, ..., s_A], the variants without global learning) with
---global-dim 0.
+The protocol's data: bench/eval_protocol.py (Shopping100k's 12 attributes, labels in product families, representations
+that cluster by value). Sparse: 300 families, 15% redrawn (~4 manipulations per query); dense: 30 families, 5% (~62);
+--global-dim 0: no w_r (F = [s_1, ..., s_A], the variants without global learning).
 
 Writes its figures to bench/results/eval_bench.json (bench/record.py; --out PATH, --no-record: print only): a row
 per label setting, with the path fsnet evaluate takes for that protocol (eval/threshold_topk.py exact_topk).
@@ -39,18 +34,16 @@ import faiss
 import numpy as np
 import torch
 
-from eval.linear_global import LinearGlobal
-from eval.protocol import Manipulations, build_manipulations
+from eval.brute_force import brute_force_topk
+from eval.protocol import Manipulations
 from eval.threshold_topk import cheaper_path, threshold_topk
-from eval.topk import brute_force_topk, factorized_topk
 
 try:  # run as a script: bench/ is on sys.path
+    from eval_protocol import NUM_VALUES, SETTINGS, protocol_data
     from record import Table, add_record_options, write_result
 except ImportError:  # imported as bench.eval_bench
+    from bench.eval_protocol import NUM_VALUES, SETTINGS, protocol_data
     from bench.record import Table, add_record_options, write_result
-
-NUM_VALUES = [16, 17, 19, 14, 10, 15, 2, 11, 16, 7, 9, 15]
-NAMES = [f"attr{i}" for i in range(len(NUM_VALUES))]
 
 
 class PeakRss:
@@ -82,30 +75,12 @@ class PeakRss:
         return (self.peak - self.start) / 2**20
 
 
-def labels(rng: np.random.Generator, prototypes: np.ndarray, n: int, redraw: float) -> np.ndarray:
-    out = prototypes[rng.integers(0, len(prototypes), n)].copy()
-    fresh = np.stack([rng.integers(0, v, n) for v in NUM_VALUES], 1)
-    return np.where(rng.random(out.shape) < redraw, fresh, out)
-
-
-def representations(rng: np.random.Generator, centres: list[np.ndarray], labels_: np.ndarray) -> np.ndarray:
-    d = centres[0].shape[1]
-    reps = rng.standard_normal((len(labels_), len(NUM_VALUES), d)).astype(np.float32)  # (n, A, D)
-    for a, c in enumerate(centres):
-        reps[:, a] += c[labels_[:, a]]
-    return reps
-
-
-SETTINGS = {"sparse": (300, 0.15), "dense": (30, 0.05)}  # (--families, --redraw) of each label setting
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--gallery", type=int, default=18000)
     parser.add_argument("--small", action="store_true", help="300 queries and 3,000 gallery images: a quick run")
     parser.add_argument("--query-chunk", type=int, default=256, help="eval.query_chunk: bounds the evaluators' memory")
-    parser.add_argument("--skip-old", action="store_true", help="leave out the old factorized evaluator")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch and faiss threads (numpy's BLAS: OPENBLAS_NUM_THREADS)"
     )
@@ -140,19 +115,14 @@ def main() -> None:
         row, same = measure(args, families, redraw)
         rows.append(row)
         identical = identical and same
-    columns = ["labels", "manipulations (per query)", "threads", "threshold (new)", "old factorized"]
+    columns = ["labels", "manipulations (per query)", "threads", "threshold (new)"]
     columns += ["faiss brute force", "floor (one product)", "new vs faiss", "new / floor"]
-    columns += ["evaluate's path", "evaluate vs faiss", "peak memory new / old / faiss"]
-    if args.skip_old:
-        columns, rows = (
-            [c for c in columns if c != "old factorized"],
-            [[x for i, x in enumerate(r) if i != 4] for r in rows],
-        )
+    columns += ["evaluate's path", "evaluate vs faiss", "peak memory new / faiss"]
     d, r = args.embed_dim, args.global_dim
     write_result(
         args,
         "eval_bench",
-        "The threshold evaluator against the old factorized one, faiss brute force and the floor; the path fsnet "
+        "The threshold evaluator against faiss brute force and the floor; the path fsnet "
         "evaluate takes for each protocol",
         [Table("main", columns, rows)],
         notes=[
@@ -167,32 +137,13 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, families: int, redraw: float) -> tuple[list, bool]:
     """One label setting: the protocol, the floor, each evaluator timed; (the table's row, identical lists)."""
-    rng = np.random.default_rng(0)
     d, r = args.embed_dim, args.global_dim
-    prototypes = np.stack([rng.integers(0, v, families) for v in NUM_VALUES], 1)
-    query_labels, gallery_labels = (
-        labels(rng, prototypes, args.queries, redraw),
-        labels(rng, prototypes, args.gallery, redraw),
-    )
-    centres = [rng.standard_normal((v, d)).astype(np.float32) for v in NUM_VALUES]
-    train_labels = labels(rng, prototypes, 30000, redraw)
-    train = representations(rng, centres, train_labels)
-    memory = np.concatenate(
-        [np.stack([train[train_labels[:, a] == v, a].mean(0) for v in range(nv)]) for a, nv in enumerate(NUM_VALUES)]
-    )
+    data = protocol_data(args.queries, args.gallery, families, redraw, d, r)
+    model, query_reps, gallery = data.model, data.query_reps, data.gallery
     a = len(NUM_VALUES)
-    model = LinearGlobal(
-        rng.uniform(0.5, 2.0, a),
-        (rng.standard_normal((a, d, r)) / np.sqrt(a * d)) if r else None,
-        memory.astype(np.float64),
-        NUM_VALUES,
-    )
-    query_reps = representations(rng, centres, query_labels)
-    gallery = model.global_of(representations(rng, centres, gallery_labels).astype(np.float64)).astype(np.float32)
-    del train
 
     t = time.perf_counter()
-    manipulations = build_manipulations(query_labels, gallery_labels, NAMES, NUM_VALUES)
+    manipulations = data.manipulations()
     protocol_s = time.perf_counter() - t
     print(
         f"protocol: {args.queries:,} queries, {args.gallery:,} gallery, {a} attributes ({sum(NUM_VALUES)} values), "
@@ -210,10 +161,7 @@ def measure(args: argparse.Namespace, families: int, redraw: float) -> tuple[lis
         f"(Q + P + C rows; P = the (query, attribute) products needed, Q * A = {args.queries * a:,})"
     )
     timed = {}
-    runs = [("threshold (new)", threshold_topk)]
-    if not args.skip_old:
-        runs.append(("factorized (old)", factorized_topk))
-    for name, run in runs:
+    for name, run in [("threshold (new)", threshold_topk)]:
         with PeakRss() as mem:
             t = time.perf_counter()
             top = run(model, query_reps, gallery, manipulations, args.k, args.query_chunk)
@@ -231,25 +179,20 @@ def measure(args: argparse.Namespace, families: int, redraw: float) -> tuple[lis
     new_s, slow_s = timed["threshold (new)"][0], timed["faiss brute force"][0]
     same = {name: bool((top.positions == slow.positions).all()) for name, (_, _, top) in timed.items()}
     line = f"  new: {slow_s / new_s:.2f}x faiss brute force, {new_s / floor_s:.2f}x the floor"
-    if "factorized (old)" in timed:
-        old_s = timed["factorized (old)"][0]
-        line += f"; old: {slow_s / old_s:.2f}x faiss, {old_s / floor_s:.2f}x the floor; new {old_s / new_s:.1f}x old"
     print(line)
     print(
         f"  identical Top-{args.k} lists to faiss for all {len(manipulations):,} manipulations: "
         + ", ".join(f"{name} {ok}" for name, ok in same.items() if name != "faiss brute force")
     )
-    old = timed.get("factorized (old)")
     path = cheaper_path(manipulations)
     chosen_s = new_s if path == "threshold" else slow_s
     print(f"  fsnet evaluate's path for this protocol: {path}, {slow_s / chosen_s:.2f}x faiss brute force")
-    memory = [timed["threshold (new)"][1], *([old[1]] if old else []), timed["faiss brute force"][1]]
+    memory = [timed["threshold (new)"][1], timed["faiss brute force"][1]]
     row = [
         f"{families} families, {redraw:.0%} redrawn",
         f"{len(manipulations):,} ({len(manipulations) / args.queries:.1f})",
         str(torch.get_num_threads()),
         f"{new_s:.2f} s",
-        f"{old[0]:.2f} s" if old else None,
         f"{slow_s:.2f} s",
         f"{floor_s:.2f} s",
         f"{slow_s / new_s:.2f}×",
