@@ -67,7 +67,8 @@ def start_ray(cfg: Config) -> float:
     # no OOM killer: a VM whose memory grows as it is used (the GPU machines) reports little at first
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     start = time.perf_counter()
-    init_ray(cfg.ray.model_copy(update={"address": None, "num_cpus": None}))
+    # the dashboard as Ray decides: full where its packages are installed, none where not (the GPU bundle)
+    init_ray(cfg.ray.model_copy(update={"address": None, "num_cpus": None, "dashboard": None}))
     return time.perf_counter() - start
 
 

@@ -209,7 +209,7 @@ class RayConfig(Section):
     address: str | None
     num_cpus: PositiveInt | None
     start_timeout_s: PositiveFloat
-    dashboard: bool
+    dashboard: bool | None
     progress_bars: bool
     parquet_datasource_v2: bool
 
