@@ -70,16 +70,17 @@ def timed_steps(cfg: Config, stage: Stage, start: RetrievalModel, x: torch.Tenso
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for step in range(STEPS + 1):
-            if step == 1:
-                begin = time.perf_counter()
-            if stage.step == "manipulation":
-                loss, _ = manipulation_step(model, model, x, y, loss_fn, generator, from_trunk=frozen)
-            else:
-                loss, _ = local_step(model, x, y, loss_fn, generator, from_trunk=frozen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        with torch.random.fork_rng(devices=[]):  # the heads' dropout draws: the driver's generator stays as it was
+            for step in range(STEPS + 1):
+                if step == 1:
+                    begin = time.perf_counter()
+                if stage.step == "manipulation":
+                    loss, _ = manipulation_step(model, model, x, y, loss_fn, generator, from_trunk=frozen)
+                else:
+                    loss, _ = local_step(model, x, y, loss_fn, generator, from_trunk=frozen)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         return time.perf_counter() - begin
     finally:
         torch.set_num_threads(threads)
