@@ -23,8 +23,9 @@ def test_every_stage_on_images_is_timed_and_the_total_adds_them():
     torch.manual_seed(0)
     model = build_model(cfg.model, SCHEMA_3)
     plan = model_class(cfg.model.kind).training_plan(cfg.model)
+    inputs = sample(16)
     rng = torch.get_rng_state()
-    found = estimate(cfg, plan, model, sample(16), images=1000)
+    found = estimate(cfg, plan, model, inputs, images=1000)
     assert torch.equal(torch.get_rng_state(), rng)  # a training seeded before it draws what it would have drawn
     assert [e.stage.name for e in found] == ["stage1", "stage2"]  # the memory stage and stage 3 are left out
     for e in found:
