@@ -45,6 +45,7 @@ def estimate(
     if batch < 2:
         return []
     x = torch.tensor(sample.memory_inputs[:batch])  # a copy: the cache is read-only
+    x = x.float() if x.is_floating_point() else x  # cached maps are float16, as the workers' batches make them float
     y = torch.tensor(sample.memory_labels[:batch]).long()
     out = []
     for stage in plan:

@@ -54,3 +54,13 @@ def test_durations_read_as_people_say_them():
     assert estimate_lines([], 2) == []
     stage = model_class("fsn").training_plan(load_config(["tiny"]).model)[0]
     assert StageEstimate(stage, 600, 2, 10.0).seconds == 120.0
+
+
+def test_a_frozen_trunk_is_timed_on_its_cached_float16_maps():
+    cfg = load_config(["tiny"], ["train.trunk=frozen", "train.batch_size=8"])
+    model = build_model(cfg.model, SCHEMA_3)
+    maps = np.random.default_rng(0).standard_normal((8, 64, 4, 4)).astype(np.float16)  # the tiny trunk's output
+    y = labels_with_pairs(8, list(SCHEMA_3.num_values)).numpy().astype(np.int16)
+    plan = model_class(cfg.model.kind).training_plan(cfg.model)
+    found = estimate(cfg, plan, model, ValidationSet(maps, y, maps, y, from_trunk=True), images=100)
+    assert [e.stage.name for e in found] == ["stage1", "stage2"] and all(e.images_per_s > 0 for e in found)
