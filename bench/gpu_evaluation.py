@@ -12,14 +12,15 @@ from typing import Any
 import torch
 
 from eval.brute_force import brute_force_topk
+from eval.protocol import build_manipulations
 from eval.threshold_topk import cheaper_path, exact_topk
 from eval.topk import compute_device
 
 try:  # run as a script: bench/ is on sys.path (the GPU machine runs it so)
-    from eval_protocol import NUM_VALUES, protocol_data
+    from eval_protocol import NAMES, NUM_VALUES, protocol_data
     from gpu_harness import Check, guarded, say, sync
 except ImportError:  # imported as bench.gpu_evaluation
-    from bench.eval_protocol import NUM_VALUES, protocol_data
+    from bench.eval_protocol import NAMES, NUM_VALUES, protocol_data
     from bench.gpu_harness import Check, guarded, say, sync
 
 
@@ -29,11 +30,12 @@ def run(check: Check) -> dict[str, Any]:
     manipulations = data.manipulations()
     device = compute_device()
 
-    def evaluator(on: torch.device):
-        return exact_topk(data.model, data.query_reps, data.gallery, manipulations, a.k, device=on)
+    def evaluator(on: torch.device, reps=data.query_reps, rows=manipulations):
+        return exact_topk(data.model, reps, data.gallery, rows, a.k, device=on)
 
     say(f"evaluation: {a.queries:,} queries x {a.gallery:,} gallery, {len(manipulations):,} manipulations on {device}")
-    evaluator(device)  # warm-up: CUDA context, cuBLAS handles, the thread pool
+    warm = build_manipulations(data.query_labels[:8], data.gallery_labels, NAMES, NUM_VALUES)
+    evaluator(device, data.query_reps[:8], warm)  # warm-up on 8 queries: CUDA context, cuBLAS handles, the pool
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()

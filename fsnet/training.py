@@ -214,6 +214,29 @@ def manipulation_step(
     return loss, _step_stats(loss, terms, len(found), out.logits, labels)
 
 
+def image_step(
+    kind: str,
+    net: torch.nn.Module,
+    model: RetrievalModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: StageLoss,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator | None = None,
+    from_trunk: bool = False,
+) -> StepStats:
+    """One optimiser step of a stage on images, of the plan's step ``kind`` ("manipulation": the ADDE-style model's
+    stage 3, else stages 1-2's local step): the loss, its backward pass and the update. ``net`` may be DDP-wrapped."""
+    if kind == "manipulation":
+        loss, stats = manipulation_step(net, model, images, labels, loss_fn, generator, from_trunk=from_trunk)
+    else:
+        loss, stats = local_step(net, images, labels, loss_fn, generator, from_trunk=from_trunk)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return stats
+
+
 def _step_stats(
     loss: torch.Tensor, terms: dict[str, torch.Tensor], triplets: int, logits: list[torch.Tensor], labels: torch.Tensor
 ) -> StepStats:

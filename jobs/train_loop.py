@@ -40,9 +40,8 @@ from fsnet.training import (
     EpochMeter,
     epoch_metrics,
     global_step,
-    local_step,
+    image_step,
     make_optimizer,
-    manipulation_step,
     trainable,
 )
 from fsnet.trunk_features import TrunkCache
@@ -247,13 +246,7 @@ def stage_loop(config: dict) -> None:
             worker.maybe_fail(step)
             schedule.set(epoch, i)
             images, labels = batch["image"].to(device), batch["labels"].to(device)
-            if stage.step == "manipulation":
-                loss, stats = manipulation_step(net, model, images, labels, loss_fn, generator, from_trunk=frozen)
-            else:
-                loss, stats = local_step(net, images, labels, loss_fn, generator, from_trunk=frozen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            stats = image_step(stage.step, net, model, images, labels, loss_fn, optimizer, generator, frozen)
             meter.add(stats)
             step += 1
         worker.end_epoch(epoch, step, model, optimizer, meter, terms, start, validation=loop.validation)

@@ -18,8 +18,9 @@ from fsnet.config import Config
 from fsnet.losses import StageLoss
 from fsnet.model import RetrievalModel, Stage
 from fsnet.model.batch_norm import training_mode
-from fsnet.training import local_step, make_optimizer, manipulation_step, trainable
+from fsnet.training import image_step, make_optimizer, trainable
 from fsnet.validation_set import ValidationSet
+from jobs.train_loop import torch_threads
 
 STEPS = 3  # timed steps per stage, after one to warm up
 
@@ -68,23 +69,12 @@ def timed_steps(cfg: Config, stage: Stage, start: RetrievalModel, x: torch.Tenso
     loss_fn = StageLoss(settings, model.variant)
     generator = torch.Generator().manual_seed(0)
     training_mode(model, cfg.train)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):  # the heads' dropout draws: the driver's generator stays as it was
-            for step in range(STEPS + 1):
-                if step == 1:
-                    begin = time.perf_counter()
-                if stage.step == "manipulation":
-                    loss, _ = manipulation_step(model, model, x, y, loss_fn, generator, from_trunk=frozen)
-                else:
-                    loss, _ = local_step(model, x, y, loss_fn, generator, from_trunk=frozen)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        return time.perf_counter() - begin
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), torch.random.fork_rng(devices=[]):  # dropout's draws leave the driver's generator as it was
+        for step in range(STEPS + 1):
+            if step == 1:
+                begin = time.perf_counter()
+            image_step(stage.step, model, model, x, y, loss_fn, optimizer, generator, frozen)
+    return time.perf_counter() - begin
 
 
 def estimate_lines(estimates: list[StageEstimate], workers: int) -> list[str]:
