@@ -31,8 +31,9 @@ import pyarrow.parquet as pq
 import torch
 import typer
 
+from fsnet.catalog.integrity import REPAIR_HINT
 from fsnet.catalog.manifest import CATALOG_FILE
-from fsnet.catalog.reader import REPAIR_HINT, Catalog
+from fsnet.catalog.reader import Catalog
 from fsnet.errors import CatalogError, FsnetError
 from fsnet.fingerprint import short_fingerprint
 from fsnet.index.faiss_index import index_from_bytes

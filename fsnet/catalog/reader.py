@@ -1,15 +1,15 @@
 """Read a packed catalog: its schema, a split as a Ray Data dataset (projected columns, the id filter pushed
-down into the Parquet scan) or as plain batches of numpy arrays, and a fingerprint check of its shards.
+down into the Parquet scan) or as plain batches of numpy arrays, and its stored query list.
 
 A shard that cannot be read (its bytes changed or it is gone) ends a job with one line naming it: ``reading()``
-wraps where the jobs consume rows, ``rows()``/``batches()``/``dataset()`` wrap their own reads."""
+wraps where the jobs consume rows, ``rows()``/``batches()``/``dataset()`` wrap their own reads; the check of the files
+against their fingerprints is fsnet/catalog/integrity.py."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -20,16 +20,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from fsnet.catalog.integrity import explained_reads, verify_files
 from fsnet.catalog.manifest import CATALOG_FILE, CatalogManifest, ShardInfo
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.catalog.splits import SPLITS
-from fsnet.errors import CatalogError, FsnetError, exception_chain
-from fsnet.fingerprint import short_fingerprint
+from fsnet.errors import CatalogError
 from fsnet.storage import Storage, join
-
-# What to do about verify()'s problems: a re-pack from the source to the same URL writes again every shard that is
-# missing or whose bytes no longer match its name.
-REPAIR_HINT = "re-pack the catalog from its source to the same URL"
 
 if TYPE_CHECKING:
     import ray.data
@@ -141,12 +137,7 @@ class Catalog:
             )
         fs, _ = self.storage.arrow_fs(self.url)
         wanted = self._check_columns(columns)
-        infos = (
-            self.manifest.shards
-            if shards is None
-            else [s for s in self.manifest.shards if s.fingerprint in set(shards)]
-        )
-        paths = [self.storage.arrow_fs(join(self.url, s.path))[1] for s in infos]
+        paths = self._shard_paths(shards)
         read_args = {"num_cpus": read_cpus} if read_cpus is not None else {}
         with self.reading():  # Ray may read footers here; the rows are read where the caller consumes them
             ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=with_shard, **read_args)
@@ -157,11 +148,14 @@ class Catalog:
             wanted = [*wanted, "catalog_shard"]
         return ds.select_columns(wanted)  # Ray's optimizer pushes the projection and the filter into the scan
 
+    def _shard_paths(self, shards: Sequence[str] | None = None) -> list[str]:
+        """The shard files' paths on the catalog's filesystem: all, or those with these fingerprints."""
+        infos = self.manifest.shards if shards is None else [s for s in self.manifest.shards if s.fingerprint in shards]
+        return [self.storage.arrow_fs(join(self.url, s.path))[1] for s in infos]
+
     def _arrow_dataset(self, shards: Sequence[str] | None = None) -> pads.Dataset:
         fs, _ = self.storage.arrow_fs(self.url)
-        infos = self.manifest.shards if shards is None else [s for s in self.manifest.shards if s.fingerprint in shards]
-        paths = [self.storage.arrow_fs(join(self.url, s.path))[1] for s in infos]
-        return pads.dataset(paths, filesystem=fs, format="parquet")
+        return pads.dataset(self._shard_paths(shards), filesystem=fs, format="parquet")
 
     def batches(
         self,
@@ -209,38 +203,12 @@ class Catalog:
     def verify(self) -> list[str]:
         """One line per file of the catalog (shards, split file, stored query list) that is missing or whose bytes
         no longer match its fingerprint in catalog.json; empty when all is well. Reads every byte."""
-        files = [(s.path, s.fingerprint) for s in self.manifest.shards] + [
-            (self.manifest.splits.path, self.manifest.splits.fingerprint)
-        ]
-        if self.manifest.protocol is not None:
-            files.append((self.manifest.protocol.path, self.manifest.protocol.fingerprint))
-        problems = []
-        for path, fingerprint in files:
-            url = join(self.url, path)
-            if not self.storage.exists(url):
-                problems.append(f"{url}: missing")
-                continue
-            digest = "sha256:" + hashlib.sha256(self.storage.read_bytes(url)).hexdigest()
-            if digest != fingerprint:
-                problems.append(
-                    f"{url}: bytes changed since the pack (sha256 {short_fingerprint(digest)}..., catalog.json: "
-                    f"{short_fingerprint(fingerprint)}...)"
-                )
-        return problems
+        return verify_files(self.url, self.storage, self.manifest)
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """Where the shards are read (here, in Ray tasks or in Ray Train workers): a read that fails (pyarrow's
-        ArrowInvalid / OSError, as raised or wrapped by Ray) and that a changed or missing file explains becomes
-        one CatalogError naming that file. The files are re-hashed only then; an error they do not explain (they
-        all match catalog.json: a network error, say) and an FsnetError anywhere in the chain pass unchanged."""
-        try:
-            yield
-        except Exception as err:
-            explained = self._explain(err)
-            if explained is err:
-                raise
-            raise explained from err
+    def reading(self) -> AbstractContextManager[None]:
+        """Where the shards are read (here, in Ray tasks or in Ray Train workers): a failed read that a changed or
+        missing file explains becomes one CatalogError naming that file (fsnet/catalog/integrity.py)."""
+        return explained_reads(self.url, self.storage, self.manifest)
 
     def _read(self, items: Iterable) -> Iterator:
         """``items`` as they are read, inside ``reading()`` (for the lazy reads of a generator)."""
@@ -252,33 +220,6 @@ class Catalog:
                 except StopIteration:
                     return
             yield item
-
-    def _explain(self, err: Exception) -> Exception:
-        """The CatalogError that ``err`` means, or ``err`` itself when the catalog's files do not explain it."""
-        chain = list(exception_chain(err))
-        if any(isinstance(e, FsnetError) for e in chain):
-            return err
-        failed = [
-            e for e in chain if isinstance(e, (OSError, pa.ArrowException)) and not type(e).__module__.startswith("ray")
-        ]
-        if not failed:
-            return err
-        try:
-            problems = self.verify()
-        except Exception:  # noqa: BLE001 - storage unreachable now: nothing better to say than the original error
-            return err
-        if not problems:
-            return err
-        printable = "".join(
-            c if c.isprintable() or c == "\n" else " " for c in str(failed[-1])
-        )  # thrift quotes raw bytes
-        lines = [line.strip() for line in printable.splitlines() if line.strip()] or [type(failed[-1]).__name__]
-        reason = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # Ray appends its retry advice below
-        more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
-        return CatalogError(
-            f"{problems[0]}{more}; reading it failed ({reason}): {REPAIR_HINT} (fsnet verify {self.url} lists every "
-            "bad file)"
-        )
 
 
 def _tag_shard(batch: pa.Table) -> pa.Table:
