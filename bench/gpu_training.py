@@ -22,7 +22,7 @@ from fsnet.storage import join
 from fsnet.training import decode_for_training, local_step, make_optimizer, trainable
 from jobs.train import run_stage, training_plan
 from jobs.train_loop import METRICS_FILE
-from jobs.training_split import training_ids
+from jobs.training_split import TrainingSplit
 
 try:  # run as a script: bench/ is on sys.path (the GPU machine runs it so)
     from gpu_harness import Check, guarded, rate, say, stop_ray, sync
@@ -83,11 +83,12 @@ def plain_steps(
 def run(check: Check) -> dict[str, Any]:
     a, cfg = check.args, check.config()
     catalog = Catalog.open(check.catalog_url, check.storage)
+    split = TrainingSplit.of(cfg, catalog)
     stage2 = next(s for s in training_plan(cfg) if s.name == "stage2")
     run_dir = join(check.work, "run")
     start = time.perf_counter()
     try:  # where Ray Train fails, the plain loop's figures are still worth the call
-        run_stage(cfg, catalog, check.storage, run_dir, stage2, check.model_url)  # Ray Train, 1 worker
+        run_stage(cfg, split, check.storage, run_dir, stage2, check.model_url)  # Ray Train, 1 worker
         ray_error = None
     except Exception as err:  # noqa: BLE001 - recorded as the part's error, after the plain loop
         ray_error = {"error": f"{type(err).__name__}: {str(err)[:1500]}", "traceback": traceback.format_exc()[-6000:]}
@@ -101,9 +102,8 @@ def run(check: Check) -> dict[str, Any]:
     stop_ray()  # the plain loop's DataLoader forks: no Ray threads in the parent, and its CPUs back
     say("training: Ray shut down; the plain loop")
 
-    fit_ids, _ = training_ids(cfg, catalog)
     names = catalog.schema.names
-    rows = catalog.rows(fit_ids.tolist(), ["image", *names])
+    rows = catalog.rows(split.fit_ids.tolist(), ["image", *names])
     workers = max(1, check.cpus - 1)  # the CPUs Ray Data's decode tasks had beside the worker's one
 
     def loader(epoch: int) -> torch.utils.data.DataLoader:

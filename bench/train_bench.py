@@ -31,6 +31,7 @@ from fsnet.training import decode_for_training, local_step, make_optimizer, trai
 from jobs.pack import pack
 from jobs.synth import synth
 from jobs.train import run_stage, training_plan
+from jobs.training_split import TrainingSplit
 
 try:  # run as a script: bench/ is on sys.path
     from record import Table, add_record_options, write_result
@@ -126,7 +127,7 @@ def main() -> None:
 
         start = time.perf_counter()
         stage2 = next(s for s in training_plan(cfg) if s.name == "stage2")
-        run_stage(cfg, catalog, storage, f"{tmp}/run", stage2, f"{tmp}/run/init.pt")
+        run_stage(cfg, TrainingSplit.of(cfg, catalog), storage, f"{tmp}/run", stage2, f"{tmp}/run/init.pt")
         ray_wall = time.perf_counter() - start
         lines = [json.loads(x) for x in storage.read_text(join(f"{tmp}/run", "train_metrics.jsonl")).splitlines()]
         ray_rates = [m["images_per_s"] for m in lines if m["stage"] == 2]

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 
-from fsnet.catalog.reader import Catalog
 from fsnet.columns import column_array
 from fsnet.config import Config
 from fsnet.embedding import EmbedImages
@@ -19,19 +18,21 @@ from fsnet.storage import Storage, join
 from jobs.command import console
 from jobs.embed_rows import embed_rows
 from jobs.progress import pipeline_bar
-from jobs.training_split import training_ids, training_rows
+from jobs.training_split import TrainingSplit
 
 
-def memory_stage(cfg: Config, catalog: Catalog, storage: Storage, out: str, start_url: str, memory_url: str) -> None:
+def memory_stage(
+    cfg: Config, split: TrainingSplit, storage: Storage, out: str, start_url: str, memory_url: str
+) -> None:
     """Fixed local features of the training split (the embedding actors the index job uses), then M as the mean
     feature per value."""
     features = join(out, "features")
     fs, path = storage.arrow_fs(features)
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
-    images = len(training_ids(cfg, catalog)[0])
-    with catalog.reading(), pipeline_bar("memory", images, EmbedImages.__name__):  # a bad shard: one line naming it
-        rows = training_rows(cfg, catalog, ["id", "image", *catalog.schema.names], with_shard=True)
+    catalog = split.catalog
+    with catalog.reading(), pipeline_bar("memory", len(split.fit_ids), EmbedImages.__name__):  # a bad shard: one line
+        rows = split.rows(["id", "image", *catalog.schema.names], with_shard=True)
         embed_rows(cfg, storage, start_url, catalog, rows).write_parquet(path, filesystem=fs)
 
     model = load_model(start_url, storage)

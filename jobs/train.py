@@ -70,7 +70,7 @@ from jobs.tables import show
 from jobs.train_checks import check_resources, check_run_dir, check_tuned_blocks
 from jobs.train_loop import METRICS_FILE, LoopConfig, global_loop, stage_loop
 from jobs.training_estimate import estimate, estimate_lines
-from jobs.training_split import labels_of, training_ids, training_rows
+from jobs.training_split import TrainingSplit
 from jobs.trunk_cache import trunk_cache
 
 DECODE_BATCH = 64  # rows per decode task call: big enough to amortise the call, small enough to keep workers fed
@@ -90,7 +90,8 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     cfg, chosen = resolve_input_size(cfg, lambda: shorter_sides(catalog))  # model.image_size: auto decided here
     if chosen:
         console.print(chosen, highlight=False)
-    fit_ids, validation_ids = training_ids(cfg, catalog)
+    split = TrainingSplit.of(cfg, catalog)  # the images every stage trains on and validates with, read once here
+    fit_ids, validation_ids = split.fit_ids, split.validation_ids
     if not len(fit_ids):  # a catalog packed to evaluate on: before anything is written
         raise CatalogError(
             f"{catalog_url}: no training images ({len(validation_ids)} held out for validation, the rest queries and "
@@ -117,7 +118,7 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     previous = _initial_model(cfg, catalog, storage, out)
     plan = training_plan(cfg)
     to_run = [s for s in plan if s.data == "images" and not storage.exists(join(out, f"{s.name}.pt"))]
-    validation = validation_set(cfg, storage, catalog) if to_run else None  # every image stage selects epochs on it
+    validation = validation_set(cfg, storage, split) if to_run else None  # every image stage selects epochs on it
     if to_run and cfg.train.use_gpu:
         console.print("estimate: none (GPU workers; the driver has no GPU to measure their steps on)")
     elif to_run:  # how long the stages on images will take, measured on a few steps of each here
@@ -125,17 +126,18 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
         for line in estimate_lines(found, cfg.train.workers):
             console.print(line, highlight=False)
     for stage in plan:
-        previous, took = run_stage(cfg, catalog, storage, out, stage, previous, validation)
+        previous, took = run_stage(cfg, split, storage, out, stage, previous, validation)
         if took is not None:
             seconds[stage.name] = took
     model = model_from_bytes(storage.read_bytes(previous), origin=previous)
+    validation = validation if validation is not None else validation_set(cfg, storage, split)
     with timed(seconds, "logp_weight"):
-        fusion = logp_weight(cfg, storage, catalog, model, validation)
+        fusion = logp_weight(model, validation)
     model.logp_weight = fusion["weight"] if fusion else None  # evaluate's <method>+logp row ranks with it
     save_model(model, model_url, storage)
 
     with timed(seconds, "train_accuracy"):
-        on_training_images = train_accuracy(cfg, catalog, model)
+        on_training_images = train_accuracy(cfg, split, model)
     summary = {
         "catalog": catalog_url,
         "kind": cfg.model.kind,
@@ -190,7 +192,7 @@ def _initial_model(cfg: Config, catalog: Catalog, storage: Storage, out: str) ->
 
 def run_stage(
     cfg: Config,
-    catalog: Catalog,
+    split: TrainingSplit,
     storage: Storage,
     out: str,
     stage: Stage,
@@ -206,7 +208,7 @@ def run_stage(
         return result_url, None
     if stage.data == "memory":
         start = time.perf_counter()
-        memory_stage(cfg, catalog, storage, out, start_url, result_url)
+        memory_stage(cfg, split, storage, out, start_url, result_url)
         return result_url, time.perf_counter() - start
     if getattr(cfg.train, stage.section).epochs == 0:
         storage.write_bytes(result_url, storage.read_bytes(start_url))
@@ -218,33 +220,33 @@ def run_stage(
         # resumed run never keeps the averages either
         fitted_url = join(out, f"{stage.name}.fitted.pt")
         if not storage.exists(fitted_url):
-            _fit(cfg, catalog, storage, out, stage, start_url, fitted_url, validation)
+            _fit(cfg, split, storage, out, stage, start_url, fitted_url, validation)
         model = load_model(fitted_url, storage)
-        save_model(reestimate_statistics(model, plain_batches(cfg, catalog)[0], cfg.train), result_url, storage)
+        save_model(reestimate_statistics(model, plain_batches(cfg, split)[0], cfg.train), result_url, storage)
         storage.remove(fitted_url)
     else:
-        _fit(cfg, catalog, storage, out, stage, start_url, result_url, validation)
+        _fit(cfg, split, storage, out, stage, start_url, result_url, validation)
     took = time.perf_counter() - start
     epochs = getattr(cfg.train, stage.section).epochs
     console.print(stage_summary(storage, out, stage, epochs, took), highlight=False)
     return result_url, took
 
 
-def plain_batches(cfg: Config, catalog: Catalog) -> tuple[list[torch.Tensor], torch.Tensor]:
+def plain_batches(cfg: Config, split: TrainingSplit) -> tuple[list[torch.Tensor], torch.Tensor]:
     """(batches of train.batch_size images, their (N, A) labels): the seeded sample of training images that
     BatchNorm statistics are re-estimated on and the training accuracy is measured on, un-augmented as the embed
     path feeds them (fsnet/training_sample.py). A last partial batch is dropped when a full one exists: the
     re-estimate averages batches, so a small one would weigh as much as a full one."""
-    images, labels = training_sample(catalog, training_ids(cfg, catalog)[0], cfg.model.image_size, cfg.train.seed)
+    images, labels = training_sample(split.catalog, split.fit_ids, cfg.model.image_size, cfg.train.seed)
     full = len(images) // cfg.train.batch_size * cfg.train.batch_size or len(images)
     return list(images[:full].split(cfg.train.batch_size)), labels[:full]
 
 
-def train_accuracy(cfg: Config, catalog: Catalog, model: RetrievalModel) -> dict[str, Any]:
+def train_accuracy(cfg: Config, split: TrainingSplit, model: RetrievalModel) -> dict[str, Any]:
     """The final model's classifier accuracy on the plain training sample with its saved BatchNorm statistics and
     with freshly re-estimated ones (on a copy; the saved model is unchanged): far apart when the saved statistics
     do not describe the final weights (fsnet/model/batch_norm.py)."""
-    batches, labels = plain_batches(cfg, catalog)
+    batches, labels = plain_batches(cfg, split)
     images = torch.cat(batches) if batches else torch.zeros((0, 3, cfg.model.image_size, cfg.model.image_size))
     saved = classifier_accuracy(model, images, labels)
     if trained_batch_norms(model, cfg.train):
@@ -266,7 +268,7 @@ def _title(stage: Stage) -> str:
 
 def _fit(
     cfg: Config,
-    catalog: Catalog,
+    split: TrainingSplit,
     storage: Storage,
     out: str,
     stage: Stage,
@@ -275,19 +277,20 @@ def _fit(
     validation: ValidationSet | None,
 ):
     """One stage as a Ray Train TorchTrainer (resuming its run's last checkpoint); its model saved at result_url."""
+    catalog = split.catalog
     fs, path = storage.arrow_fs(out)
     datasets = {}
-    validation = validation if validation is not None else validation_set(cfg, storage, catalog)
+    validation = validation if validation is not None else validation_set(cfg, storage, split)
     loop = LoopConfig(cfg, stage, start_url, out, validation, fault=InjectedFault.requested())  # fault: tests only
     if stage.data == "images" and cfg.train.trunk == "frozen":  # the workers read the cached maps themselves
-        fit_ids, fit_labels = labels_of(catalog, training_ids(cfg, catalog)[0])
+        fit_ids, fit_labels = split.labels(split.fit_ids)
         loop = replace(
             loop, trunk_cache=_trunk_cache(cfg, storage, catalog).url, fit_ids=fit_ids, fit_labels=fit_labels
         )
     elif stage.data == "images":
-        loop = replace(loop, fit_images=len(training_ids(cfg, catalog)[0]))
+        loop = replace(loop, fit_images=len(split.fit_ids))
         datasets["train"] = (
-            training_rows(cfg, catalog, ["id", "image", *catalog.schema.names], read_cpus=DECODE_CPUS)
+            split.rows(["id", "image", *catalog.schema.names], read_cpus=DECODE_CPUS)
             .randomize_block_order()
             .map_batches(
                 decode_for_training,
@@ -332,13 +335,13 @@ def _fit(
     save_model(model, result_url, storage)
 
 
-def validation_set(cfg: Config, storage: Storage, catalog: Catalog) -> ValidationSet:
+def validation_set(cfg: Config, storage: Storage, split: TrainingSplit) -> ValidationSet:
     """The validation images and a training sample (fsnet/validation_set.py) as the stages' models read them."""
-    fit_ids, validation_ids = training_ids(cfg, catalog)
+    catalog, fit_ids, validation_ids = split.catalog, split.fit_ids, split.validation_ids
     if cfg.train.trunk == "frozen":  # the cached maps of a seeded choice of each
         rng = np.random.default_rng(cfg.train.seed)
         chosen = [np.sort(rng.permutation(ids)[:VALIDATION_IMAGES]) for ids in (validation_ids, fit_ids)]
-        (val_ids, val_labels), (sample_ids, sample_labels) = (labels_of(catalog, ids) for ids in chosen)
+        (val_ids, val_labels), (sample_ids, sample_labels) = (split.labels(ids) for ids in chosen)
         cache = _trunk_cache(cfg, storage, catalog)
         (val_found, val), (sample_found, sample) = (cache.read(ids, maps=True) for ids in (val_ids, sample_ids))
         return ValidationSet(
@@ -356,13 +359,10 @@ def _trunk_cache(cfg: Config, storage: Storage, catalog: Catalog) -> TrunkCache:
     return trunk_cache(cfg, storage, catalog, cfg.model.image_size, tuned_blocks=cfg.train.tuned_blocks)
 
 
-def logp_weight(
-    cfg: Config, storage: Storage, catalog: Catalog, model: RetrievalModel, validation: ValidationSet | None = None
-) -> dict[str, Any] | None:
+def logp_weight(model: RetrievalModel, validation: ValidationSet) -> dict[str, Any] | None:
     """The weight of the classifiers' -log P(target) beside the model's distance (eval/fused_logp.py), chosen on the
     validation images with the final model, and each grid point's validation Top-20; None when the validation
     images hold no manipulation."""
-    validation = validation if validation is not None else validation_set(cfg, storage, catalog)
     reps, _, probabilities = validation.outputs(model, validation.inputs, torch.device("cpu"))
     schema = model.schema
     return choose_weight(

@@ -22,6 +22,7 @@ from jobs.injected_fault import ENV as FAULT_ENV
 from jobs.pack import pack
 from jobs.synth import synth
 from jobs.train import plain_batches, train
+from jobs.training_split import TrainingSplit
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -109,7 +110,8 @@ def test_train_end_to_end(catalog_url, tmp_path):
     assert set(summary["train_accuracy"]) == names == set(summary["train_accuracy_reestimated"])
     assert summary["train_images"] > 0 and summary["train_images"] % cfg.train.batch_size == 0
     assert abs(summary["train_accuracy_mean"] - summary["train_accuracy_reestimated_mean"]) <= 0.05
-    fresh = reestimate_statistics(copy.deepcopy(model), plain_batches(cfg, catalog)[0], cfg.train)
+    batches, _ = plain_batches(cfg, TrainingSplit.of(cfg, catalog))
+    fresh = reestimate_statistics(copy.deepcopy(model), batches, cfg.train)
     for saved, again in zip(trained_batch_norms(model, cfg.train), trained_batch_norms(fresh, cfg.train), strict=True):
         torch.testing.assert_close(saved.running_mean, again.running_mean)
         torch.testing.assert_close(saved.running_var, again.running_var)
