@@ -159,6 +159,7 @@ class TrainConfig(Section):
     shuffle_buffer: NonNegativeInt
     global_batch: Annotated[int, Field(ge=2)]
     seed: int
+    probe_expert: bool
     augment: AugmentConfig
     stage1: StageConfig
     stage2: StageConfig

@@ -107,6 +107,12 @@ def frozen_trunk(model: ModelConfig) -> torch.nn.Module:
     return _pretrained(model.backbone, model.weights)
 
 
+def pretrained_tuned_blocks(model: ModelConfig, tuned_blocks: int) -> torch.nn.Sequential:
+    """The pretrained trunk's last ``tuned_blocks`` blocks (eval mode; the identity for 0) as they were before any
+    training tuned them: the probe expert reads the cached maps through them (fsnet/model/probe_expert.py)."""
+    return split_trunk(frozen_trunk(model), tuned_blocks)[1].eval()
+
+
 def fold_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` (eval mode) with every batch norm that follows a convolution folded into it (the conv's weight
     and bias scaled and shifted, the norm replaced by an identity): the same function to float rounding, one pass

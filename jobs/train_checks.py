@@ -1,5 +1,5 @@
 """What ``fsnet train`` refuses before it starts, each in one line that says what to change: an --out holding a run of
-another model, more workers than the cluster's CPUs can feed, tuned blocks without a frozen trunk."""
+another model, more workers than the cluster's CPUs can feed, tuned blocks or a probe expert without a frozen trunk."""
 
 from __future__ import annotations
 
@@ -52,4 +52,12 @@ def check_tuned_blocks(cfg: Config) -> None:
             f"train.tuned_blocks={cfg.train.tuned_blocks} with train.trunk={cfg.train.trunk}: tuned blocks are the "
             "part of a frozen trunk that trains (the rest read from the cache); a fine-tuned trunk trains all of them. "
             "Set train.trunk=frozen or train.tuned_blocks=0"
+        )
+
+
+def check_probe_expert(cfg: Config) -> None:
+    if cfg.train.probe_expert and cfg.train.trunk != "frozen":
+        raise ConfigError(
+            f"train.probe_expert=true with train.trunk={cfg.train.trunk}: the probe reads the frozen trunk's cached "
+            "features; set train.trunk=frozen or train.probe_expert=false"
         )

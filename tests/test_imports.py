@@ -40,6 +40,7 @@ PARTS = {  # modules of jobs/ that are parts of one job, split out to keep it re
     "jobs.injected_fault": "jobs.train",  # test only: a worker that dies at a chosen step
     "jobs.train_checks": "jobs.train",  # what train refuses before it starts
     "jobs.training_estimate": "jobs.train",  # how long the stages will take, printed before they start
+    "jobs.probe_expert_fit": "jobs.train",  # the pretrained trunk's probe joined to the classifiers after the stages
 }
 COMPOSITES = {  # modules of jobs/ that exist to call jobs
     "jobs.pipeline": "pack -> train -> index -> evaluate -> report in one job",

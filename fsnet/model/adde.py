@@ -26,6 +26,7 @@ from fsnet.model.disentangled_memory import DisentangledMemory
 from fsnet.model.heads import GroupedLinear
 from fsnet.model.localization import whole_boxes
 from fsnet.model.outputs import Embedding, TrainOutputs
+from fsnet.model.probe_expert import ProbeExpert
 from fsnet.model.training_plan import Stage
 
 
@@ -47,6 +48,7 @@ class AttributeDrivenNet(nn.Module):
         self.fc2 = GroupedLinear(attributes, cfg.fc_dim, cfg.embed_dim)
         self.classifiers = nn.ModuleList(nn.Linear(cfg.embed_dim, v) for v in num_values)
         self.memory = DisentangledMemory(num_values, cfg.embed_dim)
+        self.probe_expert: ProbeExpert | None = None  # joined to the classifiers after training (train.probe_expert)
 
     @property
     def global_dim(self) -> int:
@@ -73,9 +75,13 @@ class AttributeDrivenNet(nn.Module):
 
     def embed(self, images: torch.Tensor, from_trunk: bool = False) -> Embedding:
         """Chunks, predictions from the chunk classifiers, and whole-image boxes (no localization); ``from_trunk``:
-        ``images`` are the frozen trunk's maps."""
-        reps, (h, w) = self.chunks(images, from_trunk)
+        ``images`` are the frozen trunk's maps. With a probe expert the predictions and probabilities are the joined
+        experts' (fsnet/model/probe_expert.py)."""
+        cached = images if from_trunk else self.backbone.cached()(self.normalize(images))  # (B, C, h, w)
+        reps, (h, w) = self.chunks(cached, from_trunk=True)
         logits = self.chunk_logits(reps)
+        if self.probe_expert is not None:
+            logits = self.probe_expert.join(logits, cached)
         return Embedding.of(reps, logits, whole_boxes(len(reps), len(logits), h, w, reps.device), (h, w))
 
     def global_representation(

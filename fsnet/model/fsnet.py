@@ -19,6 +19,7 @@ from fsnet.model.heads import AttributeHeads
 from fsnet.model.localization import attribute_maps, boxes_from_maps, whole_boxes
 from fsnet.model.memory import MemoryBlock
 from fsnet.model.outputs import Embedding, TrainOutputs
+from fsnet.model.probe_expert import ProbeExpert
 from fsnet.model.training_plan import Stage
 from fsnet.model.variants import VARIANTS
 
@@ -50,6 +51,7 @@ class FashionSearchNet(nn.Module):
             attributes, cfg.embed_dim, cfg.global_dim, learned=self.variant.global_learning
         )
         self.normalize = ImageNetNormalize()
+        self.probe_expert: ProbeExpert | None = None  # joined to the classifiers after training (train.probe_expert)
 
     @property
     def method(self) -> str:
@@ -102,11 +104,15 @@ class FashionSearchNet(nn.Module):
 
     def embed(self, images: torch.Tensor, from_trunk: bool = False) -> Embedding:
         """Attribute representations, predictions and boxes of ``images`` (call in eval mode, no grad);
-        ``from_trunk``: ``images`` are the frozen trunk's maps (training's validation)."""
-        conv5, conv7 = self.forward_features(images, from_trunk)
+        ``from_trunk``: ``images`` are the frozen trunk's maps (training's validation). With a probe expert the
+        predictions and probabilities are the joined experts' (fsnet/model/probe_expert.py)."""
+        cached = images if from_trunk else self.backbone.cached()(self.normalize(images))  # (B, C, h, w)
+        conv5, conv7 = self.forward_features(cached, from_trunk=True)
         logits = self.attribute_logits(conv7)
-        boxes = self.attribute_boxes(conv7, logits)
+        boxes = self.attribute_boxes(conv7, logits)  # the model's own classifiers localize
         reps = self.local_representations(conv5, boxes)
+        if self.probe_expert is not None:
+            logits = self.probe_expert.join(logits, cached)
         return Embedding.of(reps, logits, boxes, (conv5.shape[2], conv5.shape[3]))
 
     def global_representation(

@@ -17,6 +17,7 @@ from torch import nn
 from fsnet.catalog.schema import AttributeSchema
 from fsnet.config import ModelConfig
 from fsnet.model.outputs import Embedding, TrainOutputs
+from fsnet.model.probe_expert import ProbeExpert
 from fsnet.model.training_plan import Stage
 from fsnet.model.variants import Variant
 
@@ -40,6 +41,7 @@ class RetrievalModel(Protocol):
     schema: AttributeSchema
     variant: Variant | None  # FashionSearchNet's ablation switches (the stage losses read them); None: every term
     memory: ValueMemory
+    probe_expert: ProbeExpert | None  # the pretrained trunk's probe joined to the classifiers (probe_expert.py)
 
     @property
     def method(self) -> str: ...  # the name results and reports give this model

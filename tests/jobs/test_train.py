@@ -20,6 +20,7 @@ from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms
 from fsnet.storage import Storage, join
 from jobs.injected_fault import ENV as FAULT_ENV
 from jobs.pack import pack
+from jobs.probe_expert_fit import WEIGHTS
 from jobs.synth import synth
 from jobs.train import plain_batches, train
 from jobs.training_split import TrainingSplit
@@ -151,6 +152,7 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
             "train.stage3.epochs=1",  # the repeat below includes stage 3 (its features read in one order)
             "train.schedule=cosine",
             "train.stage3.schedule=constant",  # a stage's own schedule wins over train.schedule
+            "train.probe_expert=true",
             *s3_sets(s3_endpoint),
         ],
     )
@@ -175,6 +177,17 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
         assert torch.equal(before, after)
     assert not torch.equal(initial.backbone.tuned()[0][0].weight, model.backbone.tuned()[0][0].weight)
     assert not torch.equal(initial.backbone.conv5[0].weight, model.backbone.conv5[0].weight)
+    # the probe expert: its weight chosen on the validation images, joined when above 0, reading the cached maps
+    # through the tuned block as pretrained (init.pt's), not as trained
+    expert = result.summary["probe_expert"]
+    assert expert["weight"] in WEIGHTS and set(expert["validation_nll"]) == {f"{w:.2f}" for w in WEIGHTS}
+    assert expert["validation_nll"][f"{expert['weight']:.2f}"] == min(expert["validation_nll"].values())
+    assert (model.probe_expert is not None) == (expert["weight"] > 0)
+    if model.probe_expert is not None:
+        for before, kept in zip(
+            initial.backbone.tuned().state_dict().values(), model.probe_expert.blocks.state_dict().values()
+        ):
+            assert torch.equal(before, kept)
     # a seeded run repeats itself, stage 2 too: its heads' dropout is seeded per epoch and worker, whatever ran in
     # the reused Ray worker processes before (unseeded, the second run's stage-2 loss differed from the first)
     train(cfg, catalog_url, f"{out}-again")
@@ -240,6 +253,8 @@ def test_bad_config_values(catalog_url, tmp_path):
         train(frozen, catalog_url, frozen_dir)
     with pytest.raises(ConfigError, match=r"train.tuned_blocks=1 with train.trunk=finetune: .* Set train.trunk=frozen"):
         train(load_config(["tiny"], ["train.tuned_blocks=1"]), catalog_url, str(tmp_path / "d"))
+    with pytest.raises(ConfigError, match=r"train.probe_expert=true with train.trunk=finetune: .* reads the frozen"):
+        train(load_config(["tiny"], ["train.probe_expert=true"]), catalog_url, str(tmp_path / "e"))
     run = subprocess.run(
         [
             sys.executable,
