@@ -18,7 +18,7 @@ from fsnet.trunk_features import TrunkCache, pretrained_tuned_blocks
 from fsnet.validation_set import EMBED_BATCH, ValidationSet
 from jobs.training_split import TrainingSplit
 
-WEIGHTS = [round(w, 2) for w in np.arange(0.0, 1.0001, 0.05)]  # the probe's weights tried; a tie keeps the smaller
+WEIGHTS = [i / 20 for i in range(21)]  # the probe's weights tried, 0 to 1; a tie keeps the smaller
 
 
 def fit_probe_expert(

@@ -61,7 +61,7 @@ def model_from_bytes(data: bytes, origin: str = "model.pt") -> RetrievalModel:
 
 
 def _expert_shape(expert: ProbeExpert | None) -> dict | None:
-    return None if expert is None else {"weight": expert.weight, "pooled_channels": expert.linear.in_features}
+    return None if expert is None else {"weight": float(expert.weight), "pooled_channels": expert.linear.in_features}
 
 
 def save_model(model: RetrievalModel, url: str, storage: Storage) -> None:

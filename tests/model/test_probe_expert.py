@@ -77,6 +77,7 @@ def test_model_pt_keeps_the_expert():
     cfg, model = _frozen_model("fsn", 1)
     images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
     _, _, model.probe_expert = _expert(cfg, model, images, weight=0.45)
+    model.probe_expert.weight = np.float64(0.45)  # as a numpy grid gives it: model.pt still loads with weights_only
     loaded = model_from_bytes(model_bytes(model)).eval()
     assert loaded.probe_expert is not None and loaded.probe_expert.weight == 0.45
     with torch.no_grad():
