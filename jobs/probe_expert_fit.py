@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.linear_probe import fit_linear_probe
+from eval.linear_probe import ProbeUnavailable, fit_linear_probe
 from fsnet.config import Config
 from fsnet.model.probe_expert import ProbeExpert, joined, mean_nll
 from fsnet.model.retrieval_model import RetrievalModel
@@ -25,19 +25,23 @@ def fit_probe_expert(
     cfg: Config, split: TrainingSplit, cache: TrunkCache, model: RetrievalModel, validation: ValidationSet
 ) -> dict[str, Any]:
     """Fit the probe, choose its weight on ``validation`` and join it to ``model`` (in place, unless the weight chosen
-    is 0): the figures train_summary.json keeps."""
+    is 0): the figures train_summary.json keeps. A probe that cannot be fitted leaves the model as trained and says
+    why (weight None)."""
     names, num_values = model.schema.names, list(model.schema.num_values)
     (fit_ids, fit_labels), (val_ids, val_labels) = (split.labels(ids) for ids in (split.fit_ids, split.validation_ids))
     (fit_found, fit), (val_found, val) = (cache.read(ids.tolist()) for ids in (fit_ids, val_ids))
-    probe = fit_linear_probe(
-        fit["pooled"],
-        fit_labels[fit_found],
-        val["pooled"],
-        val_labels[val_found],
-        names,
-        num_values,
-        cfg.probe.regularization,
-    )
+    try:
+        probe = fit_linear_probe(
+            fit["pooled"],
+            fit_labels[fit_found],
+            val["pooled"],
+            val_labels[val_found],
+            names,
+            num_values,
+            cfg.probe.regularization,
+        )
+    except ProbeUnavailable as err:  # nothing to fit it on (an attribute without a labelled training image, say)
+        return {"weight": None, "unavailable": str(err)}
     blocks = pretrained_tuned_blocks(cfg.model, model.backbone.tuned_blocks)
     expert = ProbeExpert.fitted(blocks, probe.mean, probe.scale, probe.weights, probe.biases, weight=0.0).eval()
     _, _, p_model = validation.outputs(model, validation.inputs, torch.device("cpu"))  # (V, C) the model alone

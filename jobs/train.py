@@ -137,7 +137,10 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
     if cfg.train.probe_expert:  # before the fused weight: that is chosen with the predictions the index will store
         with timed(seconds, "probe_expert"):
             expert = fit_probe_expert(cfg, split, _trunk_cache(cfg, storage, split.catalog), model, validation)
-        console.print(f"probe expert: weight {expert['weight']:.2f} (validation accuracy {_accuracies(expert)})")
+        if expert["weight"] is None:
+            console.print(f"probe expert: none ({expert['unavailable']})", highlight=False)
+        else:
+            console.print(f"probe expert: weight {expert['weight']:.2f} (validation accuracy {_accuracies(expert)})")
     with timed(seconds, "logp_weight"):
         fusion = logp_weight(model, validation)
     model.logp_weight = fusion["weight"] if fusion else None  # evaluate's <method>+logp row ranks with it
