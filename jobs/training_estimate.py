@@ -1,10 +1,13 @@
 """Before a training starts: how long its stages on images will take, images x epochs at a rate measured here, on a
 few steps of each stage from the starting weights on the training sample (the validation set's, already in memory),
-one torch thread per worker as a CPU worker runs it. Printed as one line per stage and a total; the memory stage
-(embedding the training images as the index does) and stage 3 (on fixed features) are quick beside them and left out.
+one torch thread per worker as a CPU worker runs it, plus each epoch's validation (rank 0 embeds the validation
+images, and in stage 2 the training sample that stands in for the memory), timed on a part of them and scaled.
+Printed as one line per stage and a total; the memory stage (embedding the training images as the index does) and
+stage 3 (on fixed features) are quick beside them and left out.
 
-An estimate, and said to be one: the workers also wait on their data and share the machine's cores with the decode
-tasks, so a run takes at least this long. With GPU workers the driver has no GPU to measure on (and prints why)."""
+An estimate, and said to be one: the workers also wait on their data, exchange their gradients and share the
+machine's cores with the decode tasks, so a run takes at least this long. With GPU workers the driver has no GPU to
+measure on (and prints why)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from fsnet.training import image_step, make_optimizer, trainable
 from fsnet.validation_set import ValidationSet
 from jobs.train_loop import torch_threads
 
+CPU = torch.device("cpu")
 STEPS = 3  # timed steps per stage, after one to warm up
+VALIDATION_TIMED = 128  # validation inputs embedded to time an epoch's validation, after a few to warm up
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,11 @@ class StageEstimate:
     images: int  # per epoch
     epochs: int
     images_per_s: float  # all workers together
+    validation_s: float = 0.0  # per epoch, on rank 0 while the others wait
 
     @property
     def seconds(self) -> float:
-        return self.images * self.epochs / self.images_per_s
+        return self.images * self.epochs / self.images_per_s + self.epochs * self.validation_s
 
 
 def estimate(
@@ -54,7 +60,8 @@ def estimate(
             continue
         epochs = getattr(cfg.train, stage.section).epochs
         seconds = timed_steps(cfg, stage, start, x, y)
-        out.append(StageEstimate(stage, images, epochs, batch * STEPS / seconds * cfg.train.workers))
+        rate = batch * STEPS / seconds * cfg.train.workers
+        out.append(StageEstimate(stage, images, epochs, rate, validation_seconds(stage, start, sample)))
     return out
 
 
@@ -77,18 +84,36 @@ def timed_steps(cfg: Config, stage: Stage, start: RetrievalModel, x: torch.Tenso
     return time.perf_counter() - begin
 
 
+def validation_seconds(stage: Stage, start: RetrievalModel, sample: ValidationSet) -> float:
+    """Seconds of one epoch's validation on one thread: the validation images embedded, and in stage 2 the training
+    sample whose means stand in for the memory (fsnet/validation_set.py), at the rate of VALIDATION_TIMED of them.
+    The ranking that follows is a few matrix products and left out."""
+    timed = min(VALIDATION_TIMED, len(sample.inputs))
+    if not timed:
+        return 0.0
+    model = copy.deepcopy(start)
+    with torch_threads(1):
+        sample.embed(model, sample.inputs[:2], CPU)  # warm up
+        begin = time.perf_counter()
+        sample.embed(model, sample.inputs[:timed], CPU)
+        per_input = (time.perf_counter() - begin) / timed
+    embedded = len(sample.inputs) + (len(sample.memory_inputs) if stage.number == 2 else 0)
+    return per_input * embedded
+
+
 def estimate_lines(estimates: list[StageEstimate], workers: int) -> list[str]:
-    """``estimate: stage 1, 15,936 images x 4 epochs at ~52 images/s: ~20 min`` per stage, then the total."""
+    """``estimate: stage 1, 15,936 images x 4 epochs at ~52 images/s, validation ~20 s each: ~22 min`` per stage,
+    then the total."""
     lines = [
         f"estimate: stage {e.stage.number}, {e.images:,} images x {e.epochs} epochs at ~{e.images_per_s:,.0f} "
-        f"images/s: ~{duration(e.seconds)}"
+        f"images/s, validation ~{duration(e.validation_s)} each: ~{duration(e.seconds)}"
         for e in estimates
     ]
     if estimates:
         total = sum(e.seconds for e in estimates)
         lines.append(
             f"estimate: ~{duration(total)} for the stages on images (rates measured here on {STEPS} steps each, "
-            f"one thread per worker, {workers} worker(s); waiting for data comes on top)"
+            f"one thread per worker, {workers} worker(s); waiting for data and exchanging gradients come on top)"
         )
     return lines
 

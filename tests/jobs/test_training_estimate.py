@@ -30,9 +30,11 @@ def test_every_stage_on_images_is_timed_and_the_total_adds_them():
     assert [e.stage.name for e in found] == ["stage1", "stage2"]  # the memory stage and stage 3 are left out
     for e in found:
         assert e.images == 1000 and e.epochs == getattr(cfg.train, e.stage.section).epochs
-        assert e.images_per_s > 0 and e.seconds == pytest.approx(1000 * e.epochs / e.images_per_s)
+        assert e.images_per_s > 0 and e.validation_s > 0
+        assert e.seconds == pytest.approx(1000 * e.epochs / e.images_per_s + e.epochs * e.validation_s)
     lines = estimate_lines(found, cfg.train.workers)
     assert lines[0].startswith(f"estimate: stage 1, 1,000 images x {found[0].epochs} epochs at ~")
+    assert f"validation ~{duration(found[0].validation_s)} each" in lines[0]
     assert lines[-1].startswith(f"estimate: ~{duration(sum(e.seconds for e in found))} for the stages on images")
 
 
@@ -54,6 +56,7 @@ def test_durations_read_as_people_say_them():
     assert estimate_lines([], 2) == []
     stage = model_class("fsn").training_plan(load_config(["tiny"]).model)[0]
     assert StageEstimate(stage, 600, 2, 10.0).seconds == 120.0
+    assert StageEstimate(stage, 600, 2, 10.0, validation_s=5.0).seconds == 130.0
 
 
 def test_a_frozen_trunk_is_timed_on_its_cached_float16_maps():
