@@ -119,7 +119,9 @@ def estimate_lines(estimates: list[StageEstimate], workers: int) -> list[str]:
 
 
 def duration(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``1 h 05 min``."""
+    """``0.3 s``, ``45 s``, ``12 min``, ``1 h 05 min``."""
+    if seconds < 1:
+        return f"{seconds:.1f} s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)

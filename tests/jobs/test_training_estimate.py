@@ -53,6 +53,7 @@ def test_durations_read_as_people_say_them():
         "1 h 00 min",
         "5 h 07 min",
     ]
+    assert duration(0.31) == "0.3 s"  # a small catalog's validation
     assert estimate_lines([], 2) == []
     stage = model_class("fsn").training_plan(load_config(["tiny"]).model)[0]
     assert StageEstimate(stage, 600, 2, 10.0).seconds == 120.0
