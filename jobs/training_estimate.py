@@ -54,6 +54,7 @@ def estimate(
     x = torch.tensor(sample.memory_inputs[:batch])  # a copy: the cache is read-only
     x = x.float() if x.is_floating_point() else x  # cached maps are float16, as the workers' batches make them float
     y = torch.tensor(sample.memory_labels[:batch]).long()
+    per_input = embed_seconds(start, sample)  # the same model embeds every stage's validation: timed once
     out = []
     for stage in plan:
         if stage.data != "images" or getattr(cfg.train, stage.section).epochs == 0:
@@ -61,7 +62,8 @@ def estimate(
         epochs = getattr(cfg.train, stage.section).epochs
         seconds = timed_steps(cfg, stage, start, x, y)
         rate = batch * STEPS / seconds * cfg.train.workers
-        out.append(StageEstimate(stage, images, epochs, rate, validation_seconds(stage, start, sample)))
+        embedded = len(sample.inputs) + (len(sample.memory_inputs) if stage.number == 2 else 0)
+        out.append(StageEstimate(stage, images, epochs, rate, per_input * embedded))
     return out
 
 
@@ -84,21 +86,19 @@ def timed_steps(cfg: Config, stage: Stage, start: RetrievalModel, x: torch.Tenso
     return time.perf_counter() - begin
 
 
-def validation_seconds(stage: Stage, start: RetrievalModel, sample: ValidationSet) -> float:
-    """Seconds of one epoch's validation on one thread: the validation images embedded, and in stage 2 the training
-    sample whose means stand in for the memory (fsnet/validation_set.py), at the rate of VALIDATION_TIMED of them.
-    The ranking that follows is a few matrix products and left out."""
+def embed_seconds(start: RetrievalModel, sample: ValidationSet) -> float:
+    """Seconds per input of an epoch's validation on one thread, timed on VALIDATION_TIMED of them: each epoch embeds
+    the validation images, and in stage 2 the training sample whose means stand in for the memory
+    (fsnet/validation_set.py). The ranking that follows is a few matrix products and left out."""
     timed = min(VALIDATION_TIMED, len(sample.inputs))
     if not timed:
         return 0.0
-    model = copy.deepcopy(start)
+    model = copy.deepcopy(start)  # embed puts a model in eval mode: the caller's stays as it was
     with torch_threads(1):
         sample.embed(model, sample.inputs[:2], CPU)  # warm up
         begin = time.perf_counter()
         sample.embed(model, sample.inputs[:timed], CPU)
-        per_input = (time.perf_counter() - begin) / timed
-    embedded = len(sample.inputs) + (len(sample.memory_inputs) if stage.number == 2 else 0)
-    return per_input * embedded
+        return (time.perf_counter() - begin) / timed
 
 
 def estimate_lines(estimates: list[StageEstimate], workers: int) -> list[str]:
