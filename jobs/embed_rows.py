@@ -3,18 +3,25 @@ stage-3 features), index and evaluate (queries) all run. It lives here, not in a
 imports ``fsnet/``, ``eval/`` and the shared modules of ``jobs/``, never another job.
 
 The piece takes a Ray Dataset and returns one (lazy: nothing runs until the job writes or iterates it); the callable
-class it maps with lives in ``fsnet/`` (``fsnet.embedding.EmbedImages``), which never starts Ray.
+class it maps with lives in ``fsnet/`` (``fsnet.embedding.EmbedImages``), which never starts Ray. A few images (up to
+``index.in_process_max``: a re-index's delta, a small training split's memory stage) are embedded by the same class in
+the job's own process instead (``embed_here``): Ray's and the pool's start cost more than they do.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
+import pyarrow as pa
 import ray
 
+from fsnet.catalog.manifest import ShardInfo
 from fsnet.catalog.reader import Catalog
 from fsnet.config import Config
 from fsnet.embedding import EmbedImages
+from fsnet.fingerprint import short_fingerprint
 from fsnet.model import load_model
 from fsnet.storage import Storage
 from jobs.ray_runtime import actor_pool, model_actors
@@ -45,6 +52,37 @@ def embed_rows(
         compute=actor_pool(actors),
         num_gpus=gpus_per_actor(gpus, actors),
     )
+
+
+def embed_here(
+    cfg: Config,
+    storage: Storage,
+    model_url: str,
+    catalog: Catalog,
+    split: str | None,
+    shards: Sequence[ShardInfo],
+    image_size: int | None = None,
+    keep: np.ndarray | None = None,
+    advance: Callable[[int], None] = lambda rows: None,
+) -> Iterator[tuple[ShardInfo, pa.Table]]:
+    """(shard, its embedding rows) for each of ``shards`` with rows of ``split`` (all rows when None; ``keep``: only
+    these ids), embedded in this process by one EmbedImages, without Ray: the rows embed_rows' pool would write, with
+    ``catalog_shard``. ``advance``: told each batch's row count (a progress bar)."""
+    embed = EmbedImages(**embed_images_kwargs(cfg, storage, model_url, catalog, True, image_size, threads=None))
+    columns = ["id", "image", *catalog.schema.names]
+    for shard in shards:
+        tables = []
+        for batch in catalog.batches(split, columns, cfg.index.batch_size, [shard.fingerprint]):
+            if keep is not None:
+                wanted = np.isin(batch["id"].astype(str), keep)
+                batch = {name: values[wanted] for name, values in batch.items()}
+            if not len(batch["id"]):
+                continue
+            batch["catalog_shard"] = np.full(len(batch["id"]), short_fingerprint(shard.fingerprint), object)
+            tables.append(embed(batch))
+            advance(len(batch["id"]))
+        if tables:
+            yield shard, pa.concat_tables(tables)
 
 
 def embed_images_kwargs(

@@ -29,18 +29,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Callable, Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
 import fsnet
 from fsnet.catalog.manifest import ShardInfo
 from fsnet.catalog.reader import Catalog
-from fsnet.columns import column_array
+from fsnet.columns import column_array, parquet_bytes
 from fsnet.config import Config, saved_config_text
 from fsnet.embedding import EmbedImages
 from fsnet.errors import CatalogError, FsnetError
@@ -67,7 +65,7 @@ from fsnet.storage import Storage, join
 from fsnet.timing import timed
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.embed_rows import embed_images_kwargs, embed_rows
+from jobs.embed_rows import embed_here, embed_rows
 from jobs.progress import bar, pipeline_bar
 from jobs.ray_runtime import init_ray
 from jobs.tables import show
@@ -153,7 +151,7 @@ def index(
         timings.update(_busy(table, plan.extract))
 
         storage.write_bytes(join(vdir, "index.faiss"), index_bytes(faiss_index))
-        storage.write_bytes(join(vdir, "ids.parquet"), _parquet(pa.table({"id": ok["id"]})))
+        storage.write_bytes(join(vdir, "ids.parquet"), parquet_bytes(pa.table({"id": ok["id"]})))
         bad = table.filter(pc.is_valid(table["error"]))
         manifest = IndexManifest(
             format=1,
@@ -243,7 +241,7 @@ def _copy_reused(storage: Storage, out: str, vdir: str, plan: IndexPlan) -> None
         fs, path = storage.arrow_fs(source)
         rows = pads.dataset(path, filesystem=fs, format="parquet").to_table()
         kept = rows.filter(pc.is_in(rows["id"], pa.array(sorted(plan.needed[s.fingerprint]), pa.string())))
-        storage.write_bytes(join(target, "part-0.parquet"), _parquet(kept))
+        storage.write_bytes(join(target, "part-0.parquet"), parquet_bytes(kept))
 
 
 def _extract(
@@ -267,7 +265,7 @@ def _extract(
     )
     with catalog.reading(), pipeline_bar("index", plan.extract_rows, EmbedImages.__name__):  # a bad shard: one line
         embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=image_size)
-        embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
+        embedded.writeparquet_bytes(path, filesystem=fs, partition_cols=["catalog_shard"])
 
 
 def _extract_here(
@@ -283,22 +281,14 @@ def _extract_here(
     """A few images (up to index.in_process_max): embedded in this process by the same EmbedImages, shard by shard,
     and written where the actor pool writes them (one folder per catalog shard); no Ray is started, as its start
     and the pool's cost more than a few hundred images (bench/reindex_bench.py)."""
-    embed = EmbedImages(**embed_images_kwargs(cfg, storage, model_url, catalog, True, image_size, threads=None))
-    columns = ["id", "image", *catalog.schema.names]
     with catalog.reading(), bar("index", "images") as progress:  # a shard that cannot be read: one line naming it
         task = progress.add_task("index", total=plan.extract_rows)
-        for shard in plan.extract:
-            tables = []
-            batches = catalog.batches(
-                None if split == "all" else split, columns, cfg.index.batch_size, [shard.fingerprint]
-            )
-            for batch in batches:
-                batch["catalog_shard"] = np.full(len(batch["id"]), short_fingerprint(shard.fingerprint), object)
-                tables.append(embed(batch))
-                progress.advance(task, len(batch["id"]))
-            if tables:  # a shard with no image of the split has no folder, as the pool writes none
-                rows = pa.concat_tables(tables).drop_columns(["catalog_shard"])  # the folder's name holds it
-                storage.write_bytes(join(vdir, _shard_dir(shard), "part-0.parquet"), _parquet(rows))
+        advance = lambda rows: progress.advance(task, rows)  # noqa: E731
+        read = None if split == "all" else split
+        shards = embed_here(cfg, storage, model_url, catalog, read, plan.extract, image_size, advance=advance)
+        for shard, rows in shards:  # a shard with no image of the split has no folder, as the pool writes none
+            rows = rows.drop_columns(["catalog_shard"])  # the folder's name holds it
+            storage.write_bytes(join(vdir, _shard_dir(shard), "part-0.parquet"), parquet_bytes(rows))
 
 
 def _indexed_rows(storage: Storage, vdir: str, wanted: set[str] | None) -> pa.Table:
@@ -412,12 +402,6 @@ def _remove_old(storage: Storage, out: str, live: int) -> None:
         if v not in published[len(published) - (KEEP_VERSIONS - 1) :]:
             fs, path = storage.fs(join(out, version_name(v)))
             fs.rm(path, recursive=True)
-
-
-def _parquet(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
 
 
 def print_manifest(m: IndexManifest) -> None:

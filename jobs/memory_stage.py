@@ -1,6 +1,8 @@
 """The memory stage of FashionSearchNet's plan: the fixed local features of the training split, embedded by the
 actors the index job uses and written under the run's ``features/`` (stage 3 trains on them), then the memory block
-M as the mean feature per attribute value, summed exactly (fsnet/model/memory.py) whatever order the rows arrive in."""
+M as the mean feature per attribute value, summed exactly (fsnet/model/memory.py) whatever order the rows arrive in.
+A training split of at most index.in_process_max images is embedded in the driver's process by the same EmbedImages
+(jobs/embed_rows.py ``embed_here``): the actor pool's start costs more than such a split."""
 
 from __future__ import annotations
 
@@ -9,15 +11,15 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 
-from fsnet.columns import column_array
+from fsnet.columns import column_array, parquet_bytes
 from fsnet.config import Config
 from fsnet.embedding import EmbedImages
 from fsnet.model import load_model, save_model
 from fsnet.model.memory import ExactValueSums
 from fsnet.storage import Storage, join
 from jobs.command import console
-from jobs.embed_rows import embed_rows
-from jobs.progress import pipeline_bar
+from jobs.embed_rows import embed_here, embed_rows
+from jobs.progress import bar, pipeline_bar
 from jobs.training_split import TrainingSplit
 
 
@@ -31,9 +33,12 @@ def memory_stage(
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
     catalog = split.catalog
-    with catalog.reading(), pipeline_bar("memory", len(split.fit_ids), EmbedImages.__name__):  # a bad shard: one line
-        rows = split.rows(["id", "image", *catalog.schema.names], with_shard=True)
-        embed_rows(cfg, storage, start_url, catalog, rows).write_parquet(path, filesystem=fs)
+    if len(split.fit_ids) <= cfg.index.in_process_max:
+        _embed_here(cfg, split, storage, start_url, features)
+    else:
+        with catalog.reading(), pipeline_bar("memory", len(split.fit_ids), EmbedImages.__name__):  # a bad shard: a line
+            rows = split.rows(["id", "image", *catalog.schema.names], with_shard=True)
+            embed_rows(cfg, storage, start_url, catalog, rows).write_parquet(path, filesystem=fs)
 
     model = load_model(start_url, storage)
     sums = ExactValueSums(catalog.schema.num_values, cfg.model.embed_dim)  # rows arrive in the pool's order
@@ -51,3 +56,18 @@ def memory_stage(
     save_model(model, memory_url, storage)
     images = int(counts.sum() // len(catalog.schema.names))
     console.print(f"memory: {int((counts > 0).sum())} of {len(counts)} values seen in {images:,} training images")
+
+
+def _embed_here(cfg: Config, split: TrainingSplit, storage: Storage, start_url: str, features: str) -> None:
+    """The training split's features embedded in this process, one Parquet file per catalog shard under
+    ``features`` (the columns the pool writes)."""
+    catalog = split.catalog
+    with catalog.reading(), bar("memory", "images") as progress:  # a shard that cannot be read: one line naming it
+        task = progress.add_task("memory", total=len(split.fit_ids))
+        advance = lambda rows: progress.advance(task, rows)  # noqa: E731
+        shards = embed_here(
+            cfg, storage, start_url, catalog, "train", catalog.manifest.shards, keep=split.fit_ids, advance=advance
+        )
+        for number, (_, rows) in enumerate(shards):
+            rows = rows.drop_columns(["catalog_shard"])
+            storage.write_bytes(join(features, f"part-{number:05d}.parquet"), parquet_bytes(rows))
