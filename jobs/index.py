@@ -265,7 +265,7 @@ def _extract(
     )
     with catalog.reading(), pipeline_bar("index", plan.extract_rows, EmbedImages.__name__):  # a bad shard: one line
         embedded = embed_rows(cfg, storage, model_url, catalog, rows, with_shard=True, image_size=image_size)
-        embedded.writeparquet_bytes(path, filesystem=fs, partition_cols=["catalog_shard"])
+        embedded.write_parquet(path, filesystem=fs, partition_cols=["catalog_shard"])
 
 
 def _extract_here(
