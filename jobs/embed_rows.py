@@ -66,8 +66,8 @@ def embed_here(
     advance: Callable[[int], None] = lambda rows: None,
 ) -> Iterator[tuple[ShardInfo, pa.Table]]:
     """(shard, its embedding rows) for each of ``shards`` with rows of ``split`` (all rows when None; ``keep``: only
-    these ids), embedded in this process by one EmbedImages, without Ray: the rows embed_rows' pool would write, with
-    ``catalog_shard``. ``advance``: told each batch's row count (a progress bar)."""
+    these ids), embedded in this process by one EmbedImages, without Ray: the rows embed_rows' pool would write (their
+    ``catalog_shard`` is the shard's, and left out). ``advance``: told each batch's row count (a progress bar)."""
     embed = EmbedImages(**embed_images_kwargs(cfg, storage, model_url, catalog, True, image_size, threads=None))
     columns = ["id", "image", *catalog.schema.names]
     for shard in shards:
@@ -82,7 +82,7 @@ def embed_here(
             tables.append(embed(batch))
             advance(len(batch["id"]))
         if tables:
-            yield shard, pa.concat_tables(tables)
+            yield shard, pa.concat_tables(tables).drop_columns(["catalog_shard"])
 
 
 def embed_images_kwargs(

@@ -287,7 +287,6 @@ def _extract_here(
         read = None if split == "all" else split
         shards = embed_here(cfg, storage, model_url, catalog, read, plan.extract, image_size, advance=advance)
         for shard, rows in shards:  # a shard with no image of the split has no folder, as the pool writes none
-            rows = rows.drop_columns(["catalog_shard"])  # the folder's name holds it
             storage.write_bytes(join(vdir, _shard_dir(shard), "part-0.parquet"), parquet_bytes(rows))
 
 

@@ -69,5 +69,4 @@ def _embed_here(cfg: Config, split: TrainingSplit, storage: Storage, start_url: 
             cfg, storage, start_url, catalog, "train", catalog.manifest.shards, keep=split.fit_ids, advance=advance
         )
         for number, (_, rows) in enumerate(shards):
-            rows = rows.drop_columns(["catalog_shard"])
             storage.write_bytes(join(features, f"part-{number:05d}.parquet"), parquet_bytes(rows))
