@@ -41,6 +41,7 @@ from fsnet.training import (
     epoch_metrics,
     global_step,
     image_step,
+    in_training_layout,
     make_optimizer,
     trainable,
 )
@@ -222,9 +223,7 @@ def stage_loop(config: dict) -> None:
     settings = worker.settings
 
     model = model_from_bytes(worker.storage.read_bytes(loop.start_url))
-    # channels-last activations: oneDNN's NHWC kernels, the trunk's depthwise convolutions' backward above all
-    # (stage 1 ~1.2x, stage 2 ~1.1x the images/s on a CPU; bench/layout_bench.py)
-    model = model.to(memory_format=torch.channels_last)
+    model = in_training_layout(model)
     frozen = cfg.train.trunk == "frozen"
     params = trainable(model, stage.number, frozen_trunk=frozen)
     optimizer = make_optimizer(params, settings, cfg.train, tuned=model.backbone.tuned().parameters())
@@ -248,8 +247,7 @@ def stage_loop(config: dict) -> None:
         for i, batch in enumerate(batches(epoch)):
             worker.maybe_fail(step)
             schedule.set(epoch, i)
-            images = batch["image"].to(device, memory_format=torch.channels_last)  # (B, C, H, W) as NHWC in memory
-            labels = batch["labels"].to(device)
+            images, labels = batch["image"].to(device), batch["labels"].to(device)
             stats = image_step(stage.step, net, model, images, labels, loss_fn, optimizer, generator, frozen)
             meter.add(stats)
             step += 1

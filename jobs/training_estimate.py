@@ -21,7 +21,7 @@ from fsnet.config import Config
 from fsnet.losses import StageLoss
 from fsnet.model import RetrievalModel, Stage
 from fsnet.model.batch_norm import training_mode
-from fsnet.training import image_step, make_optimizer, trainable
+from fsnet.training import image_step, in_training_layout, make_optimizer, trainable
 from fsnet.validation_set import ValidationSet
 from jobs.train_loop import torch_threads
 
@@ -69,7 +69,7 @@ def estimate(
 
 def timed_steps(cfg: Config, stage: Stage, start: RetrievalModel, x: torch.Tensor, y: torch.Tensor) -> float:
     """Seconds of STEPS steps of ``stage`` (forward, backward, SGD) on one thread, after one step to warm up."""
-    model = copy.deepcopy(start)
+    model = in_training_layout(copy.deepcopy(start))
     settings = getattr(cfg.train, stage.section)
     frozen = cfg.train.trunk == "frozen"
     optimizer = make_optimizer(
