@@ -1,8 +1,9 @@
 """The activations' memory layout: plain NCHW against channels-last (NHWC), side by side in one run, for what fsnet
 runs on a CPU: a training step of stage 1 and of stage 2 on cached trunk maps (one torch thread, as a Ray Train
 worker of one CPU runs it), and the embed actors' model on cached maps and on decoded images (two threads, as
-jobs/embed_rows.py lets the one actor of a 2-core machine run). The cpu_mobilenet96 model with its tuned blocks;
-each way's largest difference to the plain layout's outputs.
+jobs/embed_rows.py lets the one actor of a 2-core machine run), the last also with the trunk's batch norms folded
+as the embed actors run it. The cpu_mobilenet96 model with its tuned blocks; each way's largest difference to the
+plain layout's outputs.
 
     python bench/layout_bench.py [--batch 64] [--embed-batch 256] [--seconds 6] [--out PATH]
 
@@ -22,6 +23,7 @@ from fsnet.config import load_config
 from fsnet.losses import StageLoss
 from fsnet.model import build_model
 from fsnet.training import local_step, make_optimizer, trainable
+from fsnet.trunk_features import fold_batch_norms
 
 try:  # run as a script: bench/ is on sys.path
     from model_bench import SCHEMA, rate  # fashion-product-small's 7 attributes; images/s of a callable
@@ -59,14 +61,19 @@ def training_step(model, stage: int, cfg, maps: torch.Tensor, labels: torch.Tens
     return step, first.detach().reshape(1)
 
 
-def embedding(model, x: torch.Tensor, from_trunk: bool, layout):
-    """The embed actors' call (attribute representations, predictions, F) on a copy of ``model`` in ``layout``."""
+def embedding(model, x: torch.Tensor, from_trunk: bool, layout, folded: bool = False):
+    """The embed actors' call (attribute representations, predictions, F) on a copy of ``model`` in ``layout``;
+    ``folded``: images through the trunk's cached blocks with batch norms folded first, as EmbedImages runs them."""
     model = copy.deepcopy(model).to(memory_format=layout).eval()
     x = x.contiguous(memory_format=layout)
+    trunk = fold_batch_norms(copy.deepcopy(model.backbone.cached()).eval()) if folded else None
 
     def embed():
         with torch.inference_mode():
-            emb = model.embed(x, from_trunk=from_trunk)
+            if trunk is None:
+                emb = model.embed(x, from_trunk=from_trunk)
+            else:
+                emb = model.embed(trunk(model.normalize(x)), from_trunk=True)
             return model.global_representation(emb.reps)
 
     return embed, embed()
@@ -109,9 +116,15 @@ def main() -> None:
         ),
         ("embed on cached maps", 2, args.embed_batch, lambda layout: embedding(model, maps, True, layout)),
         (f"embed on {size} px images", 2, args.embed_batch, lambda layout: embedding(model, images, False, layout)),
+        (  # the NCHW side as above; the other: channels-last and the batch norms folded, the embed actors' way
+            f"embed on {size} px images, BN folded",
+            2,
+            args.embed_batch,
+            lambda layout: embedding(model, images, False, layout, folded=layout == torch.channels_last),
+        ),
     ]
     rows = []
-    print(f"{'what':30s} {'threads':>7s} {'NCHW img/s':>11s} {'NHWC img/s':>11s} {'ratio':>6s} {'max diff':>9s}")
+    print(f"{'what':36s} {'threads':>7s} {'NCHW img/s':>11s} {'NHWC img/s':>11s} {'ratio':>6s} {'max diff':>9s}")
     for what, threads, batch, make in cases:
         torch.set_num_threads(threads)
         made = {name: make(layout) for name, layout in LAYOUTS.items()}
@@ -120,7 +133,7 @@ def main() -> None:
         diff = float((plain - nhwc).abs().max() / plain.abs().max().clamp(min=1e-12))
         ratio = figures["channels_last"] / figures["NCHW"]
         print(
-            f"{what:30s} {threads:7d} {figures['NCHW']:11,.0f} {figures['channels_last']:11,.0f} {ratio:5.2f}x "
+            f"{what:36s} {threads:7d} {figures['NCHW']:11,.0f} {figures['channels_last']:11,.0f} {ratio:5.2f}x "
             f"{diff:9.1e}"
         )
         rows.append(
@@ -148,7 +161,8 @@ def main() -> None:
             f"The cpu_mobilenet96 model (ImageNet MobileNetV2, tuned blocks {cfg.train.tuned_blocks}, variant full) "
             f"on batches of {args.batch} (training) and {args.embed_batch} (embedding), side by side in one run. "
             "Max difference: the largest difference of the outputs (a step's first loss; the embedding's F) "
-            "relative to the plain layout's largest."
+            "relative to the plain layout's largest. The last row's channels-last side also folds the trunk's batch "
+            "norms into its convolutions (fsnet/embedding.py), against the same plain NCHW model."
         ],
     )
 
