@@ -12,9 +12,10 @@ the index job share. ``__init__`` loads the model once; ``__call__`` takes a bat
     t_decode, t_model  float32: this row's share of the batch's decode and model seconds (where time goes)
     + the pass-through columns (labels, shard fingerprint, ...) unchanged
 
-Activations are channels-last on every device (oneDNN's and cuDNN's NHWC kernels: on a CPU 1.5x the images/s of
-plain NCHW from images, bench/layout_bench.py). On a GPU: JPEG decode with nvJPEG inside the actor (``gpu_decode``;
-the batch in one call, one resize per input size) and fp16 autocast.
+On every device the model runs channels-last (oneDNN's and cuDNN's NHWC kernels) and decoded images go through the
+trunk's blocks with their batch norms folded, as the trunk cache runs them: on a CPU 2.1x the images/s of the plain
+model (bench/layout_bench.py). On a GPU: JPEG decode with nvJPEG inside the actor (``gpu_decode``; the batch in one
+call, one resize per input size) and fp16 autocast.
 """
 
 from __future__ import annotations
