@@ -1,7 +1,8 @@
 """The GPU check's training part: one Ray Train stage 2 (jobs.train.run_stage: TorchTrainer, 1 worker, Ray Data decode
-tasks) against a plain PyTorch loop of the same steps (fsnet.training.local_step) from the same weights on the same
-device, fed by a DataLoader running the same decode (fsnet.training.decode_for_training) in one process per CPU Ray
-Data had; and the steps alone on batches already on the device (the step ceiling). It ends by shutting Ray down."""
+tasks) against a plain PyTorch loop of the same steps (fsnet.training.image_step, in the training layout) from the
+same weights on the same device, fed by a DataLoader running the same decode (fsnet.training.decode_for_training) in
+one process per CPU Ray Data had; and the steps alone on batches already on the device (the step ceiling). It ends
+by shutting Ray down."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fsnet.losses import StageLoss
 from fsnet.model.batch_norm import training_mode
 from fsnet.model.checkpoint import model_from_bytes
 from fsnet.storage import join
-from fsnet.training import decode_for_training, local_step, make_optimizer, trainable
+from fsnet.training import decode_for_training, image_step, in_training_layout, make_optimizer, trainable
 from jobs.train import run_stage, training_plan
 from jobs.train_loop import METRICS_FILE
 from jobs.training_split import TrainingSplit
@@ -56,10 +57,10 @@ class DecodedBatches(torch.utils.data.Dataset):
 def plain_steps(
     check: Check, cfg: Config, batches: Callable[[int], Any], epochs: int
 ) -> tuple[list[float], list[float]]:
-    """Stage 2's steps (fsnet.training.local_step, SGD, the same weights to start) in a plain loop: images/s and
-    seconds per epoch."""
+    """Stage 2's steps (fsnet.training.image_step, the training loop's step, from the same weights in the same layout)
+    in a plain loop: images/s and seconds per epoch."""
     device = check.device
-    model = model_from_bytes(check.storage.read_bytes(check.model_url)).to(device)
+    model = in_training_layout(model_from_bytes(check.storage.read_bytes(check.model_url)).to(device))
     optimizer = make_optimizer(trainable(model, 2), cfg.train.stage2, cfg.train)
     loss_fn = StageLoss(cfg.train.stage2, model.variant)
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000)
@@ -69,11 +70,7 @@ def plain_steps(
         start, images = time.perf_counter(), 0
         for x, y in batches(epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, stats = local_step(model, x, y, loss_fn, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            images += stats.images
+            images += image_step("local", model, model, x, y, loss_fn, optimizer, generator).images
         sync(device)
         seconds.append(time.perf_counter() - start)
         rates.append(rate(images, seconds[-1]))

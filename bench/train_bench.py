@@ -1,5 +1,6 @@
 """Stage-2 training throughput: Ray Train (Ray Data decode + get_dataset_shard + DDP wrapper, checkpoint per
-epoch) against a plain PyTorch loop with the same model, batches and decode, measured side by side in one run.
+epoch) against a plain PyTorch loop with the same model, batches, decode and step
+(fsnet.training.image_step, channels-last as the loop runs it), measured side by side in one run.
 
     python bench/train_bench.py [--backbone mobilenet_v2] [--size 96] [--n 1600] [--epochs 3] [--batch 32] [--out PATH]
 
@@ -27,7 +28,7 @@ from fsnet.config import load_config
 from fsnet.losses import StageLoss
 from fsnet.model import build_model, save_model
 from fsnet.storage import Storage, join
-from fsnet.training import decode_for_training, local_step, make_optimizer, trainable
+from fsnet.training import decode_for_training, image_step, in_training_layout, make_optimizer, trainable
 from jobs.pack import pack
 from jobs.synth import synth
 from jobs.train import run_stage, training_plan
@@ -48,7 +49,7 @@ def plain_loop(cfg, catalog: Catalog, init_state: dict, epochs: int, device: tor
     }
     model = build_model(cfg.model, catalog.schema, pretrained=False)
     model.load_state_dict(init_state)
-    model.to(device).train()
+    model = in_training_layout(model.to(device)).train()  # the layout the training loop runs
     optimizer = make_optimizer(trainable(model, 2), cfg.train.stage2, cfg.train)
     loss_fn = StageLoss(cfg.train.stage2, model.variant)
     rates = []
@@ -63,16 +64,8 @@ def plain_loop(cfg, catalog: Catalog, init_state: dict, epochs: int, device: tor
                 augment=cfg.train.augment,
                 attributes=names,
             )
-            loss, stats = local_step(
-                model,
-                torch.from_numpy(batch["image"]).to(device),
-                torch.from_numpy(batch["labels"]).to(device),
-                loss_fn,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            images += stats.images
+            x, y = torch.from_numpy(batch["image"]).to(device), torch.from_numpy(batch["labels"]).to(device)
+            images += image_step("local", model, model, x, y, loss_fn, optimizer).images
         if device.type == "cuda":
             torch.cuda.synchronize()
         rates.append(images / (time.perf_counter() - start))
