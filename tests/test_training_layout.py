@@ -10,7 +10,7 @@ import torch
 from fsnet.config import load_config
 from fsnet.losses import StageLoss
 from fsnet.model import build_model
-from fsnet.training import image_step, in_training_layout, make_optimizer, trainable
+from fsnet.training import image_step, in_training_layout, local_step, make_optimizer, trainable
 from tests.model.helpers import SCHEMA_3, labels_with_pairs
 
 BATCH = 8
@@ -32,19 +32,23 @@ def model_and_inputs(kind: str):
     return cfg, model, maps, True
 
 
-def one_step(cfg, model, inputs, from_trunk: bool, stage: int):
-    """The loss and the model after one ``image_step`` of ``stage``, its dropout drawn from a fixed seed."""
+def one_step(cfg, model, inputs, from_trunk: bool, stage: int, product: bool):
+    """The loss and the model after one step of ``stage``, its dropout drawn from a fixed seed: the product's
+    ``image_step``, or (``product=False``) the plain NCHW computation it replaced (``local_step``, backward, SGD)."""
     settings = getattr(cfg.train, f"stage{stage}")
     params = trainable(model, stage, frozen_trunk=from_trunk)
     optimizer = make_optimizer(params, settings, cfg.train, tuned=model.backbone.tuned().parameters())
+    loss_fn = StageLoss(settings, model.variant)
     model.train()
     torch.manual_seed(0)
-    labels = labels_with_pairs(BATCH, SCHEMA_3.num_values)
-    stats = image_step(
-        "local", model, model, inputs, labels, StageLoss(settings, model.variant), optimizer,
-        torch.Generator().manual_seed(0), from_trunk,
-    )  # fmt: skip
-    return stats.loss, model
+    labels, generator = labels_with_pairs(BATCH, SCHEMA_3.num_values), torch.Generator().manual_seed(0)
+    if product:
+        return image_step("local", model, model, inputs, labels, loss_fn, optimizer, generator, from_trunk).loss, model
+    loss, _ = local_step(model, inputs.contiguous(), labels, loss_fn, generator, from_trunk=from_trunk)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), model
 
 
 @pytest.mark.parametrize("kind", ["tiny", "mobilenet_v2"])
@@ -52,11 +56,14 @@ def one_step(cfg, model, inputs, from_trunk: bool, stage: int):
 def test_a_channels_last_step_is_the_plain_step(kind, stage):
     torch.manual_seed(0)
     cfg, model, inputs, from_trunk = model_and_inputs(kind)
-    plain_loss, plain = one_step(cfg, copy.deepcopy(model), inputs.contiguous(), from_trunk, stage)
+    plain_loss, plain = one_step(cfg, copy.deepcopy(model), inputs, from_trunk, stage, product=False)
+    convs = [m.weight for m in plain.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert all(w.is_contiguous() for w in convs)  # NCHW indeed (a depthwise weight, one map in, is both)
+    assert not all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     nhwc = in_training_layout(copy.deepcopy(model))
     convs = [m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
-    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    nhwc_loss, nhwc = one_step(cfg, nhwc, inputs.contiguous(), from_trunk, stage)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    nhwc_loss, nhwc = one_step(cfg, nhwc, inputs, from_trunk, stage, product=True)
 
     assert nhwc_loss == pytest.approx(plain_loss, rel=1e-5)
     moved = 0
