@@ -25,6 +25,7 @@ from fsnet.model.backbone import Backbone, ImageNetNormalize
 from fsnet.model.disentangled_memory import DisentangledMemory
 from fsnet.model.heads import GroupedLinear
 from fsnet.model.localization import whole_boxes
+from fsnet.model.mask_dropout import MaskDropout
 from fsnet.model.outputs import Embedding, TrainOutputs
 from fsnet.model.probe_expert import ProbeExpert
 from fsnet.model.training_plan import Stage
@@ -43,7 +44,7 @@ class AttributeDrivenNet(nn.Module):
         attributes = len(num_values)
         self.normalize = ImageNetNormalize()
         self.backbone = backbone
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = MaskDropout(cfg.dropout)
         self.fc1 = GroupedLinear(attributes, backbone.conv7_channels, cfg.fc_dim)  # the per-attribute MLPs
         self.fc2 = GroupedLinear(attributes, cfg.fc_dim, cfg.embed_dim)
         self.classifiers = nn.ModuleList(nn.Linear(cfg.embed_dim, v) for v in num_values)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fsnet.model.mask_dropout import MaskDropout
 from fsnet.model.roi_align import roi_align
 
 
@@ -42,7 +43,7 @@ class AttributeHeads(nn.Module):
         self.roi_size = roi_size
         self.fusion = fusion
         in_features = conv5_channels * roi_size * roi_size + (conv5_channels if fusion else 0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = MaskDropout(dropout)
         self.fc9 = GroupedLinear(attributes, in_features, fc_dim)
         self.fc10 = GroupedLinear(attributes, fc_dim, embed_dim)
 
