@@ -71,8 +71,8 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD on ``params``; those among them in ``tuned`` (a frozen trunk's tuned blocks) at train.tuned_lr_scale of
     the stage's rate, in a group of their own. torch's fused SGD: the same update (weight decay, momentum, step) in
-    one pass over each tensor; the default takes three, and fc9's 15 M weights make it ~5% of a stage-2 step on a
-    CPU (bench/step_bench.py)."""
+    one pass over each tensor where the default takes three, which fc9's large weights make costly on a CPU
+    (bench/step_bench.py)."""
     slow = {id(p) for p in tuned}
     groups = [
         {"params": [p for p in params if id(p) not in slow], "lr": stage.lr},

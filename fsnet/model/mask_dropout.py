@@ -1,6 +1,6 @@
 """Dropout whose mask is uniform numbers compared with the rate: on a CPU, torch's own dropout draws its mask with a
-Bernoulli sampler that takes several times as long (the heads' dropout before fc9, (64, 7, 4096) values, ~23 ms of a
-~600 ms stage-2 step of cpu_mobilenet96 on one thread, against ~9 ms this way; bench/step_bench.py).
+Bernoulli sampler that takes several times as long, a visible part of a stage-2 step on the heads' wide inputs
+(bench/step_bench.py).
 
 The same computation as ``nn.Dropout``: in training mode each value is zeroed with probability p and the rest scaled
 by 1 / (1 - p), from torch's global generator as ``nn.Dropout`` draws; in eval mode the input as it is. On other
