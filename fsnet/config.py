@@ -153,6 +153,7 @@ class TrainConfig(Section):
     batch_size: Annotated[int, Field(ge=2)]
     momentum: Annotated[float, Field(ge=0, lt=1)]
     weight_decay: NonNegativeFloat
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
     schedule: Literal["constant", "cosine"]
     checkpoints_to_keep: PositiveInt
     max_failures: Annotated[int, Field(ge=-1)]

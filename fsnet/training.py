@@ -107,9 +107,9 @@ def local_step(
     terms: dict[str, torch.Tensor] = {}
     triplets = 0
     if loss_fn.needs("c"):
-        terms["c"] = attribute_cross_entropy(out.logits, labels)
+        terms["c"] = attribute_cross_entropy(out.logits, labels, loss_fn.label_smoothing)
     if loss_fn.needs("tc"):
-        terms["tc"] = attribute_cross_entropy(out.rep_logits, labels)
+        terms["tc"] = attribute_cross_entropy(out.rep_logits, labels, loss_fn.label_smoothing)
     if loss_fn.needs("t"):
         found = region_triplets(labels.cpu(), generator)
         triplets = len(found)
@@ -206,7 +206,7 @@ def manipulation_step(
     indicator = model.memory.indicator(labels[anchor].long(), found.manipulation.to(labels.device))  # (T, C)
     manipulated = model.memory.manipulate(features[anchor], indicator)  # (T, A * D)
     compute = {  # only the terms the stage weighs are computed
-        "c": lambda: attribute_cross_entropy(out.logits, labels),
+        "c": lambda: attribute_cross_entropy(out.logits, labels, loss_fn.label_smoothing),
         "t": lambda: soft_triplet_loss(manipulated, features[positive], features[negative]),
         "m": lambda: (
             attribute_cross_entropy(model.chunk_logits(manipulated.view(-1, a, d)), labels[positive])

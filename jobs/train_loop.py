@@ -232,7 +232,7 @@ def stage_loop(config: dict) -> None:
     epoch0, step = _restore(model, optimizer)
     net = ray.train.torch.prepare_model(model)  # Ray: DDP (gloo on CPU, NCCL on GPU) on this worker's device
     device = ray.train.torch.get_device()
-    loss_fn = StageLoss(settings, model.variant)
+    loss_fn = StageLoss(settings, model.variant, cfg.train.label_smoothing)
     terms = [t for t in TERMS if t != "g" and loss_fn.needs(t)]
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + worker.rank)
 

@@ -75,7 +75,7 @@ def timed_steps(cfg: Config, stage: Stage, start: RetrievalModel, x: torch.Tenso
     optimizer = make_optimizer(
         trainable(model, stage.number, frozen_trunk=frozen), settings, cfg.train, model.backbone.tuned().parameters()
     )
-    loss_fn = StageLoss(settings, model.variant)
+    loss_fn = StageLoss(settings, model.variant, cfg.train.label_smoothing)
     generator = torch.Generator().manual_seed(0)
     training_mode(model, cfg.train)
     with torch_threads(1), torch.random.fork_rng(devices=[]):  # dropout's draws leave the driver's generator as it was

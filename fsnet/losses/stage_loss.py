@@ -1,7 +1,8 @@
 """The one place losses are weighed: L = lambda_C L_C + lambda_T L_T + lambda_TC L_TC + lambda_G L_G (paper Eq. 9)
 with the stage's lambdas from the config (stage 1 (1, 0, 0, 0), stage 2 (1, 1.5, 1, 0), stage 3 (0, 0, 0, 1)),
 and L_T switched off for the variants without ranking ("w/o Rank"). The ADDE-style model (no variant) adds
-lambda_M (classification of manipulated features), lambda_L1 (memory consistency), lambda_OFF (off-diagonal)."""
+lambda_M (classification of manipulated features), lambda_L1 (memory consistency), lambda_OFF (off-diagonal).
+The classification terms' label smoothing (train.label_smoothing) is the run's, read by the steps that compute them."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ TERMS = ("c", "t", "tc", "g", "m", "l1", "off")
 
 
 class StageLoss:
-    def __init__(self, stage: StageConfig, variant: Variant | None):
-        """``variant`` None: a model without FashionSearchNet's switches, every term as configured."""
+    def __init__(self, stage: StageConfig, variant: Variant | None, label_smoothing: float = 0.0):
+        """``variant`` None: a model without FashionSearchNet's switches, every term as configured;
+        ``label_smoothing``: of the classifiers' cross-entropy terms (c, tc), 0 for none."""
+        self.label_smoothing = label_smoothing
         self.weights = {
             "c": stage.lambda_c,
             "t": stage.lambda_t if variant is None or variant.ranking else 0.0,

@@ -108,8 +108,11 @@ def test_region_triplets_every_eligible_anchor_gets_one():
     assert sorted(t.anchor.tolist()) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_attribute_cross_entropy_matches_loop(dtype):
+def test_attribute_cross_entropy_matches_loop(dtype, smoothing):
+    """Per attribute the mean over known labels of -sum_v q(v) log p(v), q = 1 - s on the label plus s / V on every
+    value (s = 0: the plain cross-entropy)."""
     g = torch.Generator().manual_seed(0)
     logits = [torch.randn(4, 3, generator=g, dtype=dtype), torch.randn(4, 2, generator=g, dtype=dtype)]
     labels = torch.tensor([[0, 1], [2, -1], [-1, -1], [1, 0]])
@@ -119,9 +122,11 @@ def test_attribute_cross_entropy_matches_loop(dtype):
         for i in range(4):
             if labels[i, a] >= 0:
                 row = lg[i].tolist()
-                terms.append(-(row[labels[i, a]] - math.log(sum(math.exp(v) for v in row))))
+                log_z = math.log(sum(math.exp(v) for v in row))
+                target = [smoothing / len(row) + (1 - smoothing) * (v == int(labels[i, a])) for v in range(len(row))]
+                terms.append(-sum(q * (x - log_z) for q, x in zip(target, row)))
         expected += sum(terms) / len(terms)
-    assert_close(attribute_cross_entropy(logits, labels), torch.tensor(expected, dtype=dtype))
+    assert_close(attribute_cross_entropy(logits, labels, smoothing), torch.tensor(expected, dtype=dtype))
 
 
 def test_attribute_cross_entropy_all_unknown_is_zero():
@@ -144,6 +149,33 @@ def test_stage_loss_weights():
     assert not StageLoss(train.stage3, VARIANTS["rank_l"]).needs("g")
     with pytest.raises(ValueError, match="needs the terms"):
         s2({"c": torch.tensor(1.0)})
+
+
+def test_a_step_smooths_the_classifiers_terms_as_the_run_says():
+    """local_step's c and tc terms with the stage loss's label smoothing, which the training job sets from
+    train.label_smoothing: the same step's terms equal attribute_cross_entropy at that smoothing, and differ from
+    the plain ones."""
+    from fsnet.model import build_model
+    from fsnet.training import local_step
+    from tests.model.helpers import schema_of
+
+    cfg = load_config(["tiny"], ["model.variant=full", "train.label_smoothing=0.2"])
+    schema = schema_of([3, 2])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, schema, pretrained=False).eval()  # eval: no dropout, the same outputs each call
+    images = torch.rand(6, 3, cfg.model.image_size, cfg.model.image_size)
+    labels = torch.tensor([[0, 1], [1, 0], [2, 1], [0, 0], [1, 1], [2, -1]])
+    figures = {}
+    for s in (0.0, cfg.train.label_smoothing):
+        loss_fn = StageLoss(cfg.train.stage2, model.variant, s)
+        _, stats = local_step(model, images, labels, loss_fn, torch.Generator().manual_seed(0))
+        figures[s] = stats.terms
+    with torch.no_grad():
+        out = model(images, heads=True)
+    for s, terms in figures.items():
+        assert terms["c"] == pytest.approx(float(attribute_cross_entropy(out.logits, labels, s)), rel=1e-5)
+        assert terms["tc"] == pytest.approx(float(attribute_cross_entropy(out.rep_logits, labels, s)), rel=1e-5)
+    assert figures[0.2]["c"] != pytest.approx(figures[0.0]["c"], rel=1e-3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
