@@ -27,6 +27,7 @@ class ProbeInputs:
     gallery_found: np.ndarray  # (N,) bool
     gallery_predicted: np.ndarray  # (N, A), -1 where not found
     gallery_probabilities: np.ndarray  # (N, C) per-attribute softmax, concatenated; zeros where not found
+    fit_reused: bool = False  # the probe was read back from an earlier identical fit (eval/probe_memo.py)
 
 
 @dataclass

@@ -19,7 +19,8 @@ import numpy as np
 from eval.attr_logp import attr_logp_topk
 from eval.attribute_only import attribute_only_topk
 from eval.data import EvalData, ProbeInputs
-from eval.linear_probe import LinearProbe, ProbeUnavailable, accuracy, fit_linear_probe
+from eval.linear_probe import LinearProbe, ProbeUnavailable, accuracy
+from eval.probe_memo import split_probe
 from eval.protocol import Manipulations
 from fsnet.errors import ConfigError
 from fsnet.trunk_features import TrunkCache
@@ -47,13 +48,12 @@ def build_probe(
     except ConfigError as err:  # more validation images asked for than the training split has
         raise ProbeUnavailable(f"probe: {err}") from None
     held_out = np.isin(train_ids, validation_ids)  # (n,) bool, as split_training decided
-    fit_found, fit = cache.read(fit_ids.tolist())
-    val_found, val = cache.read(validation_ids.tolist())
-    probe = fit_linear_probe(
-        fit["pooled"],
-        train_labels[~held_out][fit_found],
-        val["pooled"],
-        train_labels[held_out][val_found],
+    probe, reused = split_probe(  # the fit training's probe expert made, when it was this one (eval/probe_memo.py)
+        cache,
+        fit_ids,
+        train_labels[~held_out],
+        validation_ids,
+        train_labels[held_out],
         data.match.names,
         data.num_values,
         strengths,
@@ -65,7 +65,9 @@ def build_probe(
             f"probe: the trunk feature cache {cache.url} holds none of the {len(data.gallery_ids):,} gallery images "
             "(every one rejected)"
         )
-    return probe_inputs(probe, query_found, query["pooled"], gallery_found, gallery["pooled"], data.num_values)
+    inputs = probe_inputs(probe, query_found, query["pooled"], gallery_found, gallery["pooled"], data.num_values)
+    inputs.fit_reused = reused
+    return inputs
 
 
 def probe_inputs(

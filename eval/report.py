@@ -286,7 +286,8 @@ def probe_notes(runs: list[ReportRun]) -> list[str]:
         strengths = ", ".join(f"{a} {'–' if c is None else f'{c:g}'}" for a, c in p.strength.items())
         notes.append(
             f"probe: {p.backbone} ({p.weights}) frozen at {p.image_size} px, {p.features} pooled features, one "
-            f"logistic regression per attribute fitted on {p.fit_images:,} training images in {p.fit_s:.1f} s, the "
+            f"logistic regression per attribute fitted on {p.fit_images:,} training images in {p.fit_s:.1f} s"
+            f"{' (read back from the trunk cache)' if p.fit_reused else ''}, the "
             f"inverse L2 strength chosen on {p.validation_images:,} validation images ({strengths}); "
             f"{p.gallery_rejected.count:,} gallery images without trunk features ranked last"
         )

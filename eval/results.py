@@ -234,6 +234,9 @@ class ProbeFacts(_Model):
     """The mean of ``accuracy`` over the attributes that have one."""
     fit_s: float
     """Seconds of the fit (every attribute, every strength)."""
+    fit_reused: bool = False
+    """The fit was read back from the trunk cache, where an identical fit (the same features, labels and strengths:
+    training's probe expert, or an earlier evaluation) kept it; ``fit_s`` is that fit's."""
     gallery_rejected: Listed
     """Gallery images the trunk cache rejected: ranked last by the probe baselines."""
     queries_rejected: Listed

@@ -11,10 +11,11 @@ Cluster:
         --catalog s3://b/catalogs/shop --out s3://b/eval/shop
 
 The gallery is the catalog's gallery split as the index holds it (images the index rejected are counted and
-left out). Query representations come from the index when it covers them (--split all), else from the model on
-Ray Data actors (the same EmbedImages the index job runs). The probe baselines (eval/probe.py) read the frozen
-trunk's pooled features from the trunk feature cache (jobs/trunk_cache.py: computed on Ray Data actors the first
-time, beside the catalog) and fit their probe on the training split here.
+left out). Query representations come from the index when it covers them (--split all), else from the model: in
+this process up to index.in_process_max queries, else on Ray Data actors (the same EmbedImages the index job runs).
+The probe baselines (eval/probe.py) read the frozen trunk's pooled features from the trunk feature cache
+(jobs/trunk_cache.py: computed on Ray Data actors the first time, beside the catalog) and fit their probe on the
+training split here.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import ray
 import torch
 import typer
 from rich.table import Table
+from threadpoolctl import threadpool_limits
 
 import fsnet
 from eval.algebra import algebra_of
@@ -63,7 +65,7 @@ from fsnet.storage import Storage, join, parent
 from fsnet.timing import timed
 from fsnet.trunk_features import TrunkCache
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.embed_rows import embed_rows
+from jobs.embed_rows import embed_here, embed_rows
 from jobs.progress import bar, pipeline_bar
 from jobs.ray_runtime import init_ray
 from jobs.tables import show
@@ -108,6 +110,21 @@ def evaluate(
     """``allow_catalog_mismatch``: evaluate even when ``catalog_url`` is not the catalog the index was built from
     (another split, other shards); the gallery images the index lacks are then counted and named. ``version``: that
     version of the index rather than the one CURRENT names. Returns results.json's content, as written."""
+    # one BLAS thread: after each product OpenBLAS's threads spin, waiting for the next, on the cores torch's next
+    # product needs; the scorers alternate numpy's small float64 products with torch's large ones block by block
+    with threadpool_limits(1, user_api="blas"):
+        return _evaluate(cfg, index_url, catalog_url, out, check, allow_catalog_mismatch, version)
+
+
+def _evaluate(
+    cfg: Config,
+    index_url: str,
+    catalog_url: str,
+    out: str,
+    check: bool,
+    allow_catalog_mismatch: bool,
+    version: int | None,
+) -> dict[str, Any]:
     start = time.perf_counter()
     timings: dict[str, float] = {}
     Storage(cfg.storage).check_output_folder(out)  # before the evaluation, not after it
@@ -119,7 +136,6 @@ def evaluate(
     with timed(timings, "load"), opened.catalog.reading():  # a shard that cannot be read: one line naming it
         queries = queries_in_index(opened, protocol)
         if queries is None:  # the index holds the gallery only: embed the query split now
-            init_ray(cfg.ray)  # Ray: the same EmbedImages actors the index job runs
             queries = embed_queries(cfg, opened)
         data = load_data(opened, protocol, queries)
     _print_left_out(opened, catalog_url, data)
@@ -296,6 +312,7 @@ def probe_facts(cache: TrunkCache, inputs: ProbeInputs, data: EvalData) -> dict[
         "validation_accuracy": dict(zip(names, linear.validation_accuracy)),
         **_accuracy(names, accuracy),
         "fit_s": round(linear.seconds, 2),
+        "fit_reused": inputs.fit_reused,
         "gallery_rejected": _listed(data.gallery_ids[~inputs.gallery_found].tolist()),
         "queries_rejected": _listed(data.query_ids[~inputs.query_found].tolist()),
     }
@@ -413,14 +430,35 @@ def queries_in_index(opened: Opened, protocol: str) -> QueryRows | None:
 
 
 def embed_queries(cfg: Config, opened: Opened) -> QueryRows:
-    """The query split embedded by the index's model at its image size, on Ray Data actors (Ray started)."""
+    """The query split embedded by the index's model at its image size: on Ray Data actors (Ray started), or, for
+    at most index.in_process_max queries, in this process by the same EmbedImages without Ray (the pool's start
+    costs more than such a split: bench/reindex_bench.py)."""
     reader, catalog = opened.reader, opened.catalog
-    rows = catalog.dataset("query", ["id", "image", *catalog.schema.names], with_shard=True)
-    embedded = embed_rows(
-        cfg, opened.storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
-    ).select_columns(["id", "error", "reps", "predicted", "probabilities"])
-    with pipeline_bar("queries", len(catalog.split_ids("query")), EmbedImages.__name__):
-        table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
+    count = len(catalog.split_ids("query"))
+    if count <= cfg.index.in_process_max:
+        with bar("queries", "images") as progress:
+            task = progress.add_task("queries", total=count)
+            advance = lambda rows: progress.advance(task, rows)  # noqa: E731
+            shards = embed_here(
+                cfg,
+                opened.storage,
+                reader.manifest.model.url,
+                catalog,
+                "query",
+                catalog.manifest.shards,
+                reader.manifest.image_size,
+                advance=advance,
+            )
+            table = pa.concat_tables([rows for _, rows in shards])  # queries_in_index: the split is not empty
+    else:
+        init_ray(cfg.ray)  # Ray: the same EmbedImages actors the index job runs
+        rows = catalog.dataset("query", ["id", "image", *catalog.schema.names], with_shard=True)
+        embedded = embed_rows(
+            cfg, opened.storage, reader.manifest.model.url, catalog, rows, image_size=reader.manifest.image_size
+        )
+        with pipeline_bar("queries", count, EmbedImages.__name__):
+            table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
+    table = table.select(["id", "error", "reps", "predicted", "probabilities"])
     rejected = sorted(table.filter(pc.is_valid(table["error"]))["id"].to_pylist())
     return QueryRows(_sorted(table.filter(pc.is_null(table["error"]))), rejected)
 
@@ -673,9 +711,10 @@ def print_results(results: Results) -> None:
     console.print(line)
     if results.probe and results.probe.mean_accuracy is not None and results.model.mean_accuracy is not None:
         p = results.probe
+        fit = "its fit read back from the trunk cache" if p.fit_reused else f"fitted in {p.fit_s:.1f} s"
         console.print(
             f"held-out classifier accuracy (mean over attributes): {results.model.mean_accuracy:.3f} the model, "
-            f"{p.mean_accuracy:.3f} the probe ({p.backbone} frozen at {p.image_size} px, fitted in {p.fit_s:.1f} s)"
+            f"{p.mean_accuracy:.3f} the probe ({p.backbone} frozen at {p.image_size} px, {fit})"
         )
     for headline in headlines([results], at):  # the model against its yardstick, as the report opens
         console.print(f"[bold]{headline_text(headline, at)}[/]", highlight=False)

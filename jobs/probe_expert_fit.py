@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.linear_probe import ProbeUnavailable, fit_linear_probe
+from eval.linear_probe import ProbeUnavailable
+from eval.probe_memo import split_probe
 from fsnet.config import Config
 from fsnet.model.probe_expert import ProbeExpert, joined, mean_nll
 from fsnet.model.retrieval_model import RetrievalModel
@@ -29,16 +30,9 @@ def fit_probe_expert(
     why (weight None)."""
     names, num_values = model.schema.names, list(model.schema.num_values)
     (fit_ids, fit_labels), (val_ids, val_labels) = (split.labels(ids) for ids in (split.fit_ids, split.validation_ids))
-    (fit_found, fit), (val_found, val) = (cache.read(ids.tolist()) for ids in (fit_ids, val_ids))
-    try:
-        probe = fit_linear_probe(
-            fit["pooled"],
-            fit_labels[fit_found],
-            val["pooled"],
-            val_labels[val_found],
-            names,
-            num_values,
-            cfg.probe.regularization,
+    try:  # kept in the trunk cache: the evaluation's probe baselines read this fit back (eval/probe_memo.py)
+        probe, reused = split_probe(
+            cache, fit_ids, fit_labels, val_ids, val_labels, names, num_values, cfg.probe.regularization
         )
     except ProbeUnavailable as err:  # nothing to fit it on (an attribute without a labelled training image, say)
         return {"weight": None, "unavailable": str(err)}
@@ -60,7 +54,8 @@ def fit_probe_expert(
             "probe": validation.accuracy(_predicted(p_probe, num_values)),
             "joined": validation.accuracy(_predicted(chosen, num_values)),
         },
-        "probe_fit_images": int(fit_found.sum()),
+        "probe_fit_images": probe.fit_images,
+        "probe_fit_reused": reused,  # read back from an identical earlier fit
     }
 
 

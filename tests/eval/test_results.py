@@ -74,6 +74,7 @@ def results_dict() -> dict:
             "accuracy": {"color": 0.75},
             "mean_accuracy": 0.75,
             "fit_s": 0.5,
+            "fit_reused": False,
             "gallery_rejected": listed,
             "queries_rejected": listed,
         },

@@ -97,12 +97,17 @@ def table_rows(markdown: str, title: str) -> dict[str, list[str]]:
 
 
 def test_queries_embedded_when_the_index_holds_the_gallery_only(indexed, tmp_path):
+    """Both ways of embedding them: in this process (a split within index.in_process_max), and on the actor pool."""
     cfg = load_config(["tiny"])
     a = evaluate(cfg, str(indexed["root"] / "all-index"), indexed["catalog"], str(tmp_path / "a"))
-    b = evaluate(cfg, str(indexed["root"] / "gallery-index"), indexed["catalog"], str(tmp_path / "b"))
-    assert a["dataset"]["manipulations"] == b["dataset"]["manipulations"]
-    for x, y in zip(a["runs"], b["runs"]):
-        np.testing.assert_allclose(x["average"]["top_k"], y["average"]["top_k"])
+    for way, sets in (("here", []), ("pool", ["index.in_process_max=0"])):
+        b = evaluate(
+            load_config(["tiny"], sets), str(indexed["root"] / "gallery-index"), indexed["catalog"], str(tmp_path / way)
+        )
+        assert a["dataset"]["manipulations"] == b["dataset"]["manipulations"] > 0
+        assert b["dataset"]["queries"] == a["dataset"]["queries"]
+        for x, y in zip(a["runs"], b["runs"], strict=True):
+            np.testing.assert_allclose(x["average"]["top_k"], y["average"]["top_k"])
 
 
 def test_check_fails_loudly_on_a_disagreement(indexed, tmp_path, monkeypatch):

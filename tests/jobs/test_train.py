@@ -183,6 +183,9 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
     assert expert["weight"] in WEIGHTS and set(expert["validation_nll"]) == {f"{w:.2f}" for w in WEIGHTS}
     assert expert["validation_nll"][f"{expert['weight']:.2f}"] == min(expert["validation_nll"].values())
     assert (model.probe_expert is not None) == (expert["weight"] > 0)
+    # its probe fit kept in the trunk cache entry, for the evaluation (and the run below) to read back
+    assert not expert["probe_fit_reused"]
+    assert len(storage.listdir(join(catalog_url, "..", "trunk-features", entry, "probes"))) == 1
     if model.probe_expert is not None:
         for before, kept in zip(
             initial.backbone.tuned().state_dict().values(), model.probe_expert.blocks.state_dict().values()
@@ -190,7 +193,7 @@ def test_train_to_s3_on_a_frozen_trunk(catalog_url, s3_endpoint):
             assert torch.equal(before, kept)
     # a seeded run repeats itself, stage 2 too: its heads' dropout is seeded per epoch and worker, whatever ran in
     # the reused Ray worker processes before (unseeded, the second run's stage-2 loss differed from the first)
-    train(cfg, catalog_url, f"{out}-again")
+    assert train(cfg, catalog_url, f"{out}-again").summary["probe_expert"]["probe_fit_reused"]
     losses = [(m["stage"], m["loss"]) for m in metrics_of(storage, out)]
     assert [(m["stage"], m["loss"]) for m in metrics_of(storage, f"{out}-again")] == losses
     again = load_model(f"{out}-again/model.pt", storage).state_dict()
