@@ -358,9 +358,11 @@ def validation_set(cfg: Config, storage: Storage, split: TrainingSplit) -> Valid
         chosen = [np.sort(rng.permutation(ids)[:VALIDATION_IMAGES]) for ids in (validation_ids, fit_ids)]
         (val_ids, val_labels), (sample_ids, sample_labels) = (split.labels(ids) for ids in chosen)
         cache = _trunk_cache(cfg, storage, catalog)
-        (val_found, val), (sample_found, sample) = (cache.read(ids, maps=True) for ids in (val_ids, sample_ids))
+        found, read = cache.read([*val_ids, *sample_ids], maps=True)  # one pass over the cache's maps for both
+        val_found, sample_found = found[: len(val_ids)], found[len(val_ids) :]
+        maps = read["maps"]  # (found, C, h, w): the validation images' first
         return ValidationSet(
-            val["maps"], val_labels[val_found], sample["maps"], sample_labels[sample_found], from_trunk=True
+            maps[: val_found.sum()], val_labels[val_found], maps[val_found.sum() :], sample_labels[sample_found], True
         )
     (val, val_labels), (sample, sample_labels) = (  # plain decoded images, as the embed path sees them
         training_sample(catalog, ids, cfg.model.image_size, cfg.train.seed, VALIDATION_IMAGES)
