@@ -2,7 +2,9 @@
 actors the index job uses and written under the run's ``features/`` (stage 3 trains on them), then the memory block
 M as the mean feature per attribute value, summed exactly (fsnet/model/memory.py) whatever order the rows arrive in.
 A training split of at most index.in_process_max images is embedded in the driver's process by the same EmbedImages
-(jobs/embed_rows.py ``embed_here``): the actor pool's start costs more than such a split."""
+(jobs/embed_rows.py ``embed_here``): the actor pool's start costs more than such a split. So is a split of any size
+where the pool would be one actor on CPUs (a machine of two cores): the same work, without the pool's start;
+index.in_process_max 0 always takes the pool."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from fsnet.storage import Storage, join
 from jobs.command import console
 from jobs.embed_rows import embed_here, embed_rows
 from jobs.progress import bar, pipeline_bar
+from jobs.ray_runtime import pool_is_one_cpu_actor
 from jobs.training_split import TrainingSplit
 
 
@@ -33,7 +36,8 @@ def memory_stage(
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
     catalog = split.catalog
-    if len(split.fit_ids) <= cfg.index.in_process_max:
+    small = len(split.fit_ids) <= cfg.index.in_process_max
+    if small or (cfg.index.in_process_max and pool_is_one_cpu_actor(cfg.index.actors)):
         _embed_here(cfg, split, storage, start_url, features)
     else:
         with catalog.reading(), pipeline_bar("memory", len(split.fit_ids), EmbedImages.__name__):  # a bad shard: a line

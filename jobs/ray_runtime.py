@@ -268,6 +268,13 @@ def model_actors(actors: int | None) -> tuple[int, int, int | None]:
     return gpus, count, None if gpus else max(1, cluster_cpus() // count)
 
 
+def pool_is_one_cpu_actor(actors: int | None) -> bool:
+    """Whether ``model_actors`` would make the pool one actor on CPUs (no GPU in the cluster; a machine of two
+    cores, or index.actors 1): the work of this process on its own threads, plus the pool's start. Ray started."""
+    gpus, count, _ = model_actors(actors)
+    return not gpus and count == 1
+
+
 def one_block_each(tables: list) -> "ray.data.Dataset":
     """A dataset with exactly one block per Arrow table, in order. ``from_blocks`` (a DeveloperAPI) promises
     not to re-split blocks and computes their metadata in the driver; ``from_arrow`` runs a remote task per
