@@ -119,7 +119,8 @@ def main() -> None:
         trained, train_s = timed(train, train_cfg, catalog_url, run)
         model_url = trained.model_url
         ray_start = fresh_ray()  # the full index's actor pool runs in a Ray of its own, as the command starts one
-        full, full_wall = timed(index, cfg, model_url, catalog_url, index_url, "all")
+        # on the pool: on two CPUs the command would embed in its own process (jobs/embed_rows.py embeds_here)
+        full, full_wall = timed(index, pool_cfg, model_url, catalog_url, index_url, "all")
         full_m = full.manifest
         print(
             f"\n{args.n:,} images of {args.size} px, {len(first_pack.manifest.shards)} shards of {args.shard_rows}: "

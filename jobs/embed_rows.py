@@ -4,8 +4,9 @@ imports ``fsnet/``, ``eval/`` and the shared modules of ``jobs/``, never another
 
 The piece takes a Ray Dataset and returns one (lazy: nothing runs until the job writes or iterates it); the callable
 class it maps with lives in ``fsnet/`` (``fsnet.embedding.EmbedImages``), which never starts Ray. A few images (up to
-``index.in_process_max``: a re-index's delta, a small training split's memory stage) are embedded by the same class in
-the job's own process instead (``embed_here``): Ray's and the pool's start cost more than they do.
+``index.in_process_max``: a re-index's delta, a small training split's memory stage), and any number on a cluster where
+the pool would be one CPU actor, are embedded by the same class in the job's own process instead (``embed_here``,
+``embeds_here``): Ray's and the pool's start cost more than they do.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fsnet.embedding import EmbedImages
 from fsnet.fingerprint import short_fingerprint
 from fsnet.model import load_model
 from fsnet.storage import Storage
-from jobs.ray_runtime import actor_pool, model_actors
+from jobs.ray_runtime import actor_pool, init_ray, model_actors, pool_is_one_cpu_actor
 from jobs.trunk_cache import existing_trunk_cache
 
 
@@ -52,6 +53,19 @@ def embed_rows(
         compute=actor_pool(actors),
         num_gpus=gpus_per_actor(gpus, actors),
     )
+
+
+def embeds_here(cfg: Config, images: int) -> bool:
+    """Whether a job embeds ``images`` in its own process (``embed_here``) rather than on the actor pool: up to
+    index.in_process_max of them, whose pool would take longer to start than to finish, and any number where the pool
+    would be one actor on CPUs (a cluster of two CPUs and no GPU: this process's work on its own threads, plus the
+    pool's start). It starts Ray to ask the second. index.in_process_max 0: always the pool."""
+    if images <= cfg.index.in_process_max:
+        return True
+    if not cfg.index.in_process_max:
+        return False
+    init_ray(cfg.ray)
+    return pool_is_one_cpu_actor(cfg.index.actors)
 
 
 def embed_here(

@@ -12,7 +12,8 @@ Cluster:
 
 The gallery is the catalog's gallery split as the index holds it (images the index rejected are counted and
 left out). Query representations come from the index when it covers them (--split all), else from the model: in
-this process up to index.in_process_max queries, else on Ray Data actors (the same EmbedImages the index job runs).
+this process up to index.in_process_max queries or where the pool would be one CPU actor, else on Ray Data actors
+(the same EmbedImages the index job runs).
 The probe baselines (eval/probe.py) read the frozen trunk's pooled features from the trunk feature cache
 (jobs/trunk_cache.py: computed on Ray Data actors the first time, beside the catalog) and fit their probe on the
 training split here.
@@ -65,7 +66,7 @@ from fsnet.storage import Storage, join, parent
 from fsnet.timing import timed
 from fsnet.trunk_features import TrunkCache
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.embed_rows import embed_here, embed_rows
+from jobs.embed_rows import embed_here, embed_rows, embeds_here
 from jobs.progress import bar, pipeline_bar
 from jobs.ray_runtime import init_ray
 from jobs.tables import show
@@ -431,11 +432,11 @@ def queries_in_index(opened: Opened, protocol: str) -> QueryRows | None:
 
 def embed_queries(cfg: Config, opened: Opened) -> QueryRows:
     """The query split embedded by the index's model at its image size: on Ray Data actors (Ray started), or, for
-    at most index.in_process_max queries, in this process by the same EmbedImages without Ray (the pool's start
-    costs more than such a split: bench/reindex_bench.py)."""
+    at most index.in_process_max queries (or where the pool would be one CPU actor: jobs/embed_rows.py
+    ``embeds_here``), in this process by the same EmbedImages."""
     reader, catalog = opened.reader, opened.catalog
     count = len(catalog.split_ids("query"))
-    if count <= cfg.index.in_process_max:
+    if embeds_here(cfg, count):
         with bar("queries", "images") as progress:
             task = progress.add_task("queries", total=count)
             advance = lambda rows: progress.advance(task, rows)  # noqa: E731

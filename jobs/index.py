@@ -17,7 +17,8 @@ The chain: read_parquet of the catalog shards to extract (projected columns, the
 write_parquet partitioned by catalog shard -> faiss index over every indexed row -> manifest -> CURRENT.
 Unchanged catalog shards (same fingerprint, same model) are copied from the live version instead of re-extracted;
 a delta of at most index.in_process_max images is embedded in this process by the same EmbedImages, without
-starting Ray. One run writes an index at a time: it holds <out>/WRITER throughout (fsnet/index/writer_lock.py).
+starting Ray, and so is any number where the pool would be one CPU actor (jobs/embed_rows.py ``embeds_here``). One
+run writes an index at a time: it holds <out>/WRITER throughout (fsnet/index/writer_lock.py).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from fsnet.storage import Storage, join
 from fsnet.timing import timed
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
-from jobs.embed_rows import embed_here, embed_rows
+from jobs.embed_rows import embed_here, embed_rows, embeds_here
 from jobs.progress import bar, pipeline_bar
 from jobs.ray_runtime import init_ray
 from jobs.tables import show
@@ -136,7 +137,8 @@ def index(
         with timed(timings, "copy_reused"):
             _copy_reused(storage, out, vdir, plan)
         with timed(timings, "extract"):
-            if plan.extract and plan.extract_rows <= cfg.index.in_process_max:  # a few: no Ray started for them
+            # a few (no Ray started for them), or the pool would be one CPU actor: in this process
+            if plan.extract and embeds_here(cfg, plan.extract_rows):
                 _extract_here(cfg, storage, model_url, catalog, split, plan, vdir, model.cfg.image_size)
             elif plan.extract:
                 init_ray(cfg.ray)

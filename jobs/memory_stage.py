@@ -20,9 +20,8 @@ from fsnet.model import load_model, save_model
 from fsnet.model.memory import ExactValueSums
 from fsnet.storage import Storage, join
 from jobs.command import console
-from jobs.embed_rows import embed_here, embed_rows
+from jobs.embed_rows import embed_here, embed_rows, embeds_here
 from jobs.progress import bar, pipeline_bar
-from jobs.ray_runtime import pool_is_one_cpu_actor
 from jobs.training_split import TrainingSplit
 
 
@@ -36,8 +35,7 @@ def memory_stage(
     for name in storage.listdir(features):  # a partial earlier attempt
         storage.remove(join(features, name))
     catalog = split.catalog
-    small = len(split.fit_ids) <= cfg.index.in_process_max
-    if small or (cfg.index.in_process_max and pool_is_one_cpu_actor(cfg.index.actors)):
+    if embeds_here(cfg, len(split.fit_ids)):
         _embed_here(cfg, split, storage, start_url, features)
     else:
         with catalog.reading(), pipeline_bar("memory", len(split.fit_ids), EmbedImages.__name__):  # a bad shard: a line
