@@ -76,7 +76,9 @@ def test_a_gate_run_killed_leaves_current_and_the_next_run_completes(tmp_path):
     saved = torch.load(made["model"], weights_only=True)
     saved["fsnet_version"] += "+again"
     torch.save(saved, same)
-    args = ["reindex", "--config", "tiny", "--gate", "--catalog", catalog, "--index", out]
+    # the actor pool: its evaluation outlasts the kill's moment (a tiny catalog's queries in process end before it)
+    pool = ["--set", "index.in_process_max=0"]
+    args = ["reindex", "--config", "tiny", *pool, "--gate", "--catalog", catalog, "--index", out]
     log = tmp_path / "gate.log"  # (a kill during extraction: tests/jobs/test_faults.py)
     job = start([*args, "--model", str(same)], log)
     landed = kill_when(job, lambda: "gate: evaluating v2" in log.read_text(), random.Random(SEED), window_s=8.0)
