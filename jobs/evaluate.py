@@ -67,7 +67,7 @@ from fsnet.timing import timed
 from fsnet.trunk_features import TrunkCache
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_here, embed_rows, embeds_here
-from jobs.progress import bar, pipeline_bar
+from jobs.progress import bar, count_bar, pipeline_bar
 from jobs.ray_runtime import init_ray
 from jobs.tables import show
 from jobs.trunk_cache import existing_trunk_cache, trunk_cache
@@ -437,9 +437,7 @@ def embed_queries(cfg: Config, opened: Opened) -> QueryRows:
     reader, catalog = opened.reader, opened.catalog
     count = len(catalog.split_ids("query"))
     if embeds_here(cfg, count):
-        with bar("queries", "images") as progress:
-            task = progress.add_task("queries", total=count)
-            advance = lambda rows: progress.advance(task, rows)  # noqa: E731
+        with count_bar("queries", count) as advance:
             shards = embed_here(
                 cfg,
                 opened.storage,

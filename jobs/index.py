@@ -67,7 +67,7 @@ from fsnet.timing import timed
 from jobs import interrupt
 from jobs.command import ConfigOption, SetOption, absolute_option, console, resolve_config, run_app, single_command
 from jobs.embed_rows import embed_here, embed_rows, embeds_here
-from jobs.progress import bar, pipeline_bar
+from jobs.progress import count_bar, pipeline_bar
 from jobs.ray_runtime import init_ray
 from jobs.tables import show
 
@@ -280,12 +280,11 @@ def _extract_here(
     vdir: str,
     image_size: int,
 ) -> None:
-    """A few images (up to index.in_process_max): embedded in this process by the same EmbedImages, shard by shard,
-    and written where the actor pool writes them (one folder per catalog shard); no Ray is started, as its start
-    and the pool's cost more than a few hundred images (bench/reindex_bench.py)."""
-    with catalog.reading(), bar("index", "images") as progress:  # a shard that cannot be read: one line naming it
-        task = progress.add_task("index", total=plan.extract_rows)
-        advance = lambda rows: progress.advance(task, rows)  # noqa: E731
+    """Images embedded in this process by the same EmbedImages (jobs/embed_rows.py ``embeds_here``: a few, up to
+    index.in_process_max, without starting Ray, as its start and the pool's cost more than a few hundred images,
+    bench/reindex_bench.py; or any number where the pool would be one CPU actor), shard by shard, and written where
+    the actor pool writes them (one folder per catalog shard)."""
+    with catalog.reading(), count_bar("index", plan.extract_rows) as advance:  # a shard that cannot be read: a line
         read = None if split == "all" else split
         shards = embed_here(cfg, storage, model_url, catalog, read, plan.extract, image_size, advance=advance)
         for shard, rows in shards:  # a shard with no image of the split has no folder, as the pool writes none

@@ -21,7 +21,7 @@ from fsnet.model.memory import ExactValueSums
 from fsnet.storage import Storage, join
 from jobs.command import console
 from jobs.embed_rows import embed_here, embed_rows, embeds_here
-from jobs.progress import bar, pipeline_bar
+from jobs.progress import count_bar, pipeline_bar
 from jobs.training_split import TrainingSplit
 
 
@@ -64,9 +64,7 @@ def _embed_here(cfg: Config, split: TrainingSplit, storage: Storage, start_url: 
     """The training split's features embedded in this process, one Parquet file per catalog shard under
     ``features`` (the columns the pool writes)."""
     catalog = split.catalog
-    with catalog.reading(), bar("memory", "images") as progress:  # a shard that cannot be read: one line naming it
-        task = progress.add_task("memory", total=len(split.fit_ids))
-        advance = lambda rows: progress.advance(task, rows)  # noqa: E731
+    with catalog.reading(), count_bar("memory", len(split.fit_ids)) as advance:  # a shard that cannot be read: a line
         shards = embed_here(
             cfg, storage, start_url, catalog, "train", catalog.manifest.shards, keep=split.fit_ids, advance=advance
         )

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -91,6 +91,14 @@ class RowsDone(ExecutionCallback):
         watch = _watching
         if watch is not None:
             watch.update(executor)
+
+
+@contextmanager
+def count_bar(description: str, total: int, unit: str = "images") -> Iterator[Callable[[int], None]]:
+    """A bar over ``total`` things done in this process; the block is given the function it advances it with."""
+    with bar(description, unit) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.advance(task, done)
 
 
 @contextmanager

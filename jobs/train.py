@@ -261,7 +261,6 @@ def train_accuracy(cfg: Config, split: TrainingSplit, model: RetrievalModel) -> 
     batches, labels = plain_batches(cfg, split)
     batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
     images = torch.cat(batches) if batches else torch.zeros((0, 3, cfg.model.image_size, cfg.model.image_size))
-    images = images.contiguous(memory_format=torch.channels_last)
     model = in_training_layout(copy.deepcopy(model))  # a copy: the model saved keeps its layout
     saved = classifier_accuracy(model, images, labels)
     if trained_batch_norms(model, cfg.train):
@@ -360,10 +359,8 @@ def validation_set(cfg: Config, storage: Storage, split: TrainingSplit) -> Valid
         cache = _trunk_cache(cfg, storage, catalog)
         found, read = cache.read([*val_ids, *sample_ids], maps=True)  # one pass over the cache's maps for both
         val_found, sample_found = found[: len(val_ids)], found[len(val_ids) :]
-        maps = read["maps"]  # (found, C, h, w): the validation images' first
-        return ValidationSet(
-            maps[: val_found.sum()], val_labels[val_found], maps[val_found.sum() :], sample_labels[sample_found], True
-        )
+        maps, v = read["maps"], int(val_found.sum())  # (found, C, h, w): the v validation images' first
+        return ValidationSet(maps[:v], val_labels[val_found], maps[v:], sample_labels[sample_found], from_trunk=True)
     (val, val_labels), (sample, sample_labels) = (  # plain decoded images, as the embed path sees them
         training_sample(catalog, ids, cfg.model.image_size, cfg.train.seed, VALIDATION_IMAGES)
         for ids in (validation_ids, fit_ids)
