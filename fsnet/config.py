@@ -161,6 +161,7 @@ class TrainConfig(Section):
     global_batch: Annotated[int, Field(ge=2)]
     seed: int
     probe_expert: bool
+    epochs_for_images: PositiveInt | None  # None: the epochs as given (fsnet/stage_epochs.py)
     augment: AugmentConfig
     stage1: StageConfig
     stage2: StageConfig

@@ -52,6 +52,7 @@ from fsnet.input_size import resolve_input_size, shorter_sides
 from fsnet.model import RetrievalModel, Stage, build_model, load_model, model_class, save_model
 from fsnet.model.batch_norm import reestimate_statistics, trained_batch_norms
 from fsnet.model.checkpoint import model_from_bytes
+from fsnet.stage_epochs import resolve_epochs
 from fsnet.storage import Storage, join
 from fsnet.timing import timed
 from fsnet.training import decode_for_training, in_training_layout, stage3_movement
@@ -99,6 +100,9 @@ def train(cfg: Config, catalog_url: str, out: str) -> TrainResult:
             "gallery): pack it with smaller split.n_query / split.n_gallery to train on it; it can evaluate a model "
             "trained on another catalog as it is"
         )
+    cfg, scaled = resolve_epochs(cfg, training_plan(cfg), len(fit_ids))  # train.epochs_for_images decided here
+    if scaled:
+        console.print(scaled, highlight=False)
     storage.check_output_folder(out)
     check_run_dir(cfg, storage, out)
     storage.write_text(join(out, "config.yaml"), saved_config_text(cfg))
