@@ -1,9 +1,9 @@
 """``train.epochs_for_images``: the image stages' epochs as a number of steps, so that a small catalog trains as long
 as the catalog its recipe was measured on.
 
-A preset's epochs were chosen on one catalog: four epochs of stage 1 on ~16,000 training images are ~1,000 steps of
-a global batch of 128. A catalog with half the images gets half the steps at the same epochs, and a cosine schedule
-anneals the rate to zero over them: its classifiers stop while their validation accuracy still rises. With
+A preset's epochs were chosen on one catalog's training split. A catalog with half its images gets half the steps
+at the same epochs, and a cosine schedule anneals the rate to zero over them: its classifiers stop while their
+validation accuracy still rises (docs/experiments.md). With
 ``epochs_for_images`` set, an image stage (the ones that train on decoded images or their cached maps; not stage 3,
 which trains on fixed features) runs ``round(epochs x epochs_for_images / images)`` epochs on a training split of
 fewer images, never fewer than its own ``epochs``: the same steps as on the reference catalog. A larger catalog keeps
