@@ -88,9 +88,10 @@ def choose_weight(
 ) -> dict | None:
     """The validation images' reps (V, A, D), probabilities (V, C) and labels (V, A) -> the fused weight: the
     smallest grid weight whose validation Top-20 is within one standard error of the best (below), with each grid
-    point's figure; None when no manipulation has its target among them. Queries and manipulations those of
-    training's validation Top-K."""
-    found = validation_manipulations(labels, names, num_values, seed=seed)  # the queries training selects on
+    point's figure; None when no manipulation has its target among them. Queries: every validation image with every
+    attribute known, not only the draw training's per-epoch Top-K takes: the weight is chosen once, and the grid's
+    points near the top lie within a standard error that more queries narrow."""
+    found = validation_manipulations(labels, names, num_values, queries=len(labels), seed=seed)
     if found is None:
         return None
     chosen, manipulations = found
@@ -118,6 +119,7 @@ def choose_weight(
         "factor": picked["factor"],
         "unit": unit,
         "k": k,
+        "queries": len(chosen),
         "best_factor": best["factor"],
         "rule": "one standard error",
         "grid": figures,

@@ -11,6 +11,7 @@ from eval.brute_force import brute_force_topk
 from eval.fused_logp import GRID, FusedLogp, choose_weight, one_standard_error, standard_error
 from eval.linear_global import LinearGlobal
 from eval.protocol import build_manipulations
+from eval.validation_ranking import QUERIES
 from fsnet.model import build_model
 from fsnet.model.checkpoint import model_bytes, model_from_bytes
 from tests.model.helpers import SCHEMA_3, model_config
@@ -87,6 +88,13 @@ def test_choose_weight_uses_classifiers_that_know_and_ignores_ones_that_do_not()
 
     no_complete = np.full_like(labels, -1)
     assert choose_weight(algebra, reps, uniform, no_complete, NUM_VALUES, NAMES) is None
+
+
+def test_the_weight_is_chosen_on_every_validation_image_not_the_epochs_draw():
+    algebra, _, _, reps, labels = case(3, n=QUERIES + 100)
+    labels[:7, 0] = -1  # an unknown value: not a query, still in the gallery
+    chosen = choose_weight(algebra, reps, one_hot_probabilities(labels, 0.9), labels, NUM_VALUES, NAMES)
+    assert chosen["queries"] == QUERIES + 93
 
 
 def test_the_smallest_weight_within_one_standard_error_of_the_best():
