@@ -20,17 +20,15 @@ from eval.report import PROBE, at, band_at, banded
 from eval.results import Results, read_results
 
 try:  # run as a script: bench/ is on sys.path
+    from quality_table import signed
     from record import Table, add_record_options, write_result
 except ImportError:  # imported as bench.change_table
+    from bench.quality_table import signed
     from bench.record import Table, add_record_options, write_result
 
 K = 20
 METHODS = ("full", "full+logp", "attr_logp", PROBE)
 CURVES = (("top_k", "Top-{k}"), ("ndcg_attribute", "NDCG@{k}, changed attribute"), ("ndcg_full", "NDCG@{k}, target"))
-
-
-def signed(x: float) -> str:
-    return f"{round(x, 3) + 0.0:+.3f}".replace("-", "−")
 
 
 def rows_of(label: str, results: Results, methods: tuple[str, ...], k: int) -> list[list]:
